@@ -1,0 +1,1 @@
+"""Alembic environment for the MTA schema; run through ``shared.db.migrate``."""

@@ -1,0 +1,140 @@
+"""Fixtures shared by every test: free ports, our own Redis, Chromium for pytest-playwright.
+
+Tests never touch a shared Redis or database: each fixture starts its own server on a free port
+(or its own PostgreSQL database) and stops it afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.chromium import LAUNCH_ARGS, find_chromium
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout_s: float = 15.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on {host}:{port} after {timeout_s}s")
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: subprocess.Popen[bytes]
+    workdir: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def start(self) -> None:
+        """(Re)start on the same port, e.g. after a test killed it."""
+        self.process = _spawn_redis(self.port, self.workdir)
+
+
+def _spawn_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed: run scripts/setup.sh")
+    proc = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port(port)
+    return proc
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    """A private redis-server on a free port for the whole session."""
+    if shutil.which("redis-server") is None:
+        if IN_CI:
+            pytest.fail("redis-server missing in CI: scripts/setup.sh should have installed it")
+        pytest.skip("redis-server is not installed (scripts/setup.sh installs it)")
+    workdir = Path(tempfile.mkdtemp(prefix="mta-redis-"))
+    port = free_port()
+    server = RedisServer(port=port, process=_spawn_redis(port, workdir), workdir=workdir)
+    yield server
+    server.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """The private Redis, flushed before each test."""
+    import redis
+
+    client = redis.Redis.from_url(redis_server.url)
+    client.flushall()
+    client.close()
+    yield redis_server.url
+
+
+@pytest.fixture(scope="session")
+def chromium_executable() -> str | None:
+    try:
+        return find_chromium(os.environ.get("MTA_CHROMIUM_PATH", ""))
+    except FileNotFoundError as exc:
+        if IN_CI:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(
+    browser_type_launch_args: dict[str, Any], chromium_executable: str | None
+) -> dict[str, Any]:
+    """pytest-playwright: use the system Chromium when Playwright's own is missing."""
+    args = {k: v for k, v in browser_type_launch_args.items() if k != "channel"}
+    if chromium_executable:
+        args["executable_path"] = chromium_executable
+    args["args"] = [*args.get("args", []), *LAUNCH_ARGS]
+    return args
+
+
+@pytest.fixture(scope="session")
+def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
+    """The site formats times in Europe/Berlin; so does every page under test."""
+    return {**browser_context_args, "timezone_id": "Europe/Berlin", "locale": "de-DE"}

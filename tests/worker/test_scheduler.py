@@ -1,0 +1,108 @@
+"""The scheduler: coalesced targets, the site budget, back-off, in-flight checks, minute alignment.
+
+Real Redis (private server) and a real migrated SQLite file; ``send`` collects target ids instead
+of enqueueing so each tick's decisions can be read directly.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import redis
+
+from shared.db.database import Database
+from shared.db.models import Subscription, Target, User
+from shared.settings import Settings
+from worker.scheduler import Scheduler, mark_done
+
+WOHNSITZ = 1063475  # offered at 7 Bürgerbüros
+EINBUERGERUNG = 1071907  # office 10471 only
+FS_UMSCHREIBUNG = 1071896  # office 10308174
+
+
+def _subscribe(db: Database, count: int) -> None:
+    """``count`` users spread over three distinct (service, office set) targets."""
+    plans = [(WOHNSITZ, [102522]), (EINBUERGERUNG, []), (FS_UMSCHREIBUNG, [10308174])]
+    with db.transaction() as session:
+        for i in range(count):
+            service_id, offices = plans[i % 3]
+            session.add(User(id=1000 + i, language="de"))
+            session.add(Subscription(user_id=1000 + i, service_id=service_id, office_ids=offices))
+
+
+def _scheduler(settings: Settings, db: Database, sent: list[int], **kw: object) -> Scheduler:
+    client = redis.Redis.from_url(settings.redis_url)
+    return Scheduler(settings, db, client, sent.append, rng=random.Random(1), **kw)  # type: ignore[arg-type]
+
+
+def test_hundred_subscribers_three_targets(worker_settings: Settings, db: Database) -> None:
+    _subscribe(db, 100)
+    sent: list[int] = []
+    scheduler = _scheduler(worker_settings, db, sent)
+    assert len(scheduler.sync()) == 3
+    first = scheduler.tick(now_s=1_000_000.0)
+    assert sorted(first) == sorted(t.id for t in scheduler._targets)
+    # in flight: nothing is sent again until the worker says it is done
+    assert scheduler.tick(now_s=1_000_100.0) == []
+    for target_id in first:
+        mark_done(scheduler.client, target_id)
+    assert sorted(scheduler.tick(now_s=1_000_100.0)) == sorted(first)
+
+
+def test_budget_caps_dispatches(worker_settings: Settings, db: Database) -> None:
+    _subscribe(db, 3)
+    sent: list[int] = []
+    settings = worker_settings.model_copy(update={"site_budget_per_minute": 2})
+    scheduler = _scheduler(settings, db, sent)
+    assert len(scheduler.tick(now_s=2_000_000.0)) == 2, "only two tokens in the window"
+    for target_id in list(sent):
+        mark_done(scheduler.client, target_id)
+    assert scheduler.tick(now_s=2_000_001.0) == []
+
+
+def test_interval_is_equal_share_of_budget(worker_settings: Settings, db: Database) -> None:
+    _subscribe(db, 3)
+    settings = worker_settings.model_copy(update={"site_budget_per_minute": 6})
+    scheduler = _scheduler(settings, db, [])
+    scheduler.sync()
+    assert scheduler.interval_s("munich") == 30.0  # 3 targets share 6/min
+
+
+def test_backoff_skips_target(worker_settings: Settings, db: Database) -> None:
+    _subscribe(db, 3)
+    sent: list[int] = []
+    scheduler = _scheduler(worker_settings, db, sent)
+    scheduler.sync()
+    blocked = scheduler._targets[0].id
+    with db.transaction() as session:
+        target = session.get(Target, blocked)
+        assert target is not None
+        target.backoff_until = datetime.now(UTC) + timedelta(minutes=5)
+    scheduler.sync()
+    dispatched = scheduler.tick()
+    assert blocked not in dispatched and len(dispatched) == 2
+
+
+def test_first_check_of_minute_follows_boundary(worker_settings: Settings, db: Database) -> None:
+    _subscribe(db, 1)
+    scheduler = _scheduler(worker_settings, db, [])
+    scheduler.sync()
+    interval = scheduler.interval_s("munich")
+    assert interval == scheduler.min_interval_s
+    minute = 3_000_000 * 60.0
+    # last dispatched 5 s before the minute: not due by interval, but due right after the boundary
+    jitter_start = scheduler._minute_start(minute + 0.01) - minute
+    assert 0 < jitter_start <= 0.2 + worker_settings.check_jitter_s
+    assert scheduler.due_in_s(minute - 5, interval, minute + jitter_start + 0.01) <= 0
+    assert scheduler.due_in_s(minute - 5, interval, minute - 1) > 0
+
+
+def test_paused_subscriptions_stop_their_target(worker_settings: Settings, db: Database) -> None:
+    _subscribe(db, 3)
+    scheduler = _scheduler(worker_settings, db, [])
+    assert len(scheduler.sync()) == 3
+    with db.transaction() as session:
+        for sub in session.query(Subscription).filter(Subscription.service_id == WOHNSITZ):
+            sub.state = "paused"  # type: ignore[assignment]
+    assert len(scheduler.sync()) == 2

@@ -1,0 +1,189 @@
+"""The scheduler: one leader turns subscriptions into targets and dispatches checks politely.
+
+Politeness is decided here, once for the whole farm:
+- subscriptions watching the same (site, service, count, office set) share one target, so the city
+  sees one request stream per target however many people wait for it;
+- every dispatch spends a token of the site's budget (Redis, shared by all processes);
+- each target gets an equal share of the budget (its interval), the most overdue goes first, and
+  the first check of a target in each minute fires just after the minute boundary plus jitter,
+  because the city releases freed slots on minute ticks;
+- targets backing off (429 reset time, maintenance) are skipped until their time has come.
+A second scheduler process stands by and takes over when the leader's lease runs out.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import redis
+from sqlalchemy import select
+
+from shared.db.database import Database
+from shared.db.models import Target
+from shared.logging import get_logger
+from shared.recording import sync_targets
+from shared.settings import Settings
+from worker.budget import SiteBudget
+from worker.leader import LeaderLock
+
+log = get_logger("mta.scheduler")
+
+INFLIGHT_PREFIX = "mta:inflight:"
+LAST_DISPATCH_KEY = "mta:scheduler:last_dispatch"
+HEARTBEAT_KEY = "mta:heartbeat:scheduler"
+
+
+@dataclass
+class TargetView:
+    """What the scheduler needs of a target, read once per sync."""
+
+    id: int
+    site: str
+    backoff_until: datetime | None
+
+
+@dataclass
+class Scheduler:
+    """Dispatch loop; ``tick()`` does one round and is what the tests drive."""
+
+    settings: Settings
+    db: Database
+    client: redis.Redis
+    send: Callable[[int], None]
+    """Enqueue one check of a target (``check_target.send`` in production)."""
+    sync_interval_s: float = 5.0
+    min_interval_s: float = 10.0
+    """No target is checked more often than this, whatever the budget allows."""
+    inflight_ttl_s: int = 180
+    rng: random.Random = field(default_factory=random.Random)
+    leader: LeaderLock | None = None
+    _targets: list[TargetView] = field(default_factory=list)
+    _synced_at: float = float("-inf")
+    _backoff_read_at: float = float("-inf")
+    backoff_refresh_s: float = 1.0
+    _budgets: dict[str, SiteBudget] = field(default_factory=dict)
+    _minute_jitter_s: dict[int, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.leader is None:
+            self.leader = LeaderLock(self.client)
+
+    # --- targets ---------------------------------------------------------------------------------
+    def sync(self) -> list[TargetView]:
+        with self.db.transaction() as session:
+            sync_targets(session)
+            rows = session.scalars(select(Target).where(Target.active.is_(True)).order_by(Target.id))
+            self._targets = [TargetView(t.id, t.site, t.backoff_until) for t in rows]
+        self._synced_at = self._backoff_read_at = time.monotonic()
+        return self._targets
+
+    def budget(self, site: str) -> SiteBudget:
+        if site not in self._budgets:
+            self._budgets[site] = SiteBudget(self.client, site, self.settings.site_budget_per_minute)
+        return self._budgets[site]
+
+    def interval_s(self, site: str) -> float:
+        """Each target's equal share of its site's budget, as seconds between checks."""
+        count = sum(1 for t in self._targets if t.site == site)
+        return max(self.min_interval_s, 60.0 * count / self.settings.site_budget_per_minute)
+
+    def _minute_start(self, now_s: float) -> float:
+        minute = int(now_s // 60)
+        if minute not in self._minute_jitter_s:
+            self._minute_jitter_s = {minute: self.rng.uniform(0.2, 0.2 + self.settings.check_jitter_s)}
+        return minute * 60 + self._minute_jitter_s[minute]
+
+    def due_in_s(self, last_dispatch_s: float | None, interval_s: float, now_s: float) -> float:
+        """Seconds until a target is due (negative: overdue by that much)."""
+        if last_dispatch_s is None:
+            return -1e9
+        due = last_dispatch_s + interval_s
+        minute_start = self._minute_start(now_s)
+        if last_dispatch_s < minute_start <= now_s:
+            # first check of this minute: right after the boundary (plus jitter)
+            due = min(due, minute_start)
+        return due - now_s
+
+    # --- one round -------------------------------------------------------------------------------
+    def tick(self, now_s: float | None = None) -> list[int]:
+        """Dispatch every due target the budgets allow, most overdue first; returns their ids."""
+        now_s = time.time() if now_s is None else now_s
+        if time.monotonic() - self._synced_at >= self.sync_interval_s:
+            self.sync()
+        elif time.monotonic() - self._backoff_read_at >= self.backoff_refresh_s:
+            self._read_backoffs()
+        if not self._targets:
+            return []
+        now_dt = datetime.fromtimestamp(now_s, UTC)
+        raw = self.client.hmget(LAST_DISPATCH_KEY, [str(t.id) for t in self._targets])
+        last = {t.id: (float(v) if v else None) for t, v in zip(self._targets, raw, strict=True)}
+        candidates: list[tuple[float, TargetView]] = []
+        for target in self._targets:
+            if target.backoff_until is not None and target.backoff_until > now_dt:
+                continue
+            due_in = self.due_in_s(last[target.id], self.interval_s(target.site), now_s)
+            if due_in <= 0:
+                candidates.append((due_in, target))
+        candidates.sort(key=lambda item: item[0])
+        dispatched: list[int] = []
+        exhausted: set[str] = set()
+        for _, target in candidates:
+            if target.site in exhausted:
+                continue
+            inflight_key = f"{INFLIGHT_PREFIX}{target.id}"
+            if self.client.exists(inflight_key):
+                continue
+            if not self.budget(target.site).try_take():
+                exhausted.add(target.site)
+                continue
+            self.client.set(inflight_key, now_s, ex=self.inflight_ttl_s)
+            self.client.hset(LAST_DISPATCH_KEY, str(target.id), now_s)
+            self.send(target.id)
+            dispatched.append(target.id)
+        if dispatched:
+            log.debug("dispatched", targets=dispatched)
+        return dispatched
+
+    def _read_backoffs(self) -> None:
+        """Workers record back-offs (429 reset times, maintenance); pick them up within a second."""
+        with self.db.transaction() as session:
+            rows = dict(
+                session.execute(
+                    select(Target.id, Target.backoff_until).where(Target.active.is_(True))
+                ).tuples()
+            )
+        for target in self._targets:
+            target.backoff_until = rows.get(target.id, target.backoff_until)
+        self._backoff_read_at = time.monotonic()
+
+    # --- the loop --------------------------------------------------------------------------------
+    def run(self, stop: threading.Event, *, tick_s: float = 0.25) -> None:
+        """Lead or stand by until ``stop`` is set; releases the lease on the way out."""
+        assert self.leader is not None
+        was_leader = False
+        try:
+            while not stop.is_set():
+                is_leader = self.leader.acquire_or_renew()
+                if is_leader != was_leader:
+                    log.info("leadership", leader=is_leader, identity=self.leader.identity)
+                    was_leader = is_leader
+                    self._synced_at = float("-inf")
+                self.client.set(HEARTBEAT_KEY + ":" + self.leader.identity, int(time.time()), ex=30)
+                if is_leader:
+                    try:
+                        self.tick()
+                    except (redis.RedisError, OSError) as exc:
+                        log.warning("scheduler_tick_failed", error=str(exc))
+                stop.wait(tick_s)
+        finally:
+            self.leader.release()
+
+
+def mark_done(client: redis.Redis, target_id: int) -> None:
+    """Called by the worker when a check finished, so the target can be dispatched again."""
+    client.delete(f"{INFLIGHT_PREFIX}{target_id}")
