@@ -48,16 +48,14 @@ class RequestLogMiddleware:
         started = time.perf_counter()
         at = self.state.now()
         status = 500
+        logged = False
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
+        def record() -> None:
+            # logged before the last body chunk leaves, so a client that read the answer sees it logged
+            nonlocal logged
+            if logged:
+                return
+            logged = True
             headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
             remote = scope.get("client")
             self.state.log_request(
@@ -71,6 +69,19 @@ class RequestLogMiddleware:
                     duration_ms=(time.perf_counter() - started) * 1000,
                 )
             )
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                record()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            record()
 
 
 async def _ticker(state: ReplicaState, stop: asyncio.Event) -> None:
