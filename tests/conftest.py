@@ -15,11 +15,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from shared.chromium import LAUNCH_ARGS, find_chromium
+
+if TYPE_CHECKING:
+    from tests.support.replica import Replica
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
@@ -138,3 +141,25 @@ def browser_type_launch_args(
 def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
     """The site formats times in Europe/Berlin; so does every page under test."""
     return {**browser_context_args, "timezone_id": "Europe/Berlin", "locale": "de-DE"}
+
+
+@pytest.fixture(scope="session")
+def replica_server() -> Iterator[str]:
+    """The real replica app (control API on, cheap captcha) for the whole session; its base URL."""
+    from tests.support.replica import serve_replica
+
+    with serve_replica() as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def replica(replica_server: str) -> Iterator[Replica]:
+    """The session's replica, reset to a clean state for this test (real time, no slots, no faults)."""
+    import httpx
+
+    from tests.support.replica import Replica
+
+    with httpx.Client(base_url=replica_server, timeout=10) as client:
+        handle = Replica(base_url=replica_server, client=client)
+        handle.reset()
+        yield handle
