@@ -42,9 +42,9 @@ def translations(language: str) -> gettext.NullTranslations:
             catalog = read_po(handle, locale=normalize_language(language))
         part = Translations()
         for message in catalog:
-            if isinstance(message.id, str) and isinstance(message.string, str) and message.string:
-                if not message.fuzzy:
-                    part._catalog[message.id] = message.string
+            translated = isinstance(message.string, str) and bool(message.string) and not message.fuzzy
+            if isinstance(message.id, str) and translated:
+                part._catalog[message.id] = str(message.string)
         if isinstance(merged, Translations):
             merged.merge(part)
         else:
