@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -175,3 +176,30 @@ def run(
         pages=app.state.pages_included,
     )
     uvicorn.run(app, host=cfg.host, port=cfg.port, access_log=False, log_level="warning")
+
+
+@contextlib.contextmanager
+def serve_in_thread(
+    config: ReplicaConfig, scenario: Path | str | None = None, *, startup_timeout_s: float = 15.0
+) -> Iterator[tuple[str, FastAPI]]:
+    """Serve the replica with uvicorn in a daemon thread of this process (tests and benchmarks).
+
+    Yields the base URL and the app (``app.state.replica`` is the live state). Stops on exit.
+    """
+    app = create_app(config, scenario)
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, name=f"replica-{config.port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + startup_timeout_s
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            raise RuntimeError(f"the replica did not start on {config.host}:{config.port}")
+        time.sleep(0.02)
+    try:
+        yield f"http://{config.host}:{config.port}", app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

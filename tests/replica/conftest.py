@@ -6,8 +6,7 @@ Monday morning, so dates and expiry are deterministic whatever the wall clock sa
 
 from __future__ import annotations
 
-import threading
-import time
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -17,10 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
-from replica.app import create_app
+from replica.app import serve_in_thread
 from replica.clock import BERLIN
 from replica.config import API_PREFIX, ReplicaConfig
 from replica.state import ReplicaState, berlin_ts
@@ -101,26 +99,13 @@ class ReplicaServer:
 
 @contextmanager
 def running_replica(config: ReplicaConfig, scenario: str | Path | None = None) -> Iterator[ReplicaServer]:
-    """Start the replica with uvicorn in a thread; stop it on exit."""
-    app = create_app(config, scenario)
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
-    )
-    thread = threading.Thread(target=server.run, name=f"replica-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("the replica did not start")
-        time.sleep(0.02)
-    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
-    try:
-        yield ReplicaServer(app=app, port=port, client=client)
-    finally:
-        client.close()
-        server.should_exit = True
-        thread.join(15)
+    """Start the replica with uvicorn in a thread on a free port; stop it on exit."""
+    config = dataclasses.replace(config, port=free_port())
+    with (
+        serve_in_thread(config, scenario) as (base_url, app),
+        httpx.Client(base_url=base_url, timeout=30) as client,
+    ):
+        yield ReplicaServer(app=app, port=config.port, client=client)
 
 
 @pytest.fixture(scope="module")

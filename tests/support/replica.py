@@ -10,7 +10,6 @@ the ``/_replica/`` control API.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,12 +17,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import httpx
-import uvicorn
 
-from replica.app import create_app
+from replica.app import serve_in_thread
 from replica.clock import BERLIN
 from replica.config import API_PREFIX, PAGE_PATH, ReplicaConfig
-from tests.conftest import free_port, wait_for_port
+from tests.conftest import free_port
 
 CAPTCHA_COST = 50
 """Keeps the proof of work at a few milliseconds (the city's cost is ~1000)."""
@@ -137,19 +135,9 @@ def berlin_slot(days_ahead: int, hour: int, minute: int = 0) -> int:
 
 @contextmanager
 def serve_replica(config: ReplicaConfig | None = None) -> Iterator[str]:
-    """Serve the real replica app with uvicorn in a thread on a free port; yields its base URL."""
-    port = free_port()
+    """Serve the real replica app in a thread on a free port (control API on); yields its base URL."""
     config = dataclasses.replace(
-        config or ReplicaConfig(captcha_cost=CAPTCHA_COST), port=port, control_enabled=True
+        config or ReplicaConfig(captcha_cost=CAPTCHA_COST), port=free_port(), control_enabled=True
     )
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(config), host="127.0.0.1", port=port, log_level="warning", access_log=False)
-    )
-    thread = threading.Thread(target=server.run, name="replica-server", daemon=True)
-    thread.start()
-    wait_for_port(port)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_in_thread(config) as (base_url, _app):
+        yield base_url
