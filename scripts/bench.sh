@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets up (scripts/setup.sh), then runs the benchmarks in bench/ and prints their tables
+# (saved to bench/RESULTS.md; pass --readme to copy them into README.md). Not part of the tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+exec "${MTA_VENV:-.venv}/bin/python" -m bench "$@"
