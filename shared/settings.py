@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     """A check whose worker died (SIGKILL) is delivered again after this long."""
     layout_changed_alert_after: int = Field(default=3, ge=1, le=1_000)
     """Consecutive LayoutChanged results before one operator alert."""
+    site_requests_before_pause: int = Field(default=50, ge=0, le=100_000)
+    """The city answers 429 after N requests without a 60 s pause (N = 60..120); after this many
+    requests without such a pause MTA pauses for 60 s itself. 0 turns the pause off."""
+    check_min_interval_s: float = Field(default=10.0, gt=0, le=3_600)
+    """No target is checked more often than this, whatever the budget allows."""
+    scheduler_lease_ms: int = Field(default=10_000, ge=500, le=600_000)
+    """The scheduler leader's lease in Redis; a standby takes over this long after the leader died."""
 
     # --- browsers ------------------------------------------------------------------------------
     chromium_path: str = ""
@@ -91,6 +98,14 @@ class Settings(BaseSettings):
     webhook_url: str = ""
     """Public HTTPS URL for webhook mode; empty means polling."""
     webhook_secret: SecretStr | None = None
+    webhook_port: int = Field(default=8443, ge=1, le=65_535)
+    """Local port the bot listens on in webhook mode (behind the public HTTPS URL)."""
+    telegram_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    """Read timeout of one Bot API call; a timed-out alert is retried."""
+    outbox_sweep_s: float = Field(default=5.0, gt=0, le=3_600)
+    """Seconds between the sender's sweeps of the outbox (wake-ups over Redis come sooner)."""
+    site_blocked_alert_after_s: int = Field(default=1_800, ge=60)
+    """A site whose every target failed for this long (429, 503, captcha) raises one operator alert."""
 
     # --- status service ------------------------------------------------------------------------
     api_host: str = "127.0.0.1"

@@ -1,31 +1,37 @@
 """Dramatiq actors: ``check_target`` on the ``checks`` queue (``book_slot`` comes with booking).
 
 A check runs in this process's browser pool through the site's adapter; its result is recorded in
-one transaction (``shared.recording``), then the bot is woken through Redis pub/sub. A worker
-killed mid-check never acknowledged the message, so Redis delivers it again to another worker;
-recording is idempotent, so nothing is lost or doubled.
+one transaction (``shared.recording``), the requests it made are charged to the site's budget, and
+the bot is woken through Redis pub/sub when the outbox got rows. A worker killed mid-check never
+acknowledged the message, so Redis delivers it again to another worker; the check row is keyed by
+the scheduler's dispatch id and slots and alerts by their unique keys, so nothing is lost or
+doubled.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
+import dataclasses
 import time
+import uuid
+from datetime import datetime
 from typing import Any
 
 import dramatiq
 import redis
 
-from shared.domain import CheckFailure, CheckTimeout, Observation, TargetKey
+from shared.domain import CheckFailure, CheckTimeout, Observation, RateLimited, TargetKey
 from shared.logging import get_logger
 from shared.settings import get_settings
 from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL, setup_broker
+from worker.heartbeat import process_identity
 
 log = get_logger("mta.worker")
 broker = setup_broker()
-WORKER_ID = f"{socket.gethostname()}:{os.getpid()}"
+WORKER_ID = process_identity()
 CHECK_TIME_LIMIT_MS = 120_000
+CHECK_TIMEOUT_S = CHECK_TIME_LIMIT_MS / 1000 - 5
+"""Our own limit, inside Dramatiq's, so a hung check is recorded as a timeout and cleaned up."""
 
 _db: Any = None
 _redis: redis.Redis | None = None
@@ -57,17 +63,31 @@ def _load_target(target_id: int) -> TargetKey | None:
         return TargetKey(row.site, row.service_id, row.service_count, row.office_ids)
 
 
-def _record(target_id: int, result: Observation | CheckFailure, duration_ms: int) -> int:
-    """Write the check; returns how many notifications it queued."""
+@dataclasses.dataclass(frozen=True)
+class _Recorded:
+    queued: int
+    """Outbox rows inserted (alerts, gone notices, operator alerts)."""
+    backoff_until: datetime | None
+    duplicate: bool
+
+
+def _record(
+    target_id: int, result: Observation | CheckFailure, duration_ms: int, check_key: str
+) -> _Recorded:
+    """Write the check in one transaction; a check key seen before writes nothing."""
     from shared.recording import record_failure, record_observation
 
     settings = get_settings()
     with _database().transaction() as session:
         if isinstance(result, Observation):
             recorded = record_observation(
-                session, target_id, result, worker_id=WORKER_ID, duration_ms=duration_ms
+                session,
+                target_id,
+                dataclasses.replace(result, observation_id=check_key),
+                worker_id=WORKER_ID,
+                duration_ms=duration_ms,
             )
-            return recorded.notifications_inserted
+            return _Recorded(recorded.notifications_inserted, None, recorded.duplicate)
         failed = record_failure(
             session,
             target_id,
@@ -76,55 +96,101 @@ def _record(target_id: int, result: Observation | CheckFailure, duration_ms: int
             duration_ms=duration_ms,
             layout_alert_after=settings.layout_changed_alert_after,
             operator_chat_ids=settings.operator_chat_ids,
+            check_key=check_key,
         )
-        return failed.operator_alerts_inserted
+        return _Recorded(failed.operator_alerts_inserted, failed.backoff_until, failed.duplicate)
+
+
+def _after_check(
+    target_id: int,
+    key: TargetKey,
+    result: Observation | CheckFailure,
+    duration_ms: int,
+    requests_made: int,
+    check_key: str,
+) -> _Recorded:
+    """Record, charge the budget, pause the site on a 429, wake the bot (blocking I/O: a thread)."""
+    from worker.budget import site_budget
+    from worker.scheduler import pause_site
+
+    recorded = _record(target_id, result, duration_ms, check_key)
+    client = _client()
+    # the scheduler paid one token for the dispatch; a walk costs more
+    site_budget(client, get_settings(), key.site).charge(requests_made - 1)
+    if isinstance(result, RateLimited) and recorded.backoff_until is not None:
+        # the city counts requests per client address: every target of the site waits
+        pause_site(client, key.site, recorded.backoff_until)
+    if recorded.queued:
+        client.publish(WAKE_CHANNEL, str(target_id))
+    return recorded
+
+
+def _outcome(result: Observation | CheckFailure) -> str:
+    if isinstance(result, Observation):
+        return "ok" if result.slots else "no_slots"
+    return result.outcome.value
 
 
 @dramatiq.actor(queue_name=CHECKS_QUEUE, max_retries=0, time_limit=CHECK_TIME_LIMIT_MS)
-async def check_target(target_id: int) -> None:
-    """Check one target now and record what was seen."""
+async def check_target(target_id: int, dispatch_id: str | None = None) -> None:
+    """Check one target now and record what was seen.
+
+    ``dispatch_id`` (set by the scheduler) keys the check row: a message delivered twice is
+    recorded once.
+    """
     from worker import metrics, runtime
-    from worker.budget import SiteBudget
     from worker.checks import run_check
     from worker.scheduler import mark_done
 
-    rt = runtime.current()
-    started = time.monotonic()
-    client = _client()
+    check_key = dispatch_id or uuid.uuid4().hex
+    not_before: datetime | None = None
     try:
+        rt = runtime.current()
+        started = time.monotonic()
         key = await asyncio.to_thread(_load_target, target_id)
         if key is None:
             log.info("target_gone", target_id=target_id)
             return
-        adapter = rt.adapters[key.site]
+        adapter = rt.adapters.get(key.site)
+        if adapter is None:
+            raise LookupError(f"no site adapter for {key.site!r} (target {target_id})")
         requests_made = 0
         try:
             outcome = await asyncio.wait_for(
-                run_check(rt.pool, adapter, key, site_url=rt.settings.site_url),
-                timeout=CHECK_TIME_LIMIT_MS / 1000 - 5,
+                run_check(rt.pool, adapter, key, site_url=rt.settings.site_url), timeout=CHECK_TIMEOUT_S
             )
             result: Observation | CheckFailure = outcome.observation
             requests_made = outcome.requests_made
         except CheckFailure as failure:
             result = failure
-            requests_made = getattr(failure, "requests_made", 1)
+            requests_made = int(getattr(failure, "requests_made", 1))
         except TimeoutError:
-            result = CheckTimeout("check took too long")
+            result = CheckTimeout(f"check took longer than {CHECK_TIMEOUT_S:.0f} s")
+            requests_made = 1
         duration_ms = int((time.monotonic() - started) * 1000)
-        queued = await asyncio.to_thread(_record, target_id, result, duration_ms)
-        # the scheduler paid one token for the dispatch; a walk costs more
-        SiteBudget(client, key.site, rt.settings.site_budget_per_minute).charge(requests_made - 1)
-        if queued:
-            client.publish(WAKE_CHANNEL, str(target_id))
+        if rt.stopping and not isinstance(result, Observation):
+            # most likely the browser closing under us: not the site's fault, and not a check
+            log.info("check_dropped_on_shutdown", target_id=target_id, failure=type(result).__name__)
+            return
+        recorded = await asyncio.to_thread(
+            _after_check, target_id, key, result, duration_ms, requests_made, check_key
+        )
+        not_before = recorded.backoff_until
         metrics.record_check(key.site, result, duration_ms / 1000)
+        rt.note_check(_outcome(result))
         log.info(
             "check_done",
             target_id=target_id,
-            outcome=type(result).__name__,
+            outcome=_outcome(result),
             slots=len(result.slots) if isinstance(result, Observation) else 0,
-            queued=queued,
+            queued=recorded.queued,
+            duplicate=recorded.duplicate,
             duration_ms=duration_ms,
             requests=requests_made,
+            backoff_until=not_before.isoformat() if not_before else None,
         )
     finally:
-        mark_done(client, target_id)
+        mark_done(_client(), target_id, not_before=not_before)
+
+
+from worker import bookings  # noqa: E402,F401  (registers book_slot)

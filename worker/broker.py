@@ -1,8 +1,18 @@
 """The Dramatiq broker every MTA process shares: Redis, async actors, a browser per worker process.
 
-Importing this module configures the global broker from settings. Worker processes get the
-``BrowserMiddleware``: one Chromium per process, launched in a hook after the AsyncIO middleware
-has started the process's event loop, and closed before that loop stops.
+Importing ``worker.actors`` configures the global broker from settings (``setup_broker``). Worker
+processes (``MTA_WORKER_PROCESS=1``, set by ``mta worker``) also get the ``BrowserMiddleware``:
+
+- ``before_worker_boot``: one Chromium pool per process, started on the event loop the AsyncIO
+  middleware (listed before it) has just started; then the process starts beating
+  (``worker.heartbeat``);
+- ``before_worker_shutdown``: the runtime is marked stopping (the worker threads still finish their
+  current message, for up to ``--worker-shutdown-timeout``);
+- ``after_worker_shutdown``: the browser is closed. Dramatiq runs "after" hooks in reverse order,
+  so this runs before AsyncIO stops the loop.
+
+A worker process killed with SIGKILL never acknowledged its message: another worker's broker puts
+it back on the queue once the dead one's Redis heartbeat is ``worker_heartbeat_timeout_ms`` old.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ import os
 from typing import Any
 
 import dramatiq
+import redis
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import (
     AgeLimit,
@@ -22,21 +33,31 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from shared.logging import get_logger
+from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
+from worker import heartbeat
 
 CHECKS_QUEUE = "checks"
 BOOKINGS_QUEUE = "bookings"
 WAKE_CHANNEL = "mta:outbox:wake"
+"""Pub/sub channel the bot listens on; a message (the target id) means "the outbox has new rows"."""
+NAMESPACE = "mta"
+"""Dramatiq's keys: ``mta:<queue>`` (message ids), ``mta:<queue>.msgs``, ``mta:__heartbeats__``,
+``mta:__acks__.<broker id>.<queue>`` (messages a worker process holds)."""
+MAINTENANCE_CHANCE = 100_000
+"""Per million broker commands: how often a command also requeues dead workers' messages. Idle
+consumers poll every ``dramatiq_worker_timeout`` ms, so a dead worker's check comes back within
+seconds of its heartbeat timing out, not hours."""
 
 log = get_logger("mta.worker")
 
 
 class BrowserMiddleware(dramatiq.Middleware):
-    """Owns this worker process's ``BrowserPool``: opened at boot, closed at shutdown."""
+    """Owns this worker process's ``Runtime`` (browser pool, adapters) and its heartbeat."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self.heartbeat: heartbeat.Heartbeat | None = None
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         from dramatiq.asyncio import get_event_loop_thread
@@ -51,15 +72,46 @@ class BrowserMiddleware(dramatiq.Middleware):
         except Exception:
             # Dramatiq swallows hook errors; the actor checks runtime.current() and fails loudly.
             log.exception("browser launch failed")
+        self._start_heartbeat(broker, worker)
+
+    def _start_heartbeat(self, broker: dramatiq.Broker, worker: Any) -> None:
+        from worker import runtime
+
+        queues = sorted(getattr(worker, "consumer_whitelist", None) or broker.get_declared_queues())
+        fixed = {
+            "queues": [q for q in queues if not q.endswith(".DQ")],
+            "threads": getattr(worker, "worker_threads", None),
+            "broker_id": getattr(broker, "broker_id", None),
+        }
+
+        def payload() -> dict[str, Any]:
+            rt = runtime.peek()
+            return {**fixed, **(rt.status() if rt is not None else {"browser": "down"})}
+
+        client = redis.Redis.from_url(self.settings.redis_url)
+        self.heartbeat = heartbeat.Heartbeat(client, "worker", heartbeat.process_identity(), payload)
+        self.heartbeat.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
+        from worker import runtime
+
+        runtime.begin_stop()
+        if self.heartbeat is not None:
+            self.heartbeat.beat_now()
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
         from dramatiq.asyncio import get_event_loop_thread
 
         from worker import runtime
 
         loop_thread = get_event_loop_thread()
-        if loop_thread is not None:
-            loop_thread.run_coroutine(runtime.stop())
+        try:
+            if loop_thread is not None:
+                loop_thread.run_coroutine(runtime.stop())
+        finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
+                self.heartbeat = None
 
 
 def make_broker(settings: Settings, *, with_browser: bool) -> RedisBroker:
@@ -77,21 +129,26 @@ def make_broker(settings: Settings, *, with_browser: bool) -> RedisBroker:
     ]
     if with_browser:
         middleware.append(BrowserMiddleware(settings))
-    return RedisBroker(
+    broker = RedisBroker(
         url=settings.redis_url,
         middleware=middleware,
-        namespace="mta",
+        namespace=NAMESPACE,
         # A message whose worker died (SIGKILL) is requeued once its heartbeat is this old.
         heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
-        # Requeueing dead workers' messages happens during maintenance: run it often enough
-        # that a killed worker's check comes back within seconds, not hours.
-        maintenance_chance=100_000,
+        maintenance_chance=MAINTENANCE_CHANCE,
     )
+    # declared here so that senders (the scheduler, the bot) and workers agree on them
+    broker.declare_queue(CHECKS_QUEUE)
+    broker.declare_queue(BOOKINGS_QUEUE)
+    return broker
 
 
 def setup_broker(settings: Settings | None = None) -> RedisBroker:
     settings = settings or get_settings()
     with_browser = os.environ.get("MTA_WORKER_PROCESS") == "1"
+    if with_browser:
+        # a Dramatiq worker process: `mta worker` configured logging in a process it then replaced
+        configure_logging(settings, role="worker")
     broker = make_broker(settings, with_browser=with_browser)
     dramatiq.set_broker(broker)
     return broker

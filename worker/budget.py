@@ -1,9 +1,15 @@
 """The per-site request budget, shared by every process through Redis.
 
-The city allows N requests without a 60 s pause per client address; MTA stays well under it by
-spending one budget per site (and egress address) across all schedulers and workers. Built on
-Dramatiq's ``WindowRateLimiter`` (a sliding 60-second window of one-second buckets), wrapped once
-because its window is in seconds while the rest of Dramatiq speaks milliseconds.
+Two limits, both spent by every scheduler and worker of the farm together:
+
+- a rate: ``per_minute`` requests in any sliding 60-second window, through Dramatiq's
+  ``WindowRateLimiter`` (one-second buckets), wrapped once because its window is in seconds while
+  the rest of Dramatiq speaks milliseconds;
+- a streak: the city counts requests "without a 60-second pause" and answers 429 after N of them
+  (munich-site.md §2.11: each allowed request re-arms a 60 s TTL on the count). A client polling at
+  any steady rate above one a minute therefore runs into the 429 sooner or later. MTA mirrors that
+  counter and, after ``before_pause`` requests, stops until 60 s have passed without one, so the
+  city's counter resets before it reaches its limit.
 """
 
 from __future__ import annotations
@@ -14,25 +20,44 @@ import redis
 from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 
+from shared.settings import Settings
+
 WINDOW_S = 60
 KEY_PREFIX = "mta:budget:"
+PAUSE_MS = 61_000
+"""The city's counter lives 60 s after the last counted request; one second of margin."""
 
 
 class SiteBudget:
-    """Tokens for requests to one site: ``per_minute`` in any sliding 60-second window."""
+    """Tokens for requests to one site: ``per_minute`` in any sliding 60-second window, and at most
+    ``before_pause`` without a 60 s pause (0: no pause)."""
 
-    def __init__(self, client: redis.Redis, site: str, per_minute: int, *, egress: str = "default") -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        site: str,
+        per_minute: int,
+        *,
+        before_pause: int = 0,
+        egress: str = "default",
+    ) -> None:
         self.client = client
         self.site = site
         self.per_minute = per_minute
+        self.before_pause = before_pause
         self.key = f"{KEY_PREFIX}{site}:{egress}"
+        self.streak_key = f"{self.key}:streak"
         self._limiter = WindowRateLimiter(
             RedisBackend(client=client), self.key, limit=per_minute, window=WINDOW_S
         )
 
     def try_take(self) -> bool:
-        """Take one token if the window has one left; never blocks."""
+        """Take one token if both limits allow it; never blocks."""
+        if self.pause_remaining_s() > 0:
+            return False
         with self._limiter.acquire(raise_on_failure=False) as acquired:
+            if acquired:
+                self._extend_streak(1)
             return bool(acquired)
 
     def charge(self, requests: int) -> None:
@@ -48,6 +73,27 @@ class SiteBudget:
             pipe.incrby(key, requests)
             pipe.pexpire(key, WINDOW_S * 1000)
             pipe.execute()
+        self._extend_streak(requests)
+
+    def _extend_streak(self, requests: int) -> None:
+        if self.before_pause <= 0:
+            return
+        with self.client.pipeline() as pipe:
+            pipe.incrby(self.streak_key, requests)
+            pipe.pexpire(self.streak_key, PAUSE_MS)
+            pipe.execute()
+
+    def streak(self) -> int:
+        """Requests since the last 60-second pause."""
+        value = self.client.get(self.streak_key)
+        return int(value) if value else 0
+
+    def pause_remaining_s(self) -> float:
+        """Seconds until the streak resets, when it has reached ``before_pause``; else 0."""
+        if self.before_pause <= 0 or self.streak() < self.before_pause:
+            return 0.0
+        ttl_ms = int(self.client.pttl(self.streak_key))
+        return max(0.0, ttl_ms / 1000)
 
     def used(self) -> int:
         """Tokens spent in the current window."""
@@ -56,4 +102,11 @@ class SiteBudget:
         return sum(int(v) for v in values if v)
 
     def remaining(self) -> int:
-        return max(0, self.per_minute - self.used())
+        return 0 if self.pause_remaining_s() > 0 else max(0, self.per_minute - self.used())
+
+
+def site_budget(client: redis.Redis, settings: Settings, site: str) -> SiteBudget:
+    """The budget of ``site`` as the settings configure it (checks)."""
+    return SiteBudget(
+        client, site, settings.site_budget_per_minute, before_pause=settings.site_requests_before_pause
+    )

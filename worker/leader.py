@@ -13,6 +13,8 @@ import uuid
 
 import redis
 
+from worker.heartbeat import LEADER_KEY
+
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -30,7 +32,7 @@ return 0
 class LeaderLock:
     """A lease on ``key``: ``acquire_or_renew()`` each tick; True while we lead."""
 
-    def __init__(self, client: redis.Redis, key: str = "mta:scheduler:leader", ttl_ms: int = 10_000) -> None:
+    def __init__(self, client: redis.Redis, key: str = LEADER_KEY, ttl_ms: int = 10_000) -> None:
         self.client = client
         self.key = key
         self.ttl_ms = ttl_ms

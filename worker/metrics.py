@@ -21,6 +21,11 @@ BROWSER_RESTARTS = Counter(
     ["reason"],
 )
 CHECKS = Counter("mta_checks_total", "Checks finished, by site and outcome", ["site", "outcome"])
+SLOTS_SEEN = Counter(
+    "mta_slots_seen_total",
+    "Free slots listed by successful checks (a slot seen by N checks counts N times)",
+    ["site"],
+)
 CHECK_SECONDS = Histogram(
     "mta_check_seconds",
     "Wall time of one check",
@@ -36,7 +41,9 @@ def record_check(site: str, result: Observation | CheckFailure, duration_s: floa
     else:
         outcome = result.outcome
     CHECKS.labels(site=site, outcome=outcome.value).inc()
+    if isinstance(result, Observation) and result.slots:
+        SLOTS_SEEN.labels(site=site).inc(len(result.slots))
     CHECK_SECONDS.labels(site=site).observe(duration_s)
 
 
-__all__ = ["BROWSER_CONTEXTS", "BROWSER_RESTARTS", "CHECKS", "CHECK_SECONDS", "record_check"]
+__all__ = ["BROWSER_CONTEXTS", "BROWSER_RESTARTS", "CHECKS", "CHECK_SECONDS", "SLOTS_SEEN", "record_check"]

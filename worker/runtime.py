@@ -2,15 +2,20 @@
 
 Created by ``BrowserMiddleware`` at worker boot, closed at shutdown; actors reach them through
 ``current()``, which fails loudly when the browser never came up (Dramatiq swallows hook errors).
+The runtime also keeps the few numbers this process's heartbeat reports.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from shared.logging import get_logger
 from shared.settings import Settings
+
+log = get_logger("mta.worker")
 
 
 @dataclass
@@ -19,6 +24,33 @@ class Runtime:
     pool: Any
     adapters: dict[str, Any]
     stack: AsyncExitStack
+    started_at: float = field(default_factory=time.time)
+    stopping: bool = False
+    """Set when the worker begins to shut down: a check broken by the closing browser is dropped,
+    not recorded as a site failure (the scheduler sends the target again)."""
+    checks_done: int = 0
+    last_check_at: float | None = None
+    last_outcome: str | None = None
+
+    def note_check(self, outcome: str) -> None:
+        self.checks_done += 1
+        self.last_check_at = time.time()
+        self.last_outcome = outcome
+
+    def status(self) -> dict[str, Any]:
+        """What the heartbeat says about this process's browser and work."""
+        stats = getattr(self.pool, "stats", None)
+        return {
+            "browser": "stopping" if self.stopping else "ready",
+            "started_at": self.started_at,
+            "checks_done": self.checks_done,
+            "last_check_at": self.last_check_at,
+            "last_outcome": self.last_outcome,
+            "contexts_open": getattr(stats, "contexts_open", None),
+            "browsers_launched": getattr(stats, "browsers_launched", None),
+            "browser_restarts": getattr(stats, "restarts", None),
+            "browser_crashes": getattr(stats, "crashes", None),
+        }
 
 
 _current: Runtime | None = None
@@ -32,21 +64,38 @@ async def start(settings: Settings) -> Runtime:
     from worker.sites.munich import MunichAdapter
 
     stack = AsyncExitStack()
-    pool = await stack.enter_async_context(BrowserPool(settings))
-    pacer = pacer_from_settings(settings)
-    adapters = {"munich": MunichAdapter(solver=InPageAltchaSolver(), pacer=pacer, settings=settings)}
+    try:
+        pool = await stack.enter_async_context(BrowserPool(settings))
+        pacer = pacer_from_settings(settings)
+        adapters = {"munich": MunichAdapter(solver=InPageAltchaSolver(), pacer=pacer, settings=settings)}
+    except BaseException:
+        await stack.aclose()
+        raise
     _current = Runtime(settings=settings, pool=pool, adapters=adapters, stack=stack)
+    log.info("worker_runtime_started", sites=sorted(adapters))
     return _current
+
+
+def begin_stop() -> None:
+    if _current is not None:
+        _current.stopping = True
 
 
 async def stop() -> None:
     global _current
     if _current is not None:
         runtime, _current = _current, None
+        runtime.stopping = True
         await runtime.stack.aclose()
+        log.info("worker_runtime_stopped", checks_done=runtime.checks_done)
 
 
 def current() -> Runtime:
     if _current is None:
         raise RuntimeError("no browser in this worker process: see the 'browser launch failed' log line")
+    return _current
+
+
+def peek() -> Runtime | None:
+    """The runtime if there is one (heartbeats), without failing."""
     return _current

@@ -7,8 +7,16 @@ Politeness is decided here, once for the whole farm:
 - each target gets an equal share of the budget (its interval), the most overdue goes first, and
   the first check of a target in each minute fires just after the minute boundary plus jitter,
   because the city releases freed slots on minute ticks;
-- targets backing off (429 reset time, maintenance) are skipped until their time has come.
+- targets backing off (429 reset time, maintenance) are skipped until their time has come, and a
+  429 pauses the whole site (the city counts requests per client address, not per target);
+- a target is sent again only after its worker said it is done (``mark_done``), so checks of one
+  target never pile up in the queue, however slow the site is.
 A second scheduler process stands by and takes over when the leader's lease runs out.
+
+Redis keys: ``mta:inflight:<target id>`` (a check is queued or running; or, after a failure, the
+target's back-off), ``mta:scheduler:last_dispatch`` (hash target id -> unix time),
+``mta:site_pause:<site>`` (the site answered 429; expires at its reset time), the leader lease
+``mta:scheduler:leader`` and the heartbeats (``worker.heartbeat``).
 """
 
 from __future__ import annotations
@@ -16,9 +24,11 @@ from __future__ import annotations
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 from sqlalchemy import select
@@ -28,14 +38,15 @@ from shared.db.models import Target
 from shared.logging import get_logger
 from shared.recording import sync_targets
 from shared.settings import Settings
-from worker.budget import SiteBudget
+from worker import heartbeat
+from worker.budget import SiteBudget, site_budget
 from worker.leader import LeaderLock
 
 log = get_logger("mta.scheduler")
 
 INFLIGHT_PREFIX = "mta:inflight:"
 LAST_DISPATCH_KEY = "mta:scheduler:last_dispatch"
-HEARTBEAT_KEY = "mta:heartbeat:scheduler"
+SITE_PAUSE_PREFIX = "mta:site_pause:"
 
 
 @dataclass
@@ -54,12 +65,13 @@ class Scheduler:
     settings: Settings
     db: Database
     client: redis.Redis
-    send: Callable[[int], None]
-    """Enqueue one check of a target (``check_target.send`` in production)."""
+    send: Callable[[int, str], None]
+    """Enqueue one check of a target with its dispatch id (``check_target.send`` in production)."""
     sync_interval_s: float = 5.0
-    min_interval_s: float = 10.0
-    """No target is checked more often than this, whatever the budget allows."""
+    min_interval_s: float | None = None
+    """No target is checked more often than this (default: the ``check_min_interval_s`` setting)."""
     inflight_ttl_s: int = 180
+    """A check whose worker never reported back (lost message) is sent again after this long."""
     rng: random.Random = field(default_factory=random.Random)
     leader: LeaderLock | None = None
     _targets: list[TargetView] = field(default_factory=list)
@@ -68,10 +80,14 @@ class Scheduler:
     backoff_refresh_s: float = 1.0
     _budgets: dict[str, SiteBudget] = field(default_factory=dict)
     _minute_jitter_s: dict[int, float] = field(default_factory=dict)
+    dispatched_total: int = 0
+    last_dispatch_at: float | None = None
 
     def __post_init__(self) -> None:
+        if self.min_interval_s is None:
+            self.min_interval_s = self.settings.check_min_interval_s
         if self.leader is None:
-            self.leader = LeaderLock(self.client)
+            self.leader = LeaderLock(self.client, ttl_ms=self.settings.scheduler_lease_ms)
 
     # --- targets ---------------------------------------------------------------------------------
     def sync(self) -> list[TargetView]:
@@ -84,11 +100,12 @@ class Scheduler:
 
     def budget(self, site: str) -> SiteBudget:
         if site not in self._budgets:
-            self._budgets[site] = SiteBudget(self.client, site, self.settings.site_budget_per_minute)
+            self._budgets[site] = site_budget(self.client, self.settings, site)
         return self._budgets[site]
 
     def interval_s(self, site: str) -> float:
         """Each target's equal share of its site's budget, as seconds between checks."""
+        assert self.min_interval_s is not None
         count = sum(1 for t in self._targets if t.site == site)
         return max(self.min_interval_s, 60.0 * count / self.settings.site_budget_per_minute)
 
@@ -122,8 +139,11 @@ class Scheduler:
         now_dt = datetime.fromtimestamp(now_s, UTC)
         raw = self.client.hmget(LAST_DISPATCH_KEY, [str(t.id) for t in self._targets])
         last = {t.id: (float(v) if v else None) for t, v in zip(self._targets, raw, strict=True)}
+        paused = {site for site in {t.site for t in self._targets} if site_paused_s(self.client, site) > 0}
         candidates: list[tuple[float, TargetView]] = []
         for target in self._targets:
+            if target.site in paused:
+                continue
             if target.backoff_until is not None and target.backoff_until > now_dt:
                 continue
             due_in = self.due_in_s(last[target.id], self.interval_s(target.site), now_s)
@@ -141,49 +161,108 @@ class Scheduler:
             if not self.budget(target.site).try_take():
                 exhausted.add(target.site)
                 continue
-            self.client.set(inflight_key, now_s, ex=self.inflight_ttl_s)
+            dispatch_id = uuid.uuid4().hex
+            self.client.set(inflight_key, dispatch_id, ex=self.inflight_ttl_s)
+            try:
+                self.send(target.id, dispatch_id)
+            except Exception:
+                self.client.delete(inflight_key)
+                raise
             self.client.hset(LAST_DISPATCH_KEY, str(target.id), now_s)
-            self.send(target.id)
             dispatched.append(target.id)
         if dispatched:
+            self.dispatched_total += len(dispatched)
+            self.last_dispatch_at = now_s
             log.debug("dispatched", targets=dispatched)
         return dispatched
 
     def _read_backoffs(self) -> None:
         """Workers record back-offs (429 reset times, maintenance); pick them up within a second."""
         with self.db.transaction() as session:
-            rows = dict(
-                session.execute(
+            rows = {
+                target_id: until
+                for target_id, until in session.execute(
                     select(Target.id, Target.backoff_until).where(Target.active.is_(True))
-                ).tuples()
-            )
+                ).all()
+            }
         for target in self._targets:
             target.backoff_until = rows.get(target.id, target.backoff_until)
         self._backoff_read_at = time.monotonic()
 
     # --- the loop --------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        """What this scheduler's heartbeat says."""
+        assert self.leader is not None
+        return {
+            "leader": self.leader.is_leader,
+            "targets": len(self._targets) if self.leader.is_leader else None,
+            "dispatched_total": self.dispatched_total,
+            "last_dispatch_at": self.last_dispatch_at,
+            "lease_ms": self.leader.ttl_ms,
+        }
+
     def run(self, stop: threading.Event, *, tick_s: float = 0.25) -> None:
-        """Lead or stand by until ``stop`` is set; releases the lease on the way out."""
+        """Lead or stand by until ``stop`` is set; releases the lease on the way out.
+
+        Redis or database trouble is logged and retried on the next tick: a scheduler that cannot
+        renew its lease simply stops leading, and the lease runs out for a standby to take.
+        """
         assert self.leader is not None
         was_leader = False
+        next_beat = 0.0
         try:
             while not stop.is_set():
-                is_leader = self.leader.acquire_or_renew()
+                try:
+                    is_leader = self.leader.acquire_or_renew()
+                except (redis.RedisError, OSError) as exc:
+                    log.warning("scheduler_lease_failed", error=str(exc))
+                    self.leader.is_leader = is_leader = False
                 if is_leader != was_leader:
                     log.info("leadership", leader=is_leader, identity=self.leader.identity)
                     was_leader = is_leader
                     self._synced_at = float("-inf")
-                self.client.set(HEARTBEAT_KEY + ":" + self.leader.identity, int(time.time()), ex=30)
                 if is_leader:
                     try:
                         self.tick()
+                    except Exception as exc:  # a bad tick must not end the leader's loop
+                        log.warning("scheduler_tick_failed", error=f"{type(exc).__name__}: {exc}")
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + heartbeat.INTERVAL_S
+                    try:
+                        heartbeat.beat(self.client, "scheduler", self.leader.identity, self.status())
                     except (redis.RedisError, OSError) as exc:
-                        log.warning("scheduler_tick_failed", error=str(exc))
+                        log.warning("heartbeat_failed", error=str(exc))
                 stop.wait(tick_s)
         finally:
-            self.leader.release()
+            try:
+                self.leader.release()
+                heartbeat.clear(self.client, "scheduler", self.leader.identity)
+            except (redis.RedisError, OSError) as exc:
+                log.warning("scheduler_release_failed", error=str(exc))
 
 
-def mark_done(client: redis.Redis, target_id: int) -> None:
-    """Called by the worker when a check finished, so the target can be dispatched again."""
-    client.delete(f"{INFLIGHT_PREFIX}{target_id}")
+def mark_done(client: redis.Redis, target_id: int, *, not_before: datetime | None = None) -> None:
+    """Called by the worker when a check finished, so the target can be dispatched again; with
+    ``not_before`` (a back-off) not before then."""
+    key = f"{INFLIGHT_PREFIX}{target_id}"
+    until_ms = int(not_before.timestamp() * 1000) if not_before is not None else 0
+    if until_ms > int(time.time() * 1000):
+        client.set(key, "backoff", pxat=until_ms)
+    else:
+        client.delete(key)
+
+
+def pause_site(client: redis.Redis, site: str, until: datetime) -> None:
+    """Stop dispatching any target of ``site`` until ``until`` (its 429 reset time); keeps a later
+    pause already set."""
+    key = f"{SITE_PAUSE_PREFIX}{site}"
+    until_ms = int(until.timestamp() * 1000)
+    remaining_ms = int(client.pttl(key))
+    if until_ms > int(time.time() * 1000) + max(0, remaining_ms):
+        client.set(key, until.isoformat(), pxat=until_ms)
+        log.warning("site_paused", site=site, until=until.isoformat())
+
+
+def site_paused_s(client: redis.Redis, site: str) -> float:
+    """Seconds ``site`` stays paused (0 when it is not)."""
+    return max(0, int(client.pttl(f"{SITE_PAUSE_PREFIX}{site}"))) / 1000

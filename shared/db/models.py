@@ -75,6 +75,8 @@ class NotificationKind(enum.StrEnum):
 
 class NotificationStatus(enum.StrEnum):
     PENDING = "pending"
+    SENDING = "sending"
+    """Handed to Telegram, answer not yet recorded; after a crash it counts as delivered (never resent)."""
     SENT = "sent"
     FAILED = "failed"
     """Failed for now; retried at ``next_attempt_at``."""
@@ -303,6 +305,9 @@ class Notification(Base):
     dedup_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None] = mapped_column()
+    claim_token: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The bot sender run holding this row (bot/sender.py); NULL when nobody does."""
+    claimed_at: Mapped[datetime | None] = mapped_column()
 
     subscription: Mapped[Subscription | None] = relationship(back_populates="notifications")
 

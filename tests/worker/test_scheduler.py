@@ -33,7 +33,9 @@ def _subscribe(db: Database, count: int) -> None:
 
 def _scheduler(settings: Settings, db: Database, sent: list[int], **kw: object) -> Scheduler:
     client = redis.Redis.from_url(settings.redis_url)
-    return Scheduler(settings, db, client, sent.append, rng=random.Random(1), **kw)  # type: ignore[arg-type]
+    return Scheduler(
+        settings, db, client, lambda target_id, _dispatch: sent.append(target_id), rng=random.Random(1), **kw
+    )  # type: ignore[arg-type]
 
 
 def test_hundred_subscribers_three_targets(worker_settings: Settings, db: Database) -> None:

@@ -205,7 +205,12 @@ class BrowserPool:
         self._sessions.pop(key, None)
         await self._trim(room_for=1)
         handle = await self._browser_for_new_context()
-        context = await self.launcher.new_context(handle.browser)
+        try:
+            context = await self.launcher.new_context(handle.browser)
+        except BaseException:
+            if not handle.browser.is_connected():  # died before its "disconnected" event arrived
+                self._on_disconnected(handle)
+            raise
         self.contexts_open += 1
         self.contexts_opened += 1
         metrics.BROWSER_CONTEXTS.inc()
@@ -222,7 +227,7 @@ class BrowserPool:
         session = BrowserSession(
             key, context, page, browser_id=handle.id, clock=self.clock, on_retire=self._session_closed
         )
-        session.tracing = self.trace
+        session.tracing = session.trace_chunk_open = self.trace
         handle.sessions.add(session)
         self._sessions[key] = session
         log.debug("session_opened", key=key, browser=handle.id, contexts_open=self.contexts_open)
@@ -246,6 +251,7 @@ class BrowserPool:
             handle = self._current
             if handle is not None and not handle.connected:
                 self._current = None
+                self._handles.discard(handle)
                 self.restarts += 1
                 metrics.BROWSER_RESTARTS.labels(reason="crashed").inc()
                 log.warning("browser_relaunch", reason="disconnected", browser=handle.id)

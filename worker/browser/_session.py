@@ -75,6 +75,8 @@ class BrowserSession:
         self.created_at = clock()
         self.last_used_at = self.created_at
         self.checks_done = 0
+        self.requests_made = 0
+        """Site requests caused during the current check (``run_check`` resets it per check)."""
         self.token: str | None = None
         self.token_expires_at: float | None = None
         """Our clock's time (seconds) when the token expires; None without a token."""
@@ -87,6 +89,8 @@ class BrowserSession:
         self.retired = False
         self.in_use = False
         self.tracing = False
+        self.trace_chunk_open = False
+        """A trace chunk is recording (see ``worker.tracing``)."""
 
     def __repr__(self) -> str:
         return (

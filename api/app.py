@@ -1,0 +1,238 @@
+"""The status service (``mta api``): dashboard, ``/api/v1`` JSON, health and Prometheus metrics.
+
+``create_app(settings)`` builds the app; its lifespan owns the database (read-only sessions for
+every read, a read-write one for admin actions), the Redis client and the dashboard feed, and
+closes them in reverse order.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import redis
+import redis.asyncio as aioredis
+import uvicorn
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
+from markupsafe import Markup
+from sqlalchemy import text
+from starlette.concurrency import run_in_threadpool
+
+from api.dashboard import DashboardFeed, DbView, make_environment, read_db_view, render_sections
+from api.farm import HEARTBEAT_MAX_AGE_S
+from api.routes import admin, router
+from api.schemas import PartStatus, ReadyOut
+from api.state import AppState, get_state
+from shared.db.database import open_database
+from shared.db.engine import make_session_factory, session_scope
+from shared.domain import utcnow
+from shared.logging import get_logger
+from shared.settings import Settings
+
+log = get_logger("mta.api")
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+async def build_sections(state: AppState) -> dict[str, str]:
+    """One dashboard snapshot: Redis read here, database read in a worker thread."""
+    now = utcnow()
+    farm = await state.farm()
+
+    def read() -> DbView:
+        with session_scope(state.reader) as session:
+            return read_db_view(session, now)
+
+    db_view = await run_in_threadpool(read)
+    return render_sections(
+        state.templates,
+        db_view,
+        farm,
+        now=now,
+        telegram_configured=state.settings.telegram_token is not None,
+        budget_per_minute=state.settings.site_budget_per_minute,
+    )
+
+
+def _check_db(state: AppState) -> PartStatus:
+    try:
+        with session_scope(state.reader) as session:
+            session.execute(text("SELECT 1 FROM targets LIMIT 1")).all()
+    except Exception as exc:
+        detail = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        if "no such table" in detail or "does not exist" in detail:
+            detail = f"schema missing: run `mta db upgrade` ({detail})"
+        return PartStatus(ok=False, required=True, detail=detail)
+    return PartStatus(ok=True, required=True, detail="readable")
+
+
+async def readiness(state: AppState) -> ReadyOut:
+    """Each part of the farm, and whether the farm can do its job (every required part up).
+
+    Required: database, Redis, at least one worker, a scheduler holding the lease; the bot too
+    when a Telegram token is configured (without one, alerts only show on the dashboard).
+    """
+    now = utcnow()
+    parts: dict[str, PartStatus] = {"database": await run_in_threadpool(_check_db, state)}
+    if state.redis is None:
+        parts["redis"] = PartStatus(ok=False, required=True, detail="MTA_REDIS_URL is not set")
+    else:
+        try:
+            await state.redis.ping()
+            parts["redis"] = PartStatus(ok=True, required=True, detail="reachable")
+        except (redis.RedisError, OSError) as exc:
+            parts["redis"] = PartStatus(ok=False, required=True, detail=f"{type(exc).__name__}: {exc}"[:200])
+    farm = await state.farm()
+    for role, required in (
+        ("worker", True),
+        ("scheduler", True),
+        ("bot", state.settings.telegram_token is not None),
+    ):
+        beats = farm.by_role(role)
+        fresh = [b for b in beats if b.fresh(now)]
+        if fresh:
+            detail = f"{len(fresh)} alive"
+        elif beats:
+            detail = f"{len(beats)} heartbeat(s), none newer than {HEARTBEAT_MAX_AGE_S:.0f} s"
+        else:
+            detail = "no heartbeat" if farm.ok else "unknown (Redis down)"
+        parts[role] = PartStatus(ok=bool(fresh), required=required, detail=detail)
+    parts["scheduler_leader"] = PartStatus(
+        ok=farm.leader is not None,
+        required=True,
+        detail=f"held by {farm.leader}"
+        if farm.leader
+        else ("no leader" if farm.ok else "unknown (Redis down)"),
+    )
+    ready = all(p.ok for p in parts.values() if p.required)
+    return ReadyOut(ready=ready, parts=parts)
+
+
+def render_metrics(metrics_dir: Path) -> bytes:
+    """Every process's samples from the Prometheus multiprocess folder (workers incl. Dramatiq's)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    metrics_dir.mkdir(parents=True, exist_ok=True)
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry, path=str(metrics_dir))
+    return generate_latest(registry)
+
+
+def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
+    """The status service for ``settings``; ``refresh_s``: how often live dashboards are rebuilt."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            db = open_database(settings)
+            stack.callback(db.close)
+            client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+            if client is not None:
+                stack.push_async_callback(client.aclose)
+            feed = DashboardFeed(lambda: build_sections(state), interval_s=refresh_s)
+            state = AppState(
+                settings=settings,
+                db=db,
+                reader=make_session_factory(db.engine, read_only=True),
+                redis=client,
+                templates=make_environment(),
+                feed=feed,
+            )
+            await stack.enter_async_context(feed)
+            app.state.mta = state
+            log.info("api started", database=db.engine.dialect.name, redis=client is not None)
+            yield
+            log.info("api stopped")
+
+    app = FastAPI(
+        title="MTA status service",
+        version="1",
+        summary="State of the Munich Termin Automator farm: targets, slots, checks, alerts, bookings.",
+        description=(
+            "Public endpoints show no personal data. Endpoints under `/api/v1/admin` change state or "
+            "show personal data and need `Authorization: Bearer <MTA_ADMIN_TOKEN>`. Lists are paged "
+            "with `limit` and `offset`, newest first."
+        ),
+        lifespan=lifespan,
+    )
+    app.include_router(router)
+    app.include_router(admin)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def dashboard(request: Request, state: Annotated[AppState, Depends(get_state)]) -> HTMLResponse:
+        sections = await state.feed.refresh()
+        page = state.templates.get_template("dashboard.html").render(
+            sections={k: Markup(v) for k, v in sections.items()},
+            static_url="/static",
+            events_url="/events",
+            api_docs_url="/docs",
+        )
+        return HTMLResponse(page)
+
+    @app.get("/events", response_class=EventSourceResponse, include_in_schema=False)
+    async def events(state: Annotated[AppState, Depends(get_state)]) -> AsyncIterator[ServerSentEvent]:
+        """The dashboard's live updates: an event ``sections`` with the HTML of changed sections."""
+        async for version, sections in state.feed.subscribe():
+            yield ServerSentEvent(event="sections", id=str(version), data={"sections": sections}, retry=3000)
+
+    @app.get("/healthz", summary="The api process is alive", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        response_model=ReadyOut,
+        responses={503: {"model": ReadyOut, "description": "a required part is down"}},
+        summary="Database, Redis, workers, scheduler leader, bot: each part, and whether all required are up",
+        tags=["health"],
+    )
+    async def readyz(state: Annotated[AppState, Depends(get_state)]) -> JSONResponse:
+        report = await readiness(state)
+        return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.ready else 503)
+
+    @app.get(
+        "/metrics",
+        response_class=Response,
+        responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+        summary="Prometheus metrics of every MTA process (multiprocess folder)",
+        tags=["health"],
+    )
+    async def metrics() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        body = await run_in_threadpool(render_metrics, settings.metrics_dir)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class ApiServer(uvicorn.Server):
+    """uvicorn's server that first ends the live dashboard streams, so stopping never waits on them."""
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        state = getattr(getattr(self.config.app, "state", None), "mta", None)
+        if isinstance(state, AppState):
+            await state.feed.close()
+        await super().shutdown(sockets=sockets)
+
+
+def run(settings: Settings) -> None:
+    """Serve ``create_app(settings)`` on ``MTA_API_HOST``:``MTA_API_PORT`` until SIGINT/SIGTERM."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.api_host,
+        port=settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=5,
+    )
+    ApiServer(config).run()
+
+
+__all__ = ["ApiServer", "build_sections", "create_app", "readiness", "render_metrics", "run"]

@@ -1,0 +1,239 @@
+"""/profile: the contact details MTA types into the booking form, checked with the site's rules.
+
+```mermaid
+stateDiagram-v2
+    [*] --> overview: /profile (a profile exists)
+    [*] --> first: /profile (none yet)
+    overview --> first: Change
+    overview --> [*]: Remove / Close
+    first --> last --> email --> phone --> birth --> confirm
+    phone --> birth: Skip
+    birth --> confirm: Skip
+    confirm --> [*]: Save (encrypted columns)
+```
+
+Each value is checked with ``shared.profile_rules`` (the site's own patterns, e.g. no "+" in an
+e-mail address) as it is typed, so a refused value is asked again at once and nothing invalid is
+ever stored. Values are shown back masked.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.callbacks import Callback
+from bot.keyboards import confirm_keyboard, nav_row, skip_keyboard
+from bot.validation import N_, InputError, check_length, site_today
+from shared.profile_rules import (
+    CustomFieldKind,
+    ProfileProblem,
+    check_custom_field,
+    check_email,
+    check_name,
+    check_phone,
+    normalize_phone,
+    normalize_text,
+)
+
+from . import store
+from .common import Flow, Turn, end_flow, start_flow
+
+KIND = "profile"
+STEPS = ("first", "last", "email", "phone", "birth", "confirm")
+
+PROBLEM_MESSAGES = {
+    ProfileProblem.INVALID_FAMILY_NAME: N_("The name must not be empty."),
+    ProfileProblem.NAME_TOO_LONG: N_("The city's form takes at most 50 characters here."),
+    ProfileProblem.INVALID_EMAIL: N_(
+        "The city's site does not accept this e-mail address. It refuses addresses with “+” or two dots "
+        "in a row, and needs the form name@example.org. Please send another one."
+    ),
+    ProfileProblem.INVALID_TELEPHONE: N_(
+        "The city's site does not accept this phone number. Please send 7 to 15 digits, optionally "
+        "starting with +, e.g. +491511234567."
+    ),
+    ProfileProblem.INVALID_DATE_OF_BIRTH: N_(
+        "Please send your date of birth like 24.12.1990 (a real day in the past)."
+    ),
+    ProfileProblem.INVALID_CUSTOM_TEXTFIELD: N_("Please send at most 250 characters."),
+}
+
+
+def mask_email(email: str) -> str:
+    local, _, domain = email.partition("@")
+    return f"{local[:1]}***@{domain}" if domain else "***"
+
+
+def mask_phone(phone: str | None) -> str:
+    return f"…{phone[-3:]}" if phone else "—"
+
+
+def _overview_text(turn: Turn, profile: store.ProfileData) -> str:
+    _ = turn._
+    birth = profile.custom_fields.get(CustomFieldKind.DATE_OF_BIRTH.value)
+    return "\n".join(
+        [
+            _("Your booking profile (stored encrypted):"),
+            _("Name: {first} {last}").format(first=profile.first_name, last=profile.last_name),
+            _("E-mail: {email}").format(email=mask_email(profile.email)),
+            _("Phone: {phone}").format(phone=mask_phone(profile.phone)),
+            _("Date of birth: {birth}").format(birth=birth or "—"),
+        ]
+    )
+
+
+async def begin(turn: Turn) -> None:
+    """/profile"""
+    _ = turn._
+    existing = await turn.run(store.load_profile, turn.user_id)
+    if existing is None:
+        flow = start_flow(turn.context, KIND, "first")
+        intro = _(
+            "MTA fills these details into the city's booking form when it books for you. They are stored "
+            "encrypted, and /delete removes them."
+        )
+        await turn.say(intro)
+        await render(turn, flow, new_message=True)
+        return
+    flow = start_flow(turn.context, KIND, "overview")
+    await render(turn, flow, new_message=True, profile=existing)
+
+
+async def render(
+    turn: Turn, flow: Flow, *, new_message: bool = False, profile: store.ProfileData | None = None
+) -> None:
+    _ = turn._
+    kb = turn.keys(flow)
+    step = flow.step
+    markup: Any
+    if step == "overview":
+        profile = profile or await turn.run(store.load_profile, turn.user_id)
+        if profile is None:
+            flow.step = "first"
+            await render(turn, flow, new_message=new_message)
+            return
+        text = _overview_text(turn, profile)
+        markup = kb.markup(
+            [[("✏ " + _("Change"), "pc", ""), ("🗑 " + _("Remove"), "pr", "")], [("✖ " + _("Close"), "x", "")]]
+        )
+    elif step == "remove":
+        text = _("Remove your booking profile? MTA can then no longer book for you.")
+        markup = kb.markup([[("🗑 " + _("Yes, remove it"), "prk", "")], nav_row(_)])
+    elif step == "first":
+        text = _("Your first name (as in your ID)?")
+        markup = kb.markup([nav_row(_, back=bool(flow.history))])
+    elif step == "last":
+        text = _("Your last name?")
+        markup = kb.markup([nav_row(_)])
+    elif step == "email":
+        text = _(
+            "Your e-mail address? The city sends the activation link there. (The city refuses addresses "
+            "containing “+”.)"
+        )
+        markup = kb.markup([nav_row(_)])
+    elif step == "phone":
+        text = _("Your phone number, like +491511234567? Some offices ask for it; you may skip.")
+        markup = skip_keyboard(_, kb)
+    elif step == "birth":
+        text = _(
+            "Your date of birth, like 24.12.1990? The driving licence office (Führerscheinstelle) asks for "
+            "it; you may skip."
+        )
+        markup = skip_keyboard(_, kb)
+    elif step == "confirm":
+        data = flow.data
+        preview = store.ProfileData(
+            first_name=data["first"],
+            last_name=data["last"],
+            email=data["email"],
+            phone=data.get("phone"),
+            custom_fields=({CustomFieldKind.DATE_OF_BIRTH.value: data["birth"]} if data.get("birth") else {}),
+        )
+        text = _overview_text(turn, preview).replace(
+            _("Your booking profile (stored encrypted):"), _("Please check your details:")
+        )
+        markup = confirm_keyboard(_, kb, confirm_label=_("Save"))
+    else:
+        return
+    if new_message or not turn.from_button:
+        await turn.say(text, markup)
+    else:
+        await turn.show(text, markup)
+
+
+async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
+    _ = turn._
+    allowed = {
+        "overview": {"pc", "pr"},
+        "remove": {"prk"},
+        "phone": {"ps"},
+        "birth": {"ps"},
+        "confirm": {"ok"},
+    }.get(flow.step, set())
+    if cb.action not in allowed:
+        await turn.answer(
+            _("That button belongs to an earlier step; please use the latest message."), alert=True
+        )
+        return
+    if cb.action == "pc":
+        flow.go("first")
+    elif cb.action == "pr":
+        flow.go("remove")
+    elif cb.action == "prk":
+        await turn.run(store.delete_profile, turn.user_id)
+        end_flow(turn.context)
+        await turn.show(_("Your booking profile is removed."))
+        return
+    elif cb.action == "ps":
+        flow.data.pop(flow.step, None)
+        flow.go("birth" if flow.step == "phone" else "confirm")
+    elif cb.action == "ok":
+        data = flow.data
+        profile = store.ProfileData(
+            first_name=data["first"],
+            last_name=data["last"],
+            email=data["email"],
+            phone=data.get("phone"),
+            custom_fields=({CustomFieldKind.DATE_OF_BIRTH.value: data["birth"]} if data.get("birth") else {}),
+        )
+        await turn.run(store.save_profile, turn.user_id, profile)
+        end_flow(turn.context)
+        await turn.show(_("Saved ✅ Your booking profile is stored encrypted. /profile shows or changes it."))
+        return
+    await render(turn, flow)
+
+
+async def on_text(turn: Turn, flow: Flow, text: str) -> None:
+    step = flow.step
+    try:
+        text = check_length(text)
+        problem: ProfileProblem | None
+        if step in ("first", "last"):
+            problem = check_name(text)
+            value = normalize_text(text)
+            following = "last" if step == "first" else "email"
+        elif step == "email":
+            problem = check_email(text)
+            value = text.strip()
+            following = "phone"
+        elif step == "phone":
+            problem = check_phone(text)
+            value = normalize_phone(text)
+            following = "birth"
+        elif step == "birth":
+            problem = check_custom_field(CustomFieldKind.DATE_OF_BIRTH, text, today=site_today())
+            value = normalize_text(text)
+            following = "confirm"
+        else:
+            raise InputError(N_("Please use the buttons above, or /cancel."))
+        if problem is not None:
+            raise InputError(PROBLEM_MESSAGES[problem])
+    except InputError as error:
+        await turn.refuse(error)
+        return
+    flow.data[step] = value
+    flow.go(following)
+    await render(turn, flow, new_message=True)
+
+
+__all__ = ["KIND", "PROBLEM_MESSAGES", "STEPS", "begin", "mask_email", "on_callback", "on_text"]

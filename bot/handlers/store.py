@@ -1,0 +1,363 @@
+"""The bot's database work, as plain synchronous functions taking a ``Database`` first.
+
+Handlers call these through ``Turn.run`` (a worker thread). Every function that reads or changes a
+subscription filters by the Telegram user id as well as the row id, so a button naming someone
+else's subscription finds nothing. Changes to subscriptions re-derive the watch targets
+(``sync_targets``) in the same transaction.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session
+
+from shared.db.database import Database
+from shared.db.models import (
+    Booking,
+    BookingProfile,
+    Notification,
+    SiteState,
+    Slot,
+    Subscription,
+    SubscriptionState,
+    Target,
+    TargetState,
+    User,
+)
+from shared.domain import DEFAULT_SITE, office_key, utcnow
+from shared.recording import sync_targets, target_offices
+
+MAX_SUBSCRIPTIONS_PER_USER = 10
+RECENT_SLOTS_WINDOW = timedelta(hours=24)
+
+
+class SubscriptionLimitError(Exception):
+    pass
+
+
+def ensure_user(db: Database, user_id: int, language: str) -> str:
+    """The user's language; creates their row (with ``language``) at first contact."""
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        if user is None:
+            session.add(User(id=user_id, language=language))
+            return language
+        return user.language
+
+
+def set_language(db: Database, user_id: int, language: str) -> None:
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        if user is None:
+            session.add(User(id=user_id, language=language))
+        else:
+            user.language = language
+
+
+@dataclass(frozen=True)
+class SubscriptionDraft:
+    service_id: int
+    service_count: int
+    office_ids: list[int]
+    date_from: date | None
+    date_to: date | None
+    weekdays: list[int]
+    time_from: time | None
+    time_to: time | None
+    autobook: bool
+
+
+def save_subscription(
+    db: Database, user_id: int, draft: SubscriptionDraft, editing_id: int | None
+) -> int | None:
+    """Insert (or update the user's own ``editing_id``) and re-derive targets; None if not theirs."""
+    with db.transaction() as session:
+        if editing_id is not None:
+            sub = _own_subscription(session, user_id, editing_id)
+            if sub is None:
+                return None
+        else:
+            count = session.scalar(
+                select(func.count()).select_from(Subscription).where(Subscription.user_id == user_id)
+            )
+            if (count or 0) >= MAX_SUBSCRIPTIONS_PER_USER:
+                raise SubscriptionLimitError
+            if session.get(User, user_id) is None:
+                session.add(User(id=user_id))
+                session.flush()
+            sub = Subscription(user_id=user_id, site=DEFAULT_SITE)
+            session.add(sub)
+        sub.service_id = draft.service_id
+        sub.service_count = draft.service_count
+        sub.office_ids = sorted(draft.office_ids)
+        sub.date_from, sub.date_to = draft.date_from, draft.date_to
+        sub.weekdays = sorted(draft.weekdays)
+        sub.time_from, sub.time_to = draft.time_from, draft.time_to
+        sub.autobook = draft.autobook
+        sub.state = SubscriptionState.ACTIVE
+        session.flush()
+        sync_targets(session)
+        return sub.id
+
+
+def _own_subscription(session: Session, user_id: int, sub_id: int) -> Subscription | None:
+    return session.scalar(
+        select(Subscription).where(Subscription.id == sub_id, Subscription.user_id == user_id)
+    )
+
+
+def subscriptions_of(db: Database, user_id: int) -> list[Subscription]:
+    with db.transaction() as session:
+        return list(
+            session.scalars(
+                select(Subscription)
+                .where(Subscription.user_id == user_id, Subscription.state != SubscriptionState.DONE)
+                .order_by(Subscription.id)
+            )
+        )
+
+
+def subscription_of(db: Database, user_id: int, sub_id: int) -> Subscription | None:
+    with db.transaction() as session:
+        return _own_subscription(session, user_id, sub_id)
+
+
+def set_subscription_state(
+    db: Database, user_id: int, sub_id: int, state: SubscriptionState
+) -> Subscription | None:
+    with db.transaction() as session:
+        sub = _own_subscription(session, user_id, sub_id)
+        if sub is None:
+            return None
+        sub.state = state
+        session.flush()
+        sync_targets(session)
+        return sub
+
+
+def delete_subscription(db: Database, user_id: int, sub_id: int) -> bool:
+    with db.transaction() as session:
+        sub = _own_subscription(session, user_id, sub_id)
+        if sub is None:
+            return False
+        session.delete(sub)
+        session.flush()
+        sync_targets(session)
+        return True
+
+
+def has_profile(db: Database, user_id: int) -> bool:
+    with db.transaction() as session:
+        return session.scalar(select(BookingProfile.id).where(BookingProfile.user_id == user_id)) is not None
+
+
+@dataclass(frozen=True)
+class ProfileData:
+    first_name: str
+    last_name: str
+    email: str
+    phone: str | None
+    custom_fields: dict[str, str]
+
+
+def load_profile(db: Database, user_id: int) -> ProfileData | None:
+    with db.transaction() as session:
+        row = session.scalar(select(BookingProfile).where(BookingProfile.user_id == user_id))
+        if row is None:
+            return None
+        return ProfileData(
+            first_name=row.first_name or "",
+            last_name=row.last_name or "",
+            email=row.email or "",
+            phone=row.phone,
+            custom_fields=dict(row.custom_fields or {}),
+        )
+
+
+def save_profile(db: Database, user_id: int, profile: ProfileData) -> None:
+    with db.transaction() as session:
+        if session.get(User, user_id) is None:
+            session.add(User(id=user_id))
+            session.flush()
+        row = session.scalar(select(BookingProfile).where(BookingProfile.user_id == user_id))
+        if row is None:
+            row = BookingProfile(user_id=user_id)
+            session.add(row)
+        row.first_name = profile.first_name
+        row.last_name = profile.last_name
+        row.email = profile.email
+        row.phone = profile.phone
+        row.custom_fields = dict(profile.custom_fields) or None
+
+
+def delete_profile(db: Database, user_id: int) -> bool:
+    with db.transaction() as session:
+        result = session.execute(delete(BookingProfile).where(BookingProfile.user_id == user_id))
+        return bool(getattr(result, "rowcount", 0))
+
+
+# --- /status -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TargetStatus:
+    subscription_id: int
+    service_id: int
+    service_count: int
+    office_count: int
+    watched: bool
+    """False when the subscription is paused or no target exists yet."""
+    state: TargetState | None
+    last_success_at: datetime | None
+    last_check_at: datetime | None
+    backoff_until: datetime | None
+    site_layout_trouble: bool
+    recent_slots: int
+    latest_slot: tuple[datetime, int] | None
+    """(start, office id) of the most recently seen slot."""
+
+
+def status_of(db: Database, user_id: int) -> list[TargetStatus]:
+    since = utcnow() - RECENT_SLOTS_WINDOW
+    result: list[TargetStatus] = []
+    with db.transaction() as session:
+        subs = session.scalars(
+            select(Subscription)
+            .where(Subscription.user_id == user_id, Subscription.state != SubscriptionState.DONE)
+            .order_by(Subscription.id)
+        ).all()
+        for sub in subs:
+            offices = target_offices(sub)
+            target = session.scalar(
+                select(Target).where(
+                    Target.site == sub.site,
+                    Target.service_id == sub.service_id,
+                    Target.service_count == sub.service_count,
+                    Target.office_key == office_key(offices),
+                )
+            )
+            site_state = session.get(SiteState, sub.site)
+            slot_filter = (
+                Slot.site == sub.site,
+                Slot.service_id == sub.service_id,
+                Slot.service_count == sub.service_count,
+                Slot.office_id.in_(offices),
+                Slot.last_seen_at >= since,
+            )
+            recent = session.scalar(select(func.count()).select_from(Slot).where(*slot_filter)) or 0
+            latest = session.execute(
+                select(Slot.start_at, Slot.office_id)
+                .where(*slot_filter)
+                .order_by(Slot.last_seen_at.desc())
+                .limit(1)
+            ).first()
+            result.append(
+                TargetStatus(
+                    subscription_id=sub.id,
+                    service_id=sub.service_id,
+                    service_count=sub.service_count,
+                    office_count=len(offices),
+                    watched=bool(
+                        target is not None and target.active and sub.state == SubscriptionState.ACTIVE
+                    ),
+                    state=target.state if target else None,
+                    last_success_at=target.last_success_at if target else None,
+                    last_check_at=target.last_check_at if target else None,
+                    backoff_until=target.backoff_until if target else None,
+                    site_layout_trouble=bool(site_state and site_state.layout_trouble),
+                    recent_slots=int(recent),
+                    latest_slot=(latest[0], int(latest[1])) if latest else None,
+                )
+            )
+    return result
+
+
+# --- /export and /delete -------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def _row(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {c.key: _plain(getattr(obj, c.key)) for c in obj.__mapper__.column_attrs if c.key not in skip}
+
+
+def export_user(db: Database, user_id: int) -> dict[str, Any]:
+    """Every row about the user, decrypted: the user, profile, subscriptions, bookings, messages."""
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        profile = session.scalar(select(BookingProfile).where(BookingProfile.user_id == user_id))
+        subs = session.scalars(
+            select(Subscription).where(Subscription.user_id == user_id).order_by(Subscription.id)
+        )
+        bookings = session.scalars(select(Booking).where(Booking.user_id == user_id).order_by(Booking.id))
+        sub_ids = select(Subscription.id).where(Subscription.user_id == user_id)
+        notes = session.scalars(
+            select(Notification)
+            .where((Notification.user_id == user_id) | Notification.subscription_id.in_(sub_ids))
+            .order_by(Notification.id)
+        )
+        return {
+            "format": "mta-export/1",
+            "exported_at": utcnow().isoformat(),
+            "user": _row(user) if user else None,
+            "booking_profile": _row(profile) if profile else None,
+            "subscriptions": [_row(s) for s in subs],
+            "bookings": [_row(b) for b in bookings],
+            "notifications": [_row(n) for n in notes],
+        }
+
+
+def erase_user(db: Database, user_id: int) -> None:
+    """Delete the user and, through ON DELETE CASCADE, everything of theirs; then re-derive targets."""
+    with db.transaction() as session:
+        sub_ids = select(Subscription.id).where(Subscription.user_id == user_id)
+        session.execute(delete(Notification).where(Notification.subscription_id.in_(sub_ids)))
+        session.execute(delete(Notification).where(Notification.user_id == user_id))
+        session.execute(delete(Booking).where(Booking.user_id == user_id))
+        session.execute(delete(BookingProfile).where(BookingProfile.user_id == user_id))
+        session.execute(delete(Subscription).where(Subscription.user_id == user_id))
+        session.execute(delete(User).where(User.id == user_id))
+        session.flush()
+        sync_targets(session)
+
+
+def count_rows_of(db: Database, user_id: int) -> dict[str, int]:
+    """How many rows mention the user, per table (tests and the export check)."""
+    with db.transaction() as session:
+        sub_ids = select(Subscription.id).where(Subscription.user_id == user_id)
+        return {
+            "users": session.scalar(select(func.count()).select_from(User).where(User.id == user_id)) or 0,
+            "booking_profiles": session.scalar(
+                select(func.count()).select_from(BookingProfile).where(BookingProfile.user_id == user_id)
+            )
+            or 0,
+            "subscriptions": session.scalar(
+                select(func.count()).select_from(Subscription).where(Subscription.user_id == user_id)
+            )
+            or 0,
+            "bookings": session.scalar(
+                select(func.count()).select_from(Booking).where(Booking.user_id == user_id)
+            )
+            or 0,
+            "notifications": session.scalar(
+                select(func.count())
+                .select_from(Notification)
+                .where((Notification.user_id == user_id) | Notification.subscription_id.in_(sub_ids))
+            )
+            or 0,
+        }

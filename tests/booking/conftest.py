@@ -1,0 +1,270 @@
+"""Booking fixtures: settings pointing at the replica, a migrated SQLite database, a browser pool,
+the booking dependencies, subscribers with profiles, and a real Dramatiq worker on the bookings queue.
+
+Everything is real: Chromium (Debian's, through ``BrowserPool``), Redis (``redis_server``), the
+replica of the city's site (``replica``), SQLite. Slots reach the database the way a check records
+them (``shared.recording.record_observation``), built from what the replica serves, so the tests do
+not depend on the check walk.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+import redis
+
+from shared.db.database import Database, open_database
+from shared.db.models import Booking, BookingProfile, Notification, Subscription, Target, User
+from shared.domain import Observation, SlotSeen, office_key
+from shared.recording import record_observation, sync_targets
+from shared.settings import Settings, load_settings, reset_settings_cache
+from tests.support.replica import Replica
+
+pytestmark = [pytest.mark.browser]
+
+ORLEANSPLATZ = 102522
+WOHNSITZANMELDUNG = 1063475
+"""Bürgerbüro Orleansplatz: captcha, one 15-minute unit per appointment, activation 30 min."""
+FS_OFFICE = 10308174
+FS_SERVICE = 1071896
+"""Führerscheinstelle (Umschreibung): no captcha, two units, Geburtsdatum required, activation 60 min."""
+UNIT_S = 900
+
+
+@pytest.fixture(scope="session")
+def bookings_module(redis_server: Any) -> Iterator[ModuleType]:
+    """``worker.bookings``, imported once the test Redis is known (``worker.actors`` builds the
+    global broker from ``MTA_REDIS_URL`` at import)."""
+    previous = os.environ.get("MTA_REDIS_URL")
+    os.environ.setdefault("MTA_REDIS_URL", redis_server.url)
+    reset_settings_cache()
+    from worker import bookings
+
+    yield bookings
+    if previous is None:
+        os.environ.pop("MTA_REDIS_URL", None)
+    reset_settings_cache()
+
+
+@pytest.fixture
+def booking_settings(tmp_path: Path, redis_url: str, replica: Replica) -> Settings:
+    return load_settings(
+        data_dir=tmp_path,
+        redis_url=redis_url,
+        env="test",
+        pacer="none",
+        site_url=replica.page_url,
+        booking_budget_per_minute=600,
+        site_budget_per_minute=600,
+        trace_on_failure=False,
+        browser_warm_sessions=4,
+    )
+
+
+@pytest.fixture
+def db(booking_settings: Settings) -> Iterator[Database]:
+    database = open_database(booking_settings, migrate=True)
+    yield database
+    database.close()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+def make_booker() -> Any:
+    from worker.captcha import InPageAltchaSolver
+    from worker.pacer import NoPacer
+    from worker.sites.munich_booking import MunichBooker
+
+    return MunichBooker(solver=InPageAltchaSolver(), pacer=NoPacer())
+
+
+@pytest.fixture
+async def pool(booking_settings: Settings) -> AsyncIterator[Any]:
+    from worker.browser import BrowserPool
+
+    async with BrowserPool(booking_settings, trace=False) as browser_pool:
+        yield browser_pool
+
+
+@pytest.fixture
+def deps(
+    bookings_module: ModuleType,
+    booking_settings: Settings,
+    db: Database,
+    redis_client: redis.Redis,
+    pool: Any,
+) -> Any:
+    return bookings_module.BookingDeps(
+        settings=booking_settings, db=db, redis=redis_client, pool=pool, booker=make_booker()
+    )
+
+
+# --- people and slots ----------------------------------------------------------------------------
+@dataclass
+class Person:
+    user_id: int
+    email: str
+    subscription_id: int
+
+
+def add_person(
+    db: Database,
+    user_id: int,
+    *,
+    service_id: int,
+    office_id: int,
+    email: str | None = None,
+    autobook: bool = True,
+    custom_fields: dict[str, str] | None = None,
+) -> Person:
+    """A user with a stored profile (written directly: tests may store what the bot would refuse)."""
+    email = email or f"person{user_id}@example.org"
+    with db.transaction() as session:
+        session.add(User(id=user_id, language="de"))
+        session.flush()
+        session.add(
+            BookingProfile(
+                user_id=user_id,
+                first_name="Erika",
+                last_name=f"Muster{user_id}",
+                email=email,
+                phone="+491511234567",
+                custom_fields=custom_fields if custom_fields is not None else {"Geburtsdatum": "01.02.1990"},
+            )
+        )
+        subscription = Subscription(
+            user_id=user_id, service_id=service_id, office_ids=[office_id], autobook=autobook
+        )
+        session.add(subscription)
+        session.flush()
+        return Person(user_id, email, subscription.id)
+
+
+def observe(db: Database, *, office_id: int, service_id: int, starts: list[int]) -> list[int]:
+    """Record a check that saw ``starts`` (epoch s) as free, as ``check_target`` would; returns the
+    new slot ids (their alerts are in the outbox when this returns)."""
+    with db.transaction() as session:
+        sync_targets(session)
+        target = (
+            session.query(Target)
+            .filter_by(service_id=service_id, service_count=1, office_key=office_key([office_id]))
+            .one()
+        )
+        observation = Observation(
+            site="munich",
+            service_id=service_id,
+            service_count=1,
+            office_ids=(office_id,),
+            observed_at=datetime.now(UTC),
+            slots=[SlotSeen(office_id, service_id, datetime.fromtimestamp(ts, UTC)) for ts in starts],
+        )
+        result = record_observation(session, target.id, observation, worker_id="test", duration_ms=5)
+        return list(result.new_slot_ids)
+
+
+def bookings(db: Database) -> list[Booking]:
+    with db.transaction() as session:
+        rows = session.query(Booking).order_by(Booking.id).all()
+        for row in rows:
+            session.expunge(row)
+        return rows
+
+
+def booking_events(db: Database, user_id: int | None = None) -> list[tuple[int | None, str]]:
+    """(booking id, event) of every booking/reminder notification, oldest first."""
+    with db.transaction() as session:
+        query = session.query(Notification).filter(Notification.booking_id.is_not(None))
+        if user_id is not None:
+            query = query.filter(Notification.user_id == user_id)
+        return [(n.booking_id, str(n.payload.get("event"))) for n in query.order_by(Notification.id)]
+
+
+def notification_payloads(db: Database, event: str) -> list[dict[str, Any]]:
+    with db.transaction() as session:
+        rows = session.query(Notification).filter(Notification.booking_id.is_not(None)).all()
+        return [dict(n.payload) for n in rows if n.payload.get("event") == event]
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 90.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def replica_now(replica: Replica) -> datetime:
+    return datetime.fromisoformat(replica.control("GET", "/clock")["now"])
+
+
+# --- a real Dramatiq worker on the bookings queue --------------------------------------------------
+@dataclass
+class RunningWorker:
+    broker: Any
+    deps: Any
+
+
+@pytest.fixture
+def dramatiq_worker(
+    bookings_module: ModuleType, booking_settings: Settings, db: Database, redis_client: redis.Redis
+) -> Iterator[RunningWorker]:
+    """A Dramatiq worker (3 threads, one event loop, one browser pool) consuming ``bookings`` from
+    the test Redis; the booking actors are bound to this broker for the test."""
+    import dramatiq
+    from dramatiq.asyncio import get_event_loop_thread
+
+    from worker.broker import BOOKINGS_QUEUE, make_broker
+    from worker.browser import BrowserPool
+
+    actors = [bookings_module.book_slot, bookings_module.cancel_booking, bookings_module.poll_booking_states]
+    previous = [actor.broker for actor in actors]
+    broker = make_broker(booking_settings, with_browser=False)
+    for actor in actors:
+        actor.broker = broker
+        broker.declare_actor(actor)
+    worker = dramatiq.Worker(broker, queues={BOOKINGS_QUEUE}, worker_threads=3, worker_timeout=100)
+    worker.start()
+    loop_thread = get_event_loop_thread()
+    assert loop_thread is not None
+    pool = BrowserPool(booking_settings, trace=False)
+    loop_thread.run_coroutine(pool.__aenter__())
+    deps = bookings_module.BookingDeps(
+        settings=booking_settings, db=db, redis=redis_client, pool=pool, booker=make_booker()
+    )
+    bookings_module.use_dependencies(deps)
+    try:
+        yield RunningWorker(broker=broker, deps=deps)
+    finally:
+        bookings_module.use_dependencies(None)
+        loop_thread.run_coroutine(pool.close())
+        worker.stop(timeout=10_000)
+        broker.close()
+        for actor, old in zip(actors, previous, strict=True):
+            actor.broker = old
+
+
+# --- the database on both backends (policy tests) -------------------------------------------------
+from tests.shared.conftest import postgres_server_url, postgres_url  # noqa: E402,F401  (fixtures)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def policy_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A migrated database on SQLite and on PostgreSQL (skipped with a reason when none answers)."""
+    url = "" if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+    settings = load_settings(data_dir=tmp_path, database_url=url, env="test")
+    database = open_database(settings, migrate=True)
+    yield database
+    database.close()

@@ -1,0 +1,259 @@
+"""The farm end to end: ``mta scheduler`` -> Redis -> ``mta worker`` -> Chromium -> replica -> DB.
+
+Every test runs the production commands as OS processes (``tests.support.farm``) against a private
+Redis, a SQLite file in the test's folder and the replica (real HTTP, real Chromium, the page's own
+captcha). Settings are test-sized: no pacing, a one-second minimum interval, short leases.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+import pytest
+
+from replica.clock import BERLIN
+from replica.config import API_PREFIX
+from shared.db.models import CheckOutcome, NotificationKind, Slot, Target, TargetState
+from tests.support.farm import Farm, alive, descendants, running_farm, wait_until
+from tests.support.replica import (
+    FUEHRERSCHEIN_UMSCHREIBUNG,
+    FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,
+    ORLEANSPLATZ,
+    WOHNSITZANMELDUNG,
+    Replica,
+    berlin_slot,
+)
+from worker.broker import WAKE_CHANNEL
+from worker.heartbeat import LEADER_KEY
+from worker.scheduler import SITE_PAUSE_PREFIX, site_paused_s
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+LEONRODSTRASSE = 102523
+FS_OFFICE = FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE
+
+
+def units(start: int, count: int = 2) -> list[int]:
+    """A Führerschein-Umschreibung needs two consecutive 15-minute units."""
+    return [start + i * 900 for i in range(count)]
+
+
+def api_requests(replica: Replica, since: datetime | None = None) -> list[dict[str, Any]]:
+    params: dict[str, Any] = {"limit": 20_000}
+    if since is not None:
+        params["since"] = since.isoformat()
+    records: list[dict[str, Any]] = replica.control("GET", "/requests", params=params)["requests"]
+    return [r for r in records if r["path"].startswith(API_PREFIX)]
+
+
+def endpoint(record: dict[str, Any]) -> str:
+    return str(record["path"].rstrip("/").rsplit("/", 1)[-1])
+
+
+def outcomes(farm: Farm) -> list[str]:
+    return [c.outcome.value for c in farm.checks()]
+
+
+@pytest.fixture
+def make_farm(tmp_path: Path, redis_url: str, replica: Replica) -> Iterator[Callable[..., Farm]]:
+    """Build the farm with extra ``MTA_*`` settings; every process is stopped afterwards."""
+    with ExitStack() as stack:
+
+        def make(**env: str) -> Farm:
+            return stack.enter_context(running_farm(tmp_path / "farm", redis_url, replica.page_url, **env))
+
+        yield make
+
+
+def test_released_slot_alerts_matching_subscribers_once(
+    make_farm: Callable[..., Farm], replica: Replica
+) -> None:
+    """Injected: a Führerschein slot released on the replica, watched by four subscribers of whom one
+    matches (wrong hours, wrong weekday, other office do not); later the slot vanishes and returns.
+    Asserted: one ``slots`` row and one outbox row for the matching subscriber only, unchanged by
+    many repeated checks; the wake-up reaches Redis pub/sub; the returning slot is episode 2 with a
+    new alert. Then SIGTERM stops worker and scheduler cleanly: exit code 0, Chromium gone,
+    heartbeats and the leader lease removed."""
+    farm = make_farm()
+    start = berlin_slot(days_ahead=3, hour=10)
+    weekday = datetime.fromtimestamp(start, BERLIN).weekday()
+    match = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
+    farm.subscribe(2, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE], time_from=clock_time(7), time_to=clock_time(9))
+    farm.subscribe(3, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE], weekdays=[(weekday + 1) % 7])
+    farm.subscribe(4, WOHNSITZANMELDUNG, [ORLEANSPLATZ])
+    wake = farm.redis.pubsub(ignore_subscribe_messages=True)
+    wake.subscribe(WAKE_CHANNEL)
+
+    worker = farm.start_worker(threads=2)
+    scheduler = farm.start_scheduler()
+    replica.add_slots(FS_OFFICE, units(start))
+
+    alerts = wait_until(farm.alerts, 90, "the first alert")
+    assert len(farm.targets()) == 2
+    ((office, stamp, episode),) = farm.slots()
+    assert (office, stamp, episode) == (FS_OFFICE, start, 1)
+    assert [(sub, ep) for sub, _slot, ep in alerts] == [(match, 1)]
+    message = wait_until(lambda: wake.get_message(timeout=1.0), 10, "the wake-up on Redis")
+    assert message["channel"].decode() == WAKE_CHANNEL
+
+    fs_target = next(t.id for t in farm.targets() if t.service_id == FUEHRERSCHEIN_UMSCHREIBUNG)
+    seen_at = len([c for c in farm.checks() if c.target_id == fs_target])
+    wait_until(
+        lambda: len([c for c in farm.checks() if c.target_id == fs_target]) >= seen_at + 3,
+        60,
+        "three more checks of the same target",
+    )
+    assert farm.slots() == [(FS_OFFICE, start, 1)]
+    assert farm.alerts() == alerts, "a repeated check must not alert again"
+
+    replica.remove_slots(FS_OFFICE, units(start))
+    wait_until(lambda: farm.count(Slot, Slot.gone_at.is_not(None)) == 1, 60, "the slot to be gone")
+    assert [sub for sub, _slot, _ep in farm.alerts(NotificationKind.GONE)] == [match]
+    replica.add_slots(FS_OFFICE, units(start))
+    wait_until(lambda: len(farm.slots()) == 2, 60, "the slot's second episode")
+    assert farm.slots() == [(FS_OFFICE, start, 1), (FS_OFFICE, start, 2)]
+    assert sorted((sub, ep) for sub, _slot, ep in farm.alerts()) == [(match, 1), (match, 2)]
+    assert set(outcomes(farm)) <= {"ok", "no_slots"}, outcomes(farm)
+
+    # clean shutdown
+    browsers = {pid for pid in descendants(worker.pid) if alive(pid)}
+    assert browsers, "the worker process has a Playwright driver and Chromium below it"
+    assert farm.leader() is not None
+    for process in (scheduler, worker):
+        process.popen.send_signal(signal.SIGTERM)
+        assert process.popen.wait(30) == 0, process.log()[-3000:]
+    wait_until(lambda: not any(alive(pid) for pid in browsers), 10, "Chromium to exit")
+    assert worker.events("worker_runtime_stopped"), worker.log()[-2000:]
+    assert farm.redis.get(LEADER_KEY) is None, "a stopping leader releases its lease"
+    assert farm.workers() == [] and farm.schedulers() == []
+
+
+def test_hundred_subscribers_three_targets_three_request_streams(
+    make_farm: Callable[..., Farm], replica: Replica
+) -> None:
+    """Injected: 100 subscribers watching 3 distinct (service, office) combinations, a 20-per-minute
+    budget, slots free at every office. Asserted: 3 targets; the replica's request log shows
+    calendar requests for exactly those 3 combinations; all API requests in the window stay within
+    the budget; every subscriber is alerted, once per free slot of the office it watches."""
+    budget = 20
+    farm = make_farm(MTA_SITE_BUDGET_PER_MINUTE=str(budget))
+    plans = [
+        (WOHNSITZANMELDUNG, ORLEANSPLATZ),
+        (WOHNSITZANMELDUNG, LEONRODSTRASSE),
+        (FUEHRERSCHEIN_UMSCHREIBUNG, FS_OFFICE),
+    ]
+    office_of: dict[int | None, int] = {}
+    for i in range(100):
+        service, office = plans[i % 3]
+        office_of[farm.subscribe(5000 + i, service, [office])] = office
+    start = berlin_slot(days_ahead=2, hour=11)
+    for _service, office in plans:
+        replica.add_slots(office, units(start))
+    began = datetime.now(UTC)
+    farm.start_worker(threads=2)
+    farm.start_scheduler()
+
+    def alerted() -> set[int | None]:
+        return {sub for sub, _slot, _ep in farm.alerts()}
+
+    wait_until(lambda: len(alerted()) == 100, 120, "an alert for every subscriber")
+    time.sleep(3)  # let the farm keep checking for a while: still three streams
+    requests = api_requests(replica, since=began - timedelta(seconds=1))
+    assert len(farm.targets()) == 3
+    calendar = [r for r in requests if endpoint(r) == "available-calendar"]
+    asked = set()
+    for record in calendar:
+        query = parse_qs(record["query"])
+        asked.add((query["serviceIds"][0], query["officeIds"][0]))
+    assert asked == {(str(s), str(o)) for s, o in plans}
+    elapsed_s = (datetime.now(UTC) - began).total_seconds()
+    windows = max(1, int(elapsed_s // 60) + 1)
+    assert len(requests) <= budget * windows, f"{len(requests)} requests in {elapsed_s:.0f} s"
+    slots_at = Counter(office for office, _start, _episode in farm.slots())
+    alerts_of = Counter(sub for sub, _slot, _episode in farm.alerts())
+    assert {sub: alerts_of[sub] for sub in office_of} == {sub: slots_at[o] for sub, o in office_of.items()}
+
+
+def test_rate_limit_storm_pauses_the_site_until_its_reset(
+    make_farm: Callable[..., Farm], replica: Replica
+) -> None:
+    """Injected: after a successful walk, the replica answers every API call with 429 (a storm).
+    Asserted: the check is recorded as ``rate_limited``; the target backs off until the site's reset
+    time (about 60 s after the last allowed request) and the whole site is paused in Redis; the
+    scheduler sends no further request to the site meanwhile; no alert is queued."""
+    farm = make_farm()
+    farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
+    farm.start_worker()
+    farm.start_scheduler()
+    wait_until(lambda: "no_slots" in outcomes(farm), 90, "a successful check")
+
+    replica.faults(storm_s=0)
+    stormed = datetime.now(UTC)
+    wait_until(lambda: "rate_limited" in outcomes(farm), 30, "the 429 to be recorded")
+    (target,) = farm.targets()
+    assert target.state == TargetState.BACKING_OFF
+    assert target.backoff_until is not None
+    assert stormed + timedelta(seconds=20) < target.backoff_until <= stormed + timedelta(seconds=62)
+    assert site_paused_s(farm.redis, "munich") > 15
+    assert farm.redis.exists(f"{SITE_PAUSE_PREFIX}munich")
+
+    settled = datetime.now(UTC) + timedelta(seconds=0.5)
+    time.sleep(5)
+    assert api_requests(replica, since=settled) == [], "the scheduler must skip a backing-off site"
+    assert outcomes(farm).count("rate_limited") == 1
+    assert farm.alerts() == [] and farm.alerts(NotificationKind.OPERATOR) == []
+
+
+def test_maintenance_is_site_unavailable_without_alerts(
+    make_farm: Callable[..., Farm], replica: Replica
+) -> None:
+    """Injected: the replica in maintenance (every API call 503) while a slot is free. Asserted: the
+    check is recorded as ``site_error`` (``SiteUnavailable``), the target backs off, no slot row and
+    no outbox row of any kind."""
+    farm = make_farm()
+    farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
+    replica.faults(maintenance=True)
+    replica.add_slots(FS_OFFICE, units(berlin_slot(days_ahead=2, hour=9)))
+    farm.start_worker()
+    farm.start_scheduler()
+
+    wait_until(lambda: outcomes(farm), 90, "the first check")
+    assert outcomes(farm) == [CheckOutcome.SITE_ERROR.value]
+    (target,) = farm.targets()
+    assert target.state == TargetState.BACKING_OFF
+    assert target.backoff_until is not None and target.backoff_until > datetime.now(UTC)
+    assert farm.slots() == []
+    for kind in NotificationKind:
+        assert farm.alerts(kind) == [], kind
+
+
+def test_layout_change_raises_one_operator_alert_not_a_slot(
+    make_farm: Callable[..., Farm], replica: Replica
+) -> None:
+    """Injected: the page renames its time-slot buttons while a slot is free, for several checks in
+    a row (alert threshold 2). Asserted: the checks are ``layout_changed``; exactly one operator
+    alert is queued however many follow; no slot row and no subscriber alert."""
+    farm = make_farm(MTA_LAYOUT_CHANGED_ALERT_AFTER="2")
+    farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
+    replica.add_slots(FS_OFFICE, units(berlin_slot(days_ahead=2, hour=9)))
+    replica.faults(layout_variant="renamed-timeslot-ids")
+    farm.start_worker()
+    farm.start_scheduler()
+
+    wait_until(lambda: outcomes(farm).count("layout_changed") >= 3, 120, "three layout_changed checks")
+    assert set(outcomes(farm)) == {"layout_changed"}
+    operator = farm.alerts(NotificationKind.OPERATOR)
+    assert len(operator) == 1, operator
+    assert farm.slots() == [] and farm.alerts() == []
+    (target,) = farm.targets()
+    assert farm.target(target.id).state == TargetState.CHANGED
+    assert farm.count(Target) == 1

@@ -1,0 +1,333 @@
+"""The Munich adapter in real Chromium against the replica: walks, warm checks and failure types.
+
+One browser pool serves the whole module (a Chromium launch per test would cost more than the
+tests); a test that needs a fresh walk retires the warm sessions first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, date, datetime
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from replica.clock import BERLIN
+from replica.config import ReplicaConfig
+from shared.domain import (
+    CaptchaRequired,
+    LayoutChanged,
+    Observation,
+    RateLimited,
+    SiteUnavailable,
+    TargetKey,
+)
+from shared.settings import Settings, load_settings
+from tests.support.replica import (
+    CAPTCHA_COST,
+    FUEHRERSCHEIN_UMSCHREIBUNG,
+    FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,
+    ORLEANSPLATZ,
+    WOHNSITZANMELDUNG,
+    Replica,
+    berlin_slot,
+    serve_replica,
+)
+from worker.browser import BrowserPool
+from worker.captcha import InPageAltchaSolver
+from worker.checks import CheckResult, run_check, session_key
+from worker.pacer import NoPacer
+from worker.sites.munich import MunichAdapter, read_calendar
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+
+BUERGERBUERO = TargetKey("munich", WOHNSITZANMELDUNG, 1, (ORLEANSPLATZ,))
+FUEHRERSCHEIN = TargetKey("munich", FUEHRERSCHEIN_UMSCHREIBUNG, 1, (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,))
+
+
+def units(start: int, count: int = 2) -> list[int]:
+    """A Führerschein-Umschreibung needs two consecutive 15-minute units."""
+    return [start + i * 900 for i in range(count)]
+
+
+def starts(observation: Observation) -> set[tuple[int, int]]:
+    return {(s.office_id, int(s.start.timestamp())) for s in observation.slots}
+
+
+def day_of(ts: int) -> date:
+    return datetime.fromtimestamp(ts, BERLIN).date()
+
+
+def api_calls(replica: Replica, base_url: str | None = None) -> list[str]:
+    """Endpoint names of the citizen-API requests in the replica's log, oldest first."""
+    client = replica.client if base_url is None else httpx.Client(base_url=base_url)
+    records = client.get("/_replica/requests").json()["requests"]
+    return [
+        r["path"].split("/api/citizen/", 1)[1].strip("/") for r in records if "/api/citizen/" in r["path"]
+    ]
+
+
+def request_log(replica: Replica) -> list[dict[str, Any]]:
+    records: list[dict[str, Any]] = replica.control("GET", "/requests")["requests"]
+    return records
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return load_settings(
+        data_dir=tmp_path_factory.mktemp("adapter"),
+        pacer="none",
+        env="test",
+        browser_warm_sessions=4,
+        trace_on_failure=False,
+    )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def pool(settings: Settings) -> AsyncIterator[BrowserPool]:
+    async with BrowserPool(settings) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def adapter(settings: Settings) -> MunichAdapter:
+    return MunichAdapter(
+        solver=InPageAltchaSolver(timeout_s=30), pacer=NoPacer(), settings=settings, dom_grace_s=2.0
+    )
+
+
+async def fresh(pool: BrowserPool, *keys: TargetKey) -> None:
+    """Close the warm sessions of ``keys`` so that the next check walks."""
+    for key in keys:
+        session = pool.warm_session(session_key(key))
+        if session is not None:
+            await pool.retire(session, "test wants a fresh walk")
+
+
+async def check(pool: BrowserPool, adapter: MunichAdapter, key: TargetKey, replica: Replica) -> CheckResult:
+    return await run_check(pool, adapter, key, site_url=replica.page_url)
+
+
+async def test_captcha_office_walk_then_warm_checks(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Bürgerbüro (captcha required): the walk passes the ALTCHA widget in the page and reads the
+    released slot; warm checks then see a newly added slot and a vanished one with one calendar
+    request each, no page load and no second captcha (the token is reused)."""
+    await fresh(pool, BUERGERBUERO)
+    first = berlin_slot(days_ahead=2, hour=10)
+    replica.add_slots(ORLEANSPLATZ, [first])
+
+    walked = await check(pool, adapter, BUERGERBUERO, replica)
+    assert walked.walked
+    assert starts(walked.observation) == {(ORLEANSPLATZ, first)}
+    assert walked.observation.covered_days is not None and day_of(first) in walked.observation.covered_days
+    calls = api_calls(replica)
+    assert calls.count("captcha-verify") == 1
+    assert walked.requests_made == len(calls)
+    session = pool.warm_session(session_key(BUERGERBUERO))
+    assert session is not None and session.token is not None
+    assert (session.token_remaining_s() or 0) > 60
+
+    second = first + 1800
+    replica.add_slots(ORLEANSPLATZ, [second])
+    before = len(request_log(replica))
+    warm = await check(pool, adapter, BUERGERBUERO, replica)
+    assert not warm.walked
+    assert warm.requests_made == 1
+    assert starts(warm.observation) == {(ORLEANSPLATZ, first), (ORLEANSPLATZ, second)}
+    new_requests = request_log(replica)[before:]
+    assert [r["path"].rsplit("/", 2)[-2] for r in new_requests] == ["available-calendar"]
+    assert f"captchaToken={session.token}" in new_requests[0]["query"]
+
+    replica.remove_slots(ORLEANSPLATZ, [first])
+    gone = await check(pool, adapter, BUERGERBUERO, replica)
+    assert starts(gone.observation) == {(ORLEANSPLATZ, second)}
+    assert gone.observation.covered_days is not None and day_of(first) in gone.observation.covered_days
+    assert api_calls(replica).count("captcha-verify") == 1
+
+
+async def test_fuehrerscheinstelle_without_captcha(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Führerscheinstelle (no captcha): the walk never touches the captcha endpoints; slots on two
+    days are all found within a few warm checks (a new day is asked for first)."""
+    await fresh(pool, FUEHRERSCHEIN)
+    early = berlin_slot(days_ahead=3, hour=8, minute=30)
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(early))
+
+    walked = await check(pool, adapter, FUEHRERSCHEIN, replica)
+    assert walked.walked
+    assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, early) in starts(walked.observation)
+    assert not any(c.startswith("captcha") for c in api_calls(replica))
+    session = pool.warm_session(session_key(FUEHRERSCHEIN))
+    assert session is not None and session.token is None
+
+    later = berlin_slot(days_ahead=5, hour=9)
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(later))
+    seen: set[tuple[int, int]] = set()
+    for _ in range(3):
+        result = await check(pool, adapter, FUEHRERSCHEIN, replica)
+        assert result.requests_made == 1
+        seen |= starts(result.observation)
+    assert {(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, early), (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, later)} <= seen
+
+
+async def test_no_free_slot_is_an_empty_observation(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Nothing free: the page shows its "no appointment" callout; the observation is empty and
+    covers the painted days (so the recorder may close slots seen before)."""
+    await fresh(pool, FUEHRERSCHEIN)
+    result = await check(pool, adapter, FUEHRERSCHEIN, replica)
+    assert result.observation.slots == []
+    today = datetime.now(BERLIN).date()
+    assert result.observation.covered_days is not None and today in result.observation.covered_days
+
+
+async def test_rate_limit_storm_on_walk_and_on_warm_check(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Injected: a 429 storm (``storm_s=0``), first under a warm session, then under a fresh walk.
+    Asserted: ``RateLimited`` with a reset time in the future both times, the session retired."""
+    await check(pool, adapter, FUEHRERSCHEIN, replica)  # a warm session (walked if there was none)
+    replica.faults(storm_s=0)
+    with pytest.raises(RateLimited) as warm:
+        await check(pool, adapter, FUEHRERSCHEIN, replica)
+    assert warm.value.reset_at is not None and warm.value.reset_at > datetime.now(UTC)
+    assert warm.value.requests_made == 1  # type: ignore[attr-defined]
+    assert pool.warm_session(session_key(FUEHRERSCHEIN)) is None
+
+    with pytest.raises(RateLimited) as walk:
+        await check(pool, adapter, FUEHRERSCHEIN, replica)
+    assert walk.value.reset_at is not None and walk.value.reset_at > datetime.now(UTC)
+    assert walk.value.requests_made >= 1  # type: ignore[attr-defined]
+
+
+async def test_maintenance_is_site_unavailable(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Injected: maintenance mode (every API call 503 ``serviceUnavailable``). Asserted:
+    ``SiteUnavailable`` with status 503, and no observation."""
+    await fresh(pool, FUEHRERSCHEIN)
+    replica.faults(maintenance=True)
+    with pytest.raises(SiteUnavailable) as failure:
+        await check(pool, adapter, FUEHRERSCHEIN, replica)
+    assert failure.value.status_code == 503
+
+
+@pytest.mark.parametrize("fault", ["error_500_s", "garbage_s"])
+async def test_server_error_and_garbage_on_the_calendar(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica, fault: str
+) -> None:
+    """Injected: the calendar endpoint answers 500 ``internalError`` or 200 with a body that is not
+    JSON, under a warm session. Asserted: ``SiteUnavailable`` (500 keeps its status)."""
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(berlin_slot(days_ahead=2, hour=11)))
+    await check(pool, adapter, FUEHRERSCHEIN, replica)
+    replica.faults(**{fault: 0}, endpoints=["available-calendar"])
+    with pytest.raises(SiteUnavailable) as failure:
+        await check(pool, adapter, FUEHRERSCHEIN, replica)
+    if fault == "error_500_s":
+        assert failure.value.status_code == 500
+
+
+async def test_layout_change_is_not_a_false_slot(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Injected: the page renames its time-slot buttons (``renamed-timeslot-ids``) while a slot is
+    free. Asserted: ``LayoutChanged`` -- the walk refuses to report what the page does not show."""
+    await fresh(pool, FUEHRERSCHEIN)
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(berlin_slot(days_ahead=2, hour=9)))
+    replica.faults(layout_variant="renamed-timeslot-ids")
+    with pytest.raises(LayoutChanged, match="none of the expected elements"):
+        await check(pool, adapter, FUEHRERSCHEIN, replica)
+
+
+async def test_renamed_calendar_endpoint_is_a_layout_change(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Injected: the site serves its calendar under another endpoint name. Asserted:
+    ``LayoutChanged`` (the page works for a person, but the adapter must not guess)."""
+    await fresh(pool, FUEHRERSCHEIN)
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(berlin_slot(days_ahead=2, hour=9)))
+    replica.faults(calendar_path="available-calendar-v2")
+    with pytest.raises(LayoutChanged, match="no availability"):
+        await check(pool, adapter, FUEHRERSCHEIN, replica)
+
+
+async def test_expired_captcha_token_is_captcha_required(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Injected: the warm session's captcha token is replaced by a forged one. Asserted: the site's
+    ``captchaInvalid`` becomes ``CaptchaRequired`` and the session is retired."""
+    await check(pool, adapter, BUERGERBUERO, replica)
+    session = pool.warm_session(session_key(BUERGERBUERO))
+    assert session is not None and session.token is not None
+    header, _claims, _signature = session.token.split(".")
+    session.token = f"{header}.{_claims}.forged"
+    with pytest.raises(CaptchaRequired, match="captchaInvalid"):
+        await check(pool, adapter, BUERGERBUERO, replica)
+    assert pool.warm_session(session_key(BUERGERBUERO)) is None
+
+
+@pytest.fixture(scope="module")
+def legacy_base_url() -> Iterator[str]:
+    with serve_replica(ReplicaConfig(legacy_api=True, captcha_cost=CAPTCHA_COST)) as base_url:
+        yield base_url
+
+
+@pytest.fixture
+def legacy(legacy_base_url: str) -> Iterator[Replica]:
+    with httpx.Client(base_url=legacy_base_url, timeout=10) as client:
+        handle = Replica(base_url=legacy_base_url, client=client)
+        handle.reset()
+        yield handle
+
+
+async def test_legacy_endpoints(pool: BrowserPool, adapter: MunichAdapter, legacy: Replica) -> None:
+    """A site still on the <= muc45 release (``available-days-by-office`` +
+    ``available-appointments-by-office``): the walk reads the page's legacy answers, and a warm
+    check repeats both requests (two site requests) and finds a slot released later."""
+    await fresh(pool, FUEHRERSCHEIN)
+    first = berlin_slot(days_ahead=2, hour=8)
+    legacy.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(first))
+    walked = await check(pool, adapter, FUEHRERSCHEIN, legacy)
+    assert walked.walked
+    assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, first) in starts(walked.observation)
+    calls = api_calls(legacy)
+    assert "available-days-by-office" in calls and "available-appointments-by-office" in calls
+    assert "available-calendar" not in calls
+
+    second = first + 3600
+    legacy.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(second))
+    warm = await check(pool, adapter, FUEHRERSCHEIN, legacy)
+    assert not warm.walked and warm.requests_made == 2
+    assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, second) in starts(warm.observation)
+    await fresh(pool, FUEHRERSCHEIN)
+
+
+async def test_read_calendar_covers_painted_month() -> None:
+    """Pure parsing: the loaded day is complete, unlisted days of the painted month are empty,
+    listed days without times are left alone."""
+    data = {
+        "startDate": "2026-12-01",
+        "endDate": "2027-05-31",
+        "availableDays": [
+            {
+                "date": "2026-12-03",
+                "providerIDs": "1",
+                "offices": [{"officeId": "1", "appointments": [10, 20]}],
+            },
+            {"date": "2026-12-05", "providerIDs": "1", "offices": []},
+        ],
+    }
+    query = {"slotsStartDate": "2026-12-01", "slotsEndDate": "2026-12-01"}
+    reading = read_calendar(data, query, {1})
+    assert reading.days[date(2026, 12, 3)] == [(1, 10), (1, 20)]
+    assert date(2026, 12, 5) not in reading.days
+    assert reading.days[date(2026, 12, 31)] == []
+    assert date(2027, 1, 1) not in reading.days
+    with pytest.raises(LayoutChanged):
+        read_calendar({"days": []}, query, {1})

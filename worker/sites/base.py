@@ -1,0 +1,93 @@
+"""What a site adapter does, and a fake one for tests of everything around it.
+
+An adapter knows one city's pages and API; the pool (``worker.browser``) owns the browsers and the
+policy of when a session is walked afresh; ``worker.checks.run_check`` puts the two together.
+
+A session moves through two kinds of checks:
+
+- ``walk``: a fresh context does what a person does (deep link, captcha, calendar), reads the slots
+  from the responses the page itself fetched and cross-checks them against the page. It leaves the
+  page on the calendar with a valid captcha token and the page's own calendar request captured as a
+  ``RequestTemplate`` in ``session.templates``. The booking adapter starts from exactly this state.
+- ``warm_check``: repeats that captured request from inside the open page (milliseconds, one site
+  request), as the page does when a person moves through the calendar.
+
+Both return an ``Observation`` or raise a ``CheckFailure`` subclass; both count the site requests
+they cause in ``session.requests_made`` (the check's cost against the site's budget).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+from shared.domain import CheckFailure, Observation, TargetKey, utcnow
+
+if TYPE_CHECKING:
+    from worker.browser._session import BrowserSession
+
+
+class SiteAdapter(Protocol):
+    """Reads one site's free slots through a browser session."""
+
+    site: str
+    """The site name targets carry (``TargetKey.site``)."""
+
+    async def walk(self, session: BrowserSession, key: TargetKey, site_url: str) -> Observation:
+        """The full walk in ``session`` (a fresh context); marks ``session.walked`` on success."""
+        ...
+
+    async def warm_check(self, session: BrowserSession, key: TargetKey) -> Observation:
+        """One check on a walked session, repeating the page's own calendar request."""
+        ...
+
+
+class FakeAdapter:
+    """Scripted results without a browser: each call pops the next result (an ``Observation``, a
+    ``CheckFailure`` to raise, or a callable building either from the key); when the script is empty
+    it returns an empty observation. Counts calls and charges ``requests_per_walk`` /
+    ``requests_per_check`` site requests."""
+
+    site = "munich"
+
+    def __init__(
+        self,
+        results: list[Observation | CheckFailure | Callable[[TargetKey], Observation]] | None = None,
+        *,
+        site: str = "munich",
+        requests_per_walk: int = 3,
+        requests_per_check: int = 1,
+    ) -> None:
+        self.site = site
+        self.results = list(results or [])
+        self.requests_per_walk = requests_per_walk
+        self.requests_per_check = requests_per_check
+        self.walks = 0
+        self.warm_checks = 0
+
+    def _next(self, key: TargetKey) -> Observation:
+        if not self.results:
+            return Observation(
+                key.site, key.service_id, key.service_count, key.office_ids, observed_at=utcnow()
+            )
+        result = self.results.pop(0)
+        if isinstance(result, CheckFailure):
+            raise result
+        if isinstance(result, Observation):
+            return result
+        return result(key)
+
+    async def walk(self, session: BrowserSession, key: TargetKey, site_url: str) -> Observation:
+        self.walks += 1
+        session.requests_made += self.requests_per_walk
+        observation = self._next(key)
+        session.walked = True
+        return observation
+
+    async def warm_check(self, session: BrowserSession, key: TargetKey) -> Observation:
+        self.warm_checks += 1
+        session.requests_made += self.requests_per_check
+        return self._next(key)
+
+
+__all__ = ["FakeAdapter", "SiteAdapter"]

@@ -1,0 +1,803 @@
+"""Booking one slot on the Munich site in the browser, the way a person does it (spec §4.3, §4.4).
+
+The walk: open the deep link for the service and office, set the count, pass the captcha, press
+"Weiter", open the slot's day, pick the slot, press "Weiter" (the page reserves), type the contact
+details from the subscriber's profile with the pacer's typing delays, fill the office's custom fields
+(e.g. Geburtsdatum at the Führerscheinstelle), accept the terms, press "Termin reservieren" (the
+page preconfirms; the city e-mails the activation link to the subscriber).
+
+The result is read twice: from the citizen-API responses the page itself fetched (reserve, update,
+preconfirm: process id, auth key, error codes) and from the page (field errors the page raises
+before sending anything, the "Aktivieren Sie Ihren Termin." callout). Site trouble raises the
+``CheckFailure`` types of ``shared.domain``; booking outcomes are values (``Preconfirmed``,
+``SlotTaken``, ``Refused``, ``HoldLost``).
+
+The e-mail links are used the same way: ``read_appointment`` opens the manage link
+(``#/appointment/<hash>``) and reads the page's own ``appointment`` response; ``cancel`` opens it
+with ``"action":"cancel"`` and presses "Absagen"; ``resume`` finishes a reservation an interrupted
+worker left behind with the page's own update and preconfirm requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from playwright.async_api import Error as PlaywrightError
+
+from shared.domain import (
+    SITE_TIMEZONE,
+    CaptchaRequired,
+    CheckTimeout,
+    LayoutChanged,
+    RateLimited,
+    SiteUnavailable,
+    ensure_utc,
+)
+from shared.logging import get_logger
+from worker.pacer import NoPacer, Pacer
+from worker.sites import munich_booking_selectors as bsel
+from worker.sites import munich_selectors as sel
+
+if TYPE_CHECKING:
+    from playwright.async_api import Locator, Page, Response
+
+    from worker.browser._session import BrowserSession
+    from worker.captcha import CaptchaSolver
+
+log = get_logger("mta.booking.munich")
+
+POLL_S = 0.05
+SETTLE_S = 2.0
+"""How long a shown day may take to list a time button before we call the slot gone."""
+FATAL_SCREENS = (
+    sel.RATE_LIMIT_SCREEN,
+    sel.MAINTENANCE_SCREEN,
+    sel.UNAVAILABLE_SCREEN,
+    sel.INVALID_LINK_SCREEN,
+)
+_ALIASES_BY_LABEL = (
+    ("geburtsdatum", ("date_of_birth", "geburtsdatum", "birth_date", "birthdate")),
+    ("fallnummer", ("case_reference", "fallnummer")),
+)
+"""Profile keys (``shared.profile_rules.CustomFieldKind`` and plain names) for the labels the
+offices give their custom field (spec §5: Führerscheinstelle, Einbürgerung)."""
+
+
+# --- what goes in --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SlotToBook:
+    """One appointment start at one office, for ``service_count`` units of one service."""
+
+    office_id: int
+    service_id: int
+    start: datetime
+    service_count: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", ensure_utc(self.start, "SlotToBook.start"))
+
+    @property
+    def timestamp(self) -> int:
+        return int(self.start.timestamp())
+
+
+@dataclass(frozen=True)
+class Contact:
+    """The decrypted booking profile; its repr never shows personal data."""
+
+    first_name: str
+    last_name: str
+    email: str
+    phone: str | None = None
+    custom_fields: Mapping[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        return f"Contact(fields={sorted(k for k, v in self._values().items() if v)!r})"
+
+    def _values(self) -> dict[str, str | None]:
+        return {
+            "first_name": self.first_name,
+            "last_name": self.last_name,
+            "email": self.email,
+            "phone": self.phone,
+            **dict(self.custom_fields),
+        }
+
+    def custom_value(self, key: str, label: str | None) -> str | None:
+        """The value for the office's custom field ``key`` (customTextfield/customTextfield2) shown
+        with ``label``: by key, then by label (case-insensitive), then known aliases (Geburtsdatum)."""
+        fields = {k.casefold(): v for k, v in self.custom_fields.items() if v}
+        if key.casefold() in fields:
+            return fields[key.casefold()]
+        if label:
+            wanted = label.casefold().strip()
+            if wanted in fields:
+                return fields[wanted]
+            for marker, aliases in _ALIASES_BY_LABEL:
+                if marker in wanted:
+                    for alias in aliases:
+                        if alias in fields:
+                            return fields[alias]
+        return None
+
+
+@dataclass(frozen=True)
+class CityHold:
+    """The city's reservation: what the reserve response gave us."""
+
+    process_id: str
+    auth_key: str
+    reservation_minutes: int
+
+    def __repr__(self) -> str:  # the auth key is a credential
+        return f"CityHold(process_id={self.process_id!r})"
+
+
+OnReserved = Callable[[CityHold], Awaitable[None]]
+
+
+# --- what comes out ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Preconfirmed:
+    """The city e-mailed the activation link; the hold lasts ``activation_minutes``."""
+
+    hold: CityHold
+    activation_minutes: int
+    page_confirmed: bool
+    """The page showed "Aktivieren Sie Ihren Termin." as well as the API saying preconfirmed."""
+
+
+@dataclass(frozen=True)
+class SlotTaken:
+    """Someone else was faster (``appointmentNotAvailable``, or the slot is no longer shown)."""
+
+    code: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Refused:
+    """The site refused the profile: which field and why. Never retried with the same profile."""
+
+    field: str
+    code: str
+    reason: str
+    hold: CityHold | None = None
+    """The reservation still held at the city (the caller cancels it)."""
+
+
+@dataclass(frozen=True)
+class HoldLost:
+    """The reservation ran out before the walk finished (``processNotReservedAnymore``)."""
+
+    hold: CityHold
+    code: str
+
+
+BookingResult = Preconfirmed | SlotTaken | Refused | HoldLost
+
+
+@dataclass(frozen=True)
+class AppointmentState:
+    """What the site says about a process now: ``found`` False means unknown, expired or cancelled."""
+
+    found: bool
+    status: str | None = None
+    code: str | None = None
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    cancelled: bool
+    already_gone: bool = False
+    code: str | None = None
+
+
+# --- the page's own API traffic ------------------------------------------------------------------
+@dataclass(frozen=True)
+class ApiResponse:
+    endpoint: str
+    status: int
+    body: Any
+    headers: dict[str, str]
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300 and isinstance(self.body, dict) and "errors" not in self.body
+
+    @property
+    def codes(self) -> list[str]:
+        errors = self.body.get("errors") if isinstance(self.body, dict) else None
+        if not isinstance(errors, list):
+            return []
+        return [str(e.get("errorCode")) for e in errors if isinstance(e, dict) and e.get("errorCode")]
+
+    @property
+    def message(self) -> str:
+        errors = self.body.get("errors") if isinstance(self.body, dict) else None
+        if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+            return str(errors[0].get("errorMessage") or "")
+        return ""
+
+
+class ApiRecorder:
+    """Collects the citizen-API responses a page receives (endpoint, status, JSON body)."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.responses: list[ApiResponse] = []
+        self.api_base: str | None = None
+        self.requests = 0
+        page.on("response", self._on_response)
+        page.on("request", self._on_request)
+
+    def _on_request(self, request: Any) -> None:
+        if sel.API_MARKER in request.url:
+            self.requests += 1
+
+    async def _on_response(self, response: Response) -> None:
+        endpoint = sel.endpoint_of(response.url)
+        if endpoint is None:
+            return
+        if self.api_base is None:
+            self.api_base = response.url.split(sel.API_MARKER, 1)[0] + sel.API_MARKER.rstrip("/")
+        try:
+            body: Any = await response.json()
+        except (PlaywrightError, ValueError):
+            body = None
+        self.responses.append(ApiResponse(endpoint, response.status, body, dict(response.headers)))
+
+    def mark(self) -> int:
+        return len(self.responses)
+
+    def since(self, mark: int, endpoint: str) -> ApiResponse | None:
+        for response in self.responses[mark:]:
+            if response.endpoint == endpoint:
+                return response
+        return None
+
+    def detach(self) -> None:
+        with contextlib.suppress(Exception):
+            self.page.remove_listener("response", self._on_response)
+            self.page.remove_listener("request", self._on_request)
+
+
+def raise_for_site(response: ApiResponse) -> None:
+    """Map a failed API response that is not a booking outcome onto a ``CheckFailure``."""
+    codes = set(response.codes)
+    if response.status == 429 or sel.RATE_LIMIT_CODE in codes:
+        reset = response.headers.get(sel.RATE_LIMIT_RESET_HEADER)
+        reset_at = datetime.fromtimestamp(int(reset), UTC) if reset and reset.isdigit() else None
+        raise RateLimited(f"{response.endpoint}: rate limited", reset_at=reset_at)
+    if codes & sel.CAPTCHA_CODES:
+        raise CaptchaRequired(f"{response.endpoint}: {sorted(codes & sel.CAPTCHA_CODES)[0]}")
+    if sel.BLOCKED_CODE in codes:
+        raise SiteUnavailable(f"{response.endpoint}: address blocked", status_code=response.status)
+    if response.status >= 500 or sel.MAINTENANCE_CODE in codes:
+        raise SiteUnavailable(f"{response.endpoint}: HTTP {response.status}", status_code=response.status)
+    if response.body is None:
+        raise SiteUnavailable(
+            f"{response.endpoint}: no JSON (HTTP {response.status})", status_code=response.status
+        )
+    raise SiteUnavailable(
+        f"{response.endpoint}: HTTP {response.status} {','.join(sorted(codes)) or 'no error code'}",
+        status_code=response.status,
+    )
+
+
+def _hold_from(body: dict[str, Any], fallback: CityHold | None = None) -> CityHold:
+    process_id = body.get("processId")
+    auth_key = body.get("authKey")
+    if process_id is None or not isinstance(auth_key, str) or not auth_key:
+        if fallback is not None:
+            return fallback
+        raise LayoutChanged("reserve-appointment answered without processId/authKey")
+    scope = body.get("scope") if isinstance(body.get("scope"), dict) else {}
+    minutes = scope.get("reservationDuration") if isinstance(scope, dict) else None
+    return CityHold(
+        process_id=str(process_id),
+        auth_key=auth_key,
+        reservation_minutes=int(minutes)
+        if isinstance(minutes, int) and minutes > 0
+        else bsel.DEFAULT_RESERVATION_MIN,
+    )
+
+
+def _activation_minutes(body: Any) -> int | None:
+    scope = body.get("scope") if isinstance(body, dict) else None
+    value = scope.get("activationDuration") if isinstance(scope, dict) else None
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+# --- the walk ------------------------------------------------------------------------------------
+class MunichBooker:
+    """Books, reads and cancels appointments on the Munich site through a browser session."""
+
+    site = sel.SITE
+
+    def __init__(
+        self,
+        *,
+        solver: CaptchaSolver,
+        pacer: Pacer | None = None,
+        step_timeout_s: float = 30.0,
+        max_paging: int = 8,
+    ) -> None:
+        self.solver = solver
+        self.pacer: Pacer = pacer or NoPacer()
+        self.step_timeout_s = step_timeout_s
+        self.max_paging = max_paging
+
+    # ------------------------------------------------------------------------------------------
+    async def book(
+        self,
+        session: BrowserSession,
+        site_url: str,
+        slot: SlotToBook,
+        contact: Contact,
+        *,
+        on_reserved: OnReserved | None = None,
+    ) -> BookingResult:
+        """Walk the booking form for ``slot`` with ``contact``; ``on_reserved`` runs the moment the
+        city holds the slot (so the hold is recorded before anything else can go wrong)."""
+        page = session.page
+        recorder = ApiRecorder(page)
+        try:
+            taken = await self._open_and_pick(session, recorder, site_url, slot)
+            if taken is not None:
+                return taken
+            hold_or_taken = await self._reserve(page, recorder)
+            if isinstance(hold_or_taken, SlotTaken):
+                return hold_or_taken
+            hold = hold_or_taken
+            if on_reserved is not None:
+                await on_reserved(hold)
+            refused = await self._fill_contact(page, recorder, contact, hold)
+            if refused is not None:
+                return refused
+            return await self._preconfirm(page, recorder, hold)
+        finally:
+            recorder.detach()
+            # the walk's cost against the site's request budget (see worker.sites.base)
+            session.requests_made = getattr(session, "requests_made", 0) + recorder.requests
+
+    async def _open_and_pick(
+        self, session: BrowserSession, recorder: ApiRecorder, site_url: str, slot: SlotToBook
+    ) -> SlotTaken | None:
+        page = session.page
+        await page.goto(
+            sel.deep_link(site_url, slot.service_id, slot.office_id), wait_until="domcontentloaded"
+        )
+        next_button = page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True)
+        await self._wait_visible(page, next_button.first, "the service step's Weiter button")
+        for n in range(2, slot.service_count + 1):
+            plus = page.locator(f'button[aria-label*="{sel.COUNTER_INCREASE.format(n=n)}"]')
+            await self._click(page, plus.first, f"the counter's + button (count {n})")
+        token = await self.solver.solve(page, session)
+        if token is not None:
+            session.set_token(token)
+        await self._wait_enabled(page, next_button.first, "Weiter after the captcha")
+        mark = recorder.mark()
+        await self._click(page, next_button.first, "Weiter (to the appointment step)")
+        await self._wait_for_calendar(page, recorder, mark)
+        if await page.get_by_text(sel.NO_SLOTS, exact=True).count():
+            return SlotTaken(sel.NO_SCOPE_CODE, "the page shows no free appointment at all")
+        checkbox = page.locator(sel.provider_checkbox(slot.office_id))
+        if await checkbox.count() and not await checkbox.first.is_checked():
+            await self.pacer.think()
+            await checkbox.first.check()
+        button = page.locator(bsel.timeslot_button(slot.office_id, slot.timestamp))
+        if not await button.count():
+            found = await self._open_day(page, slot)
+            if not found:
+                return SlotTaken("notShown", "the calendar no longer shows the slot")
+        await self._click(page, button.first, "the slot's time button")
+        await self._wait_visible(
+            page, page.get_by_text(bsel.SELECTED_APPOINTMENT, exact=True).first, "Ausgewählter Termin"
+        )
+        return None
+
+    async def _wait_for_calendar(self, page: Page, recorder: ApiRecorder, mark: int) -> None:
+        deadline = time.monotonic() + self.step_timeout_s
+        while True:
+            await self._check_fatal(page, recorder, mark)
+            if (
+                await page.locator(sel.TIMESLOT_BUTTON).count()
+                or await page.get_by_text(sel.NO_SLOTS, exact=True).count()
+            ):
+                return
+            if time.monotonic() > deadline:
+                raise LayoutChanged("the appointment step showed neither time slots nor the no-slots callout")
+            await asyncio.sleep(POLL_S)
+
+    async def _open_day(self, page: Page, slot: SlotToBook) -> bool:
+        """Move the calendar to the slot's day and wait for its time button; False if not shown."""
+        day = slot.start.astimezone(SITE_TIMEZONE).date()
+        tile = page.locator(bsel.day_tile(day))
+        for direction in (bsel.NEXT_MONTH, bsel.PREV_MONTH):
+            for _ in range(7):
+                if await tile.count():
+                    break
+                nav = page.get_by_role("button", name=direction, exact=True)
+                if not await nav.count() or await nav.first.get_attribute("aria-disabled") == "true":
+                    break
+                await self._click(page, nav.first, direction)
+                await asyncio.sleep(POLL_S)
+            if await tile.count():
+                break
+        if not await tile.count():
+            return False
+        if await tile.first.get_attribute("aria-disabled") == "true":
+            return False
+        if "selected" not in (await tile.first.get_attribute("class") or "").split():
+            await self._click(page, tile.first, "the slot's day")
+        button = page.locator(bsel.timeslot_button(slot.office_id, slot.timestamp))
+        heading = page.locator("h4", has_text=bsel.long_day_de(day))
+        deadline = time.monotonic() + self.step_timeout_s
+        settled_at: float | None = None
+        pages = 0
+        while time.monotonic() < deadline:
+            if await button.count():
+                return True
+            if settled_at is None and await heading.count():
+                settled_at = time.monotonic()
+            later = page.get_by_role("button", name=sel.TIMESLOT_PAGING[1], exact=True)
+            can_page = settled_at is not None and pages < self.max_paging and await later.count()
+            if can_page and await later.first.get_attribute("aria-disabled") != "true":
+                pages += 1
+                settled_at = time.monotonic()
+                await self._click(page, later.first, "Später")
+                continue
+            if settled_at is not None and time.monotonic() - settled_at > SETTLE_S:
+                return False  # the day's times are shown, and ours is not among them
+            await asyncio.sleep(POLL_S)
+        return False
+
+    async def _reserve(self, page: Page, recorder: ApiRecorder) -> CityHold | SlotTaken:
+        mark = recorder.mark()
+        await self._click(
+            page, page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True).last, "Weiter (reserve)"
+        )
+        response = await self._wait_response(page, recorder, mark, bsel.RESERVE_ENDPOINT)
+        if response.ok:
+            return _hold_from(response.body)
+        if set(response.codes) & bsel.SLOT_TAKEN_CODES:
+            return SlotTaken(sorted(set(response.codes) & bsel.SLOT_TAKEN_CODES)[0], response.message)
+        raise_for_site(response)
+        raise AssertionError("unreachable")
+
+    async def _fill_contact(
+        self, page: Page, recorder: ApiRecorder, contact: Contact, hold: CityHold
+    ) -> Refused | HoldLost | None:
+        first = page.locator(bsel.FIRST_NAME_INPUT)
+        await self._wait_visible(page, first.first, "the contact form")
+        await self._type(page, first.first, contact.first_name)
+        await self._type(page, page.locator(bsel.LAST_NAME_INPUT).first, contact.last_name)
+        await self._type(page, page.locator(bsel.EMAIL_INPUT).first, contact.email)
+        phone = page.locator(bsel.PHONE_INPUT)
+        if await phone.count() and contact.phone:
+            await self._type(page, phone.first, contact.phone)
+        for key, selector in (
+            ("customTextfield", bsel.CUSTOM1_TEXTAREA),
+            ("customTextfield2", bsel.CUSTOM2_TEXTAREA),
+        ):
+            area = page.locator(selector)
+            if not await area.count():
+                continue
+            label = await self._label_of(page, selector.lstrip("#"))
+            value = contact.custom_value(key, label)
+            if value:
+                await self._type(page, area.first, value)
+        mark = recorder.mark()
+        await self._click(
+            page, page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True).last, "Weiter (contact)"
+        )
+        deadline = time.monotonic() + self.step_timeout_s
+        while True:
+            response = recorder.since(mark, bsel.UPDATE_ENDPOINT)
+            if response is not None:
+                break
+            invalid = await self._invalid_fields(page)
+            if invalid:
+                field_name, reason = invalid[0]
+                others = "; ".join(f"{f}: {r}" for f, r in invalid[1:])
+                return Refused(
+                    field_name, "pageValidation", reason + (f" (also {others})" if others else ""), hold
+                )
+            await self._check_fatal(page, recorder, mark)
+            if time.monotonic() > deadline:
+                raise CheckTimeout("update-appointment: no answer and no field error in time")
+            await asyncio.sleep(POLL_S)
+        if response.ok:
+            return None
+        codes = response.codes
+        for code in codes:
+            if code in bsel.FIELD_OF_ERROR_CODE:
+                return Refused(bsel.FIELD_OF_ERROR_CODE[code], code, response.message or code, hold)
+        if set(codes) & bsel.RESERVATION_GONE_CODES:
+            return HoldLost(hold, codes[0])
+        raise_for_site(response)
+        raise AssertionError("unreachable")
+
+    async def _preconfirm(self, page: Page, recorder: ApiRecorder, hold: CityHold) -> Preconfirmed | HoldLost:
+        await self._wait_visible(page, page.locator(bsel.SUMMARY).first, "the overview")
+        await self.pacer.think()
+        await page.locator(bsel.TERMS_CHECKBOX).first.check()
+        video = page.locator(bsel.VIDEO_CHECKBOX)
+        if await video.count():
+            await video.first.check()
+        mark = recorder.mark()
+        book = page.get_by_role("button", name=bsel.BOOK_BUTTON, exact=True)
+        await self._wait_enabled(page, book.first, "Termin reservieren")
+        await self._click(page, book.first, "Termin reservieren")
+        response = await self._wait_response(page, recorder, mark, bsel.PRECONFIRM_ENDPOINT)
+        if not response.ok:
+            if set(response.codes) & bsel.RESERVATION_GONE_CODES:
+                return HoldLost(hold, response.codes[0])
+            raise_for_site(response)
+        status = response.body.get("status")
+        if status != bsel.STATUS_PRECONFIRMED:
+            raise LayoutChanged(f"preconfirm-appointment answered status {status!r}")
+        minutes = _activation_minutes(response.body)
+        callout = page.get_by_text(bsel.ACTIVATE_CALLOUT, exact=True)
+        page_confirmed = True
+        try:
+            await callout.first.wait_for(state="visible", timeout=self.step_timeout_s * 1000)
+        except PlaywrightError:
+            page_confirmed = False
+            log.warning("booking_callout_missing", process=hold.process_id)
+        if minutes is None and page_confirmed:
+            text = await page.get_by_text(re.compile(bsel.ACTIVATION_MINUTES_TEXT)).first.inner_text()
+            found = re.search(bsel.ACTIVATION_MINUTES_TEXT, text)
+            minutes = int(found.group(1)) if found else None
+        return Preconfirmed(
+            hold=_hold_from(response.body, hold),
+            activation_minutes=minutes or bsel.DEFAULT_ACTIVATION_MIN,
+            page_confirmed=page_confirmed,
+        )
+
+    # --- the e-mail links ------------------------------------------------------------------------
+    async def read_appointment(
+        self, page: Page, site_url: str, process_id: str, auth_key: str
+    ) -> AppointmentState:
+        """Open the manage link and read the page's own ``appointment`` response."""
+        recorder = ApiRecorder(page)
+        try:
+            mark = recorder.mark()
+            await page.goto(bsel.manage_link(site_url, process_id, auth_key), wait_until="domcontentloaded")
+            response = await self._wait_response(page, recorder, mark, bsel.APPOINTMENT_ENDPOINT)
+        finally:
+            recorder.detach()
+        if response.ok:
+            return AppointmentState(found=True, status=str(response.body.get("status") or "") or None)
+        if bsel.NOT_FOUND_CODE in response.codes or response.status == 404:
+            return AppointmentState(found=False, code=bsel.NOT_FOUND_CODE)
+        if "authKeyMismatch" in response.codes:
+            return AppointmentState(found=False, code="authKeyMismatch")
+        raise_for_site(response)
+        raise AssertionError("unreachable")
+
+    async def cancel(self, page: Page, site_url: str, process_id: str, auth_key: str) -> CancelResult:
+        """Cancel through the manage link's "Termin absagen" dialog (spec §4.2, §4.3)."""
+        recorder = ApiRecorder(page)
+        try:
+            mark = recorder.mark()
+            await page.goto(
+                bsel.manage_link(site_url, process_id, auth_key, "cancel"), wait_until="domcontentloaded"
+            )
+            read = await self._wait_response(page, recorder, mark, bsel.APPOINTMENT_ENDPOINT)
+            if not read.ok:
+                if bsel.NOT_FOUND_CODE in read.codes or read.status == 404:
+                    return CancelResult(cancelled=False, already_gone=True, code=bsel.NOT_FOUND_CODE)
+                raise_for_site(read)
+            confirm = page.get_by_role("button", name=bsel.CANCEL_CONFIRM_BUTTON, exact=True)
+            try:
+                await confirm.first.wait_for(state="visible", timeout=3_000)
+            except PlaywrightError:
+                await self._click(
+                    page,
+                    page.get_by_role("button", name=bsel.CANCEL_BUTTON, exact=True).first,
+                    "Termin absagen",
+                )
+            mark = recorder.mark()
+            await self._click(page, confirm.first, "Absagen")
+            response = await self._wait_response(page, recorder, mark, bsel.CANCEL_ENDPOINT)
+        finally:
+            recorder.detach()
+        if response.ok:
+            return CancelResult(cancelled=True)
+        if bsel.NOT_FOUND_CODE in response.codes:
+            return CancelResult(cancelled=False, already_gone=True, code=bsel.NOT_FOUND_CODE)
+        if bsel.CANNOT_CANCEL_CODE in response.codes:
+            return CancelResult(cancelled=False, code=bsel.CANNOT_CANCEL_CODE)
+        raise_for_site(response)
+        raise AssertionError("unreachable")
+
+    async def resume(self, page: Page, site_url: str, hold: CityHold, contact: Contact) -> BookingResult:
+        """Finish a reservation an interrupted walk left behind: the page's own update and
+        preconfirm requests, sent from the page (same origin, same headers) after reading it."""
+        recorder = ApiRecorder(page)
+        try:
+            mark = recorder.mark()
+            await page.goto(
+                bsel.manage_link(site_url, hold.process_id, hold.auth_key), wait_until="domcontentloaded"
+            )
+            read = await self._wait_response(page, recorder, mark, bsel.APPOINTMENT_ENDPOINT)
+            api_base = recorder.api_base
+        finally:
+            recorder.detach()
+        if not read.ok:
+            if bsel.NOT_FOUND_CODE in read.codes or read.status == 404:
+                return HoldLost(hold, bsel.NOT_FOUND_CODE)
+            raise_for_site(read)
+        status = read.body.get("status")
+        if status == bsel.STATUS_PRECONFIRMED:
+            return Preconfirmed(hold, _activation_minutes(read.body) or bsel.DEFAULT_ACTIVATION_MIN, False)
+        if status != bsel.STATUS_RESERVED or api_base is None:
+            return HoldLost(hold, f"status:{status}")
+        scope = read.body.get("scope") if isinstance(read.body.get("scope"), dict) else {}
+        custom1 = contact.custom_value("customTextfield", scope.get("customTextfieldLabel"))
+        custom2 = contact.custom_value("customTextfield2", scope.get("customTextfield2Label"))
+        body = {
+            "processId": int(hold.process_id),
+            "authKey": hold.auth_key,
+            "scope": scope,
+            "familyName": f"{contact.first_name.strip()} {contact.last_name.strip()}",
+            "email": contact.email.strip(),
+            "telephone": contact.phone if scope.get("telephoneActivated") and contact.phone else None,
+            "customTextfield": custom1 if scope.get("customTextfieldActivated") else None,
+            "customTextfield2": custom2 if scope.get("customTextfield2Activated") else None,
+        }
+        update = await _post_from_page(page, api_base, bsel.UPDATE_ENDPOINT, body)
+        if not update.ok:
+            for code in update.codes:
+                if code in bsel.FIELD_OF_ERROR_CODE:
+                    return Refused(bsel.FIELD_OF_ERROR_CODE[code], code, update.message or code, hold)
+            if set(update.codes) & bsel.RESERVATION_GONE_CODES:
+                return HoldLost(hold, update.codes[0])
+            raise_for_site(update)
+        done = await _post_from_page(
+            page,
+            api_base,
+            bsel.PRECONFIRM_ENDPOINT,
+            {"processId": int(hold.process_id), "authKey": hold.auth_key, "scope": scope},
+        )
+        if not done.ok:
+            if set(done.codes) & bsel.RESERVATION_GONE_CODES:
+                return HoldLost(hold, done.codes[0])
+            raise_for_site(done)
+        return Preconfirmed(hold, _activation_minutes(done.body) or bsel.DEFAULT_ACTIVATION_MIN, False)
+
+    # --- helpers ---------------------------------------------------------------------------------
+    async def _check_fatal(self, page: Page, recorder: ApiRecorder, mark: int) -> None:
+        for response in recorder.responses[mark:]:
+            if response.status == 429 or response.status >= 500 or sel.RATE_LIMIT_CODE in response.codes:
+                raise_for_site(response)
+        for text in FATAL_SCREENS:
+            if await page.get_by_text(text, exact=True).count():
+                if text == sel.RATE_LIMIT_SCREEN:
+                    raise RateLimited("the page shows its rate-limit screen")
+                if text == sel.INVALID_LINK_SCREEN:
+                    raise LayoutChanged("the page refused the deep link")
+                raise SiteUnavailable(f"the page shows: {text}")
+        if await page.get_by_text(sel.SESSION_EXPIRED, exact=True).count():
+            raise CaptchaRequired("the page says the session expired")
+
+    async def _wait_response(
+        self, page: Page, recorder: ApiRecorder, mark: int, endpoint: str
+    ) -> ApiResponse:
+        deadline = time.monotonic() + self.step_timeout_s
+        while True:
+            response = recorder.since(mark, endpoint)
+            if response is not None:
+                return response
+            await self._check_fatal(page, recorder, mark)
+            if time.monotonic() > deadline:
+                raise CheckTimeout(f"{endpoint}: the page sent no request or got no answer in time")
+            await asyncio.sleep(POLL_S)
+
+    async def _wait_visible(self, page: Page, locator: Locator, what: str) -> None:
+        deadline = time.monotonic() + self.step_timeout_s
+        while True:
+            with contextlib.suppress(PlaywrightError):
+                if await locator.is_visible():
+                    return
+            await self._check_fatal(page, _NO_RECORDER, 0)
+            if time.monotonic() > deadline:
+                raise LayoutChanged(f"{what} did not appear")
+            await asyncio.sleep(POLL_S)
+
+    async def _wait_enabled(self, page: Page, locator: Locator, what: str) -> None:
+        await self._wait_visible(page, locator, what)
+        deadline = time.monotonic() + self.step_timeout_s
+        while await locator.get_attribute("aria-disabled") == "true":
+            if time.monotonic() > deadline:
+                raise CaptchaRequired(f"{what} stayed disabled")
+            await asyncio.sleep(POLL_S)
+
+    async def _click(self, page: Page, locator: Locator, what: str) -> None:
+        await self._wait_visible(page, locator, what)
+        await self.pacer.think()
+        await self.pacer.move_to(page, locator)
+        await locator.click()
+
+    async def _type(self, page: Page, locator: Locator, text: str) -> None:
+        await self.pacer.think()
+        await locator.fill("")
+        await self.pacer.type_text(locator, text)
+
+    async def _label_of(self, page: Page, element_id: str) -> str | None:
+        label = page.locator(f'label[for="{element_id}"]')
+        if not await label.count():
+            return None
+        return (await label.first.inner_text()).replace("*", "").strip() or None
+
+    async def _invalid_fields(self, page: Page) -> list[tuple[str, str]]:
+        """(profile field, the page's message) for each field the page marked invalid."""
+        invalid = page.locator(bsel.INVALID_FIELD)
+        found: list[tuple[str, str]] = []
+        for i in range(await invalid.count()):
+            element = invalid.nth(i)
+            element_id = await element.get_attribute("id") or ""
+            name = bsel.FIELD_OF_ELEMENT_ID.get(element_id, element_id or "unknown")
+            message = ""
+            described = await element.get_attribute("aria-describedby")
+            if described:
+                error = page.locator(f"#{described}")
+                if await error.count():
+                    message = (await error.first.inner_text()).strip()
+            if name.startswith("customTextfield"):
+                label = await self._label_of(page, element_id)
+                if label:
+                    name = f"{name} ({label})"
+            found.append((name, message or "refused by the page"))
+        return found
+
+
+class _NoRecorder:
+    responses: list[ApiResponse] = []  # noqa: RUF012  (read-only, always empty)
+
+
+_NO_RECORDER: Any = _NoRecorder()
+
+
+async def _post_from_page(page: Page, api_base: str, endpoint: str, body: dict[str, Any]) -> ApiResponse:
+    """POST JSON to ``<api_base>/<endpoint>/`` with the page's own fetch (as its API client does)."""
+    url = f"{api_base}/{endpoint}/"
+    result = await page.evaluate(
+        """async ([url, body]) => {
+            const resp = await fetch(url, {method: "POST", body: JSON.stringify(body),
+                headers: {"Content-Type": "application/json", Accept: "application/json"}});
+            let data = null;
+            try { data = await resp.json(); } catch (e) { data = null; }
+            return {status: resp.status, body: data};
+        }""",
+        [url, body],
+    )
+    return ApiResponse(endpoint, int(result["status"]), result["body"], {})
+
+
+__all__ = [
+    "ApiRecorder",
+    "ApiResponse",
+    "AppointmentState",
+    "BookingResult",
+    "CancelResult",
+    "CityHold",
+    "Contact",
+    "HoldLost",
+    "MunichBooker",
+    "OnReserved",
+    "Preconfirmed",
+    "Refused",
+    "SlotTaken",
+    "SlotToBook",
+    "raise_for_site",
+]
