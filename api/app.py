@@ -167,7 +167,7 @@ def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def dashboard(request: Request, state: Annotated[AppState, Depends(get_state)]) -> HTMLResponse:
-        sections = await state.feed.refresh()
+        sections = await state.feed.snapshot()
         page = state.templates.get_template("dashboard.html").render(
             sections={k: Markup(v) for k, v in sections.items()},
             static_url="/static",

@@ -238,9 +238,16 @@ class DashboardFeed:
     def listeners(self) -> int:
         return self._listeners
 
-    async def refresh(self) -> dict[str, str]:
-        """Build now (one build at a time); listeners hear about it if anything changed."""
+    async def snapshot(self) -> dict[str, str]:
+        """The sections, rebuilt only if older than the interval: many page loads share one build."""
+        return await self.refresh(max_age_s=self.interval_s)
+
+    async def refresh(self, max_age_s: float = 0.0) -> dict[str, str]:
+        """Build now, unless a build finished less than ``max_age_s`` ago (one build at a time);
+        listeners hear about it if anything changed."""
         async with self._lock:
+            if self._sections and asyncio.get_running_loop().time() - self._built_at < max_age_s:
+                return self._sections
             sections = await self._build()
             loop = asyncio.get_running_loop()
             self._built_at = loop.time()
@@ -271,8 +278,7 @@ class DashboardFeed:
             return
         self._listeners += 1
         try:
-            if asyncio.get_running_loop().time() - self._built_at > self.interval_s or not self._sections:
-                await self.refresh()
+            await self.snapshot()
             seen = self._version
             previous = dict(self._sections)
             yield seen, previous

@@ -4,8 +4,8 @@
 tests), ``AIORateLimiter`` for Telegram's flood limits, the job queue, the conversation handlers
 (``bot.handlers.register``) and an error handler. The lifecycle hooks own the long-lived parts:
 ``post_init`` opens the database and Redis (unless the caller lent them) and starts the outbox
-sender and its wake-up listener, ``post_stop`` stops the sender while the bot can still talk,
-``post_shutdown`` closes what ``post_init`` opened.
+sender with its wake-up listener and the captcha relay (``bot.captcha_relay``), ``post_stop``
+stops them while the bot can still talk, ``post_shutdown`` closes what ``post_init`` opened.
 
 Shared state for handlers lives in ``application.bot_data``: ``"settings"``, ``"db"``,
 ``"redis"`` (``redis.asyncio.Redis`` or None) and ``"sender"``.
@@ -28,6 +28,7 @@ from telegram import Update
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
 from telegram.request import HTTPXRequest
 
+from bot import captcha_relay
 from bot.sender import OutboxRequest, Sender, SenderConfig
 from bot.watchdog import queue_site_blocked_alerts
 from shared.db.database import Database, open_database
@@ -89,19 +90,22 @@ def build_application(
 
 
 def register_handlers(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
-    """Conversations (``bot.handlers.register``, helper B2's package) and the error handler."""
+    """The captcha relay's reply handler, the conversations (``bot.handlers.register``, which also
+    adds the error handler) and their command menu (``bot.handlers.set_commands``, in post_init)."""
     try:
         handlers = importlib.import_module("bot.handlers")
     except ModuleNotFoundError as exc:
         if exc.name != "bot.handlers":
             raise
         handlers = None
+    captcha_relay.register(application)
     register = getattr(handlers, "register", None)
     if register is None:
         log.warning("bot_handlers_missing", hint="bot.handlers.register is not there yet: alerts only")
+        application.add_error_handler(_on_error)  # the conversations bring their own otherwise
     else:
         register(application)
-    application.add_error_handler(_on_error)
+    application.bot_data["_set_commands"] = getattr(handlers, "set_commands", None)
 
 
 async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -132,6 +136,11 @@ async def _post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> 
     )
     await sender.__aenter__()
     application.bot_data["sender"] = sender
+    if application.bot_data.get("redis") is not None:
+        relay = captcha_relay.CaptchaRelay(
+            application.bot, application.bot_data["redis"], application.bot_data["db"]
+        )
+        application.bot_data["captcha_relay"] = await relay.__aenter__()
     if application.job_queue is not None:
         application.job_queue.run_repeating(
             _heartbeat, interval=HEARTBEAT_INTERVAL_S, first=0.0, name="bot-heartbeat"
@@ -139,10 +148,19 @@ async def _post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> 
         application.job_queue.run_repeating(
             _watch_sites, interval=WATCHDOG_INTERVAL_S, first=WATCHDOG_INTERVAL_S, name="bot-site-watchdog"
         )
+    set_commands = application.bot_data.get("_set_commands")
+    if set_commands is not None:
+        try:
+            await set_commands(application.bot)
+        except Exception as exc:  # a menu is not worth failing the start over
+            log.warning("set_commands_failed", error=f"{type(exc).__name__}: {exc}")
     log.info("bot_started", mode="webhook" if settings.webhook_url else "polling")
 
 
 async def _post_stop(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
+    relay: captcha_relay.CaptchaRelay | None = application.bot_data.pop("captcha_relay", None)
+    if relay is not None:
+        await relay.__aexit__(None, None, None)
     sender: Sender | None = application.bot_data.pop("sender", None)
     if sender is not None:
         await sender.__aexit__(None, None, None)

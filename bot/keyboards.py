@@ -75,7 +75,9 @@ def ambiguous_names(offices: Iterable[Office]) -> set[str]:
     return {name for name, count in seen.items() if count > 1}
 
 
-def office_label(office: Office, distance_km: float | None = None, *, ambiguous: set[str] | None = None) -> str:
+def office_label(
+    office: Office, distance_km: float | None = None, *, ambiguous: set[str] | None = None
+) -> str:
     """Display name and street; the internal name (with its unit code) where the display name is shared."""
     label = office.name if ambiguous and office.display_name in ambiguous else office.display_name
     if office.street:
@@ -98,7 +100,9 @@ def offices_keyboard(
     rows: list[list[ButtonSpec]] = [
         [
             (
-                f"{CHECKED if o.id in chosen else UNCHECKED} {office_label(o, distances_km.get(o.id), ambiguous=shared_names)}",
+                (CHECKED if o.id in chosen else UNCHECKED)
+                + " "
+                + office_label(o, distances_km.get(o.id), ambiguous=shared_names),
                 "of",
                 o.id,
             )

@@ -10,11 +10,13 @@ Crash safety, row by row (``claim_token`` and the ``sending`` status, migration 
    through) the row turns ``sending``; any error answer from Telegram turns it back (not delivered).
 3. The answer is recorded: ``sent`` with the Telegram message id, or a retry time, or ``dead``.
 
-On start, claims of a previous run are released, and rows left ``sending`` — the bot died while
-Telegram was answering — count as delivered: Telegram has no idempotency key, so resending could
-double the alert; the window is one HTTP round trip per in-flight row. A read timeout is the one
-ambiguous answer that is retried (Telegram answers in well under the timeout, so it most likely
-did not process the request).
+A clean stop (SIGTERM) claims nothing new, lets requests in flight finish and releases the rest.
+After a crash, the next start releases the dead run's claims, and rows left ``sending`` — the bot
+died while Telegram was answering — count as delivered: Telegram has no idempotency key, so
+resending could double the alert. The price: a crash in the instant between marking a row
+``sending`` and its request reaching Telegram loses that one alert (at most once, never twice).
+A read timeout is the one ambiguous answer that is retried (Telegram answers well within the
+timeout, so it most likely did not process the request; if it did, the user sees it twice).
 
 429 (``retry_after``) is honoured (the rate limiter also pauses every other request), 5xx and
 timeouts are retried with exponential backoff, 403 (the user blocked the bot) pauses the user's
@@ -92,6 +94,8 @@ class SenderConfig:
     defer_s: float = 3.0
     """Wait of a "gone" edit whose alert has not been sent yet."""
     site_url: str = ""
+    stop_timeout_s: float = 10.0
+    """On a clean stop, how long requests in flight may take to finish."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SenderConfig:
@@ -419,6 +423,17 @@ class OutboxStore:
         )
 
     # settling one row; every update is guarded by this run's claim
+    def release(self) -> int:
+        """Give back this run's claims on rows not yet on the wire (a clean stop)."""
+        with self.db.transaction() as session:
+            return _rowcount(
+                session.execute(
+                    update(Notification)
+                    .where(Notification.claim_token == self.token, Notification.status.in_(DUE_STATUSES))
+                    .values(claim_token=None, claimed_at=None)
+                )
+            )
+
     def mark_wire(self, notification_id: int) -> None:
         with self.db.transaction() as session:
             session.execute(
@@ -615,14 +630,29 @@ class Sender:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        """Stop claiming, let requests in flight finish (up to ``stop_timeout_s``), release the rest.
+
+        Cancelling a request that already went out would leave its row ``sending`` — counted as
+        delivered at the next start although it may never have reached Telegram.
+        """
         self._stopping = True
         self._wake.set()
-        for task in self._tasks:
+        loop_task = self._tasks[0] if self._tasks else None
+        for task in self._tasks[1:]:
             task.cancel()
+        if loop_task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(loop_task), timeout=self.config.stop_timeout_s)
+            except (TimeoutError, Exception):
+                loop_task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        with contextlib.suppress(Exception):
+            released = await asyncio.to_thread(self.store.release)
+            if released:
+                log.info("outbox_claims_released", rows=released)
 
     def wake(self) -> None:
         self._wake.set()
@@ -687,7 +717,7 @@ class Sender:
         return handled
 
     async def _work(self, queue: asyncio.Queue[Job]) -> None:
-        while not queue.empty():
+        while not queue.empty() and not self._stopping:
             await self._deliver(queue.get_nowait())
 
     async def _deliver(self, job: Job) -> None:
@@ -736,7 +766,11 @@ class Sender:
             attempts += 1
             await asyncio.to_thread(store.mark_refused, job.id, error)
             log.info("telegram_send_retry", notification_id=job.id, error=error, wait_s=round(wait_s, 2))
-            if attempts >= self.config.max_attempts or inline == self.config.inline_attempts - 1:
+            if (
+                self._stopping
+                or attempts >= self.config.max_attempts
+                or inline == self.config.inline_attempts - 1
+            ):
                 break
             await asyncio.sleep(wait_s)
         self.stats.retried += 1

@@ -38,7 +38,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -67,8 +67,9 @@ REMINDERS_BEFORE: tuple[timedelta, ...] = (timedelta(minutes=10), timedelta(minu
 STALE_HOLDING = timedelta(minutes=10)
 """A holding row this old without a city process was left by a worker that died before the
 city answered; it is closed as failed (interrupted)."""
-DEFAULT_ACTIVATION = timedelta(minutes=30)
-DEFAULT_RESERVATION = timedelta(minutes=15)
+EXPIRY_GRACE = timedelta(minutes=10)
+"""While the site still shows a booking as preconfirmed, it is expired locally only this long after
+our own deadline (the city's clock decides; ours is a fallback)."""
 MAX_FALLBACK_ATTEMPTS = 3
 """Slots tried per request after the first one was taken (when the user allowed fallback)."""
 
@@ -600,17 +601,6 @@ def cancellable(session: Session, booking_id: int, user_id: int) -> Booking | No
 
 
 # --- the periodic job's local part -----------------------------------------------------------------
-@dataclass
-class DueWork:
-    """What the periodic job should look at now."""
-
-    to_check: list[int] = field(default_factory=list)
-    """Preconfirmed bookings whose state should be read from the site."""
-    reminders: int = 0
-    expired_reservations: int = 0
-    interrupted: int = 0
-
-
 def queue_reminders(session: Session, now: datetime) -> int:
     """One reminder per threshold in ``REMINDERS_BEFORE`` that the activation window has passed."""
     queued = 0
@@ -683,29 +673,27 @@ def preconfirmed_bookings(session: Session) -> list[int]:
 def apply_site_state(
     session: Session, booking_id: int, *, found: bool, status: str | None, now: datetime
 ) -> BookingStatus:
-    """Move a preconfirmed booking by what the site says: confirmed; gone or still unconfirmed past
-    the deadline → expired (activation). Returns the new status."""
+    """Move a preconfirmed booking by what the site says: confirmed; gone, or still unconfirmed
+    ``EXPIRY_GRACE`` past the deadline → expired (activation). Returns the new status."""
     booking = _get(session, booking_id)
     if booking.status is not BookingStatus.PRECONFIRMED:
         return booking.status
     if found and status == "confirmed":
         return record_confirmed(session, booking_id, now=now).status
     deadline = booking.activation_deadline
-    if not found or (deadline is not None and deadline <= now):
+    if not found or (deadline is not None and deadline + EXPIRY_GRACE <= now):
         return record_expired(session, booking_id, phase="activation", now=now).status
     return booking.status
 
 
 __all__ = [
-    "DEFAULT_ACTIVATION",
-    "DEFAULT_RESERVATION",
+    "EXPIRY_GRACE",
     "MAX_FALLBACK_ATTEMPTS",
     "REMINDERS_BEFORE",
     "STALE_HOLDING",
     "BookRequest",
     "BookingError",
     "BookingEvent",
-    "DueWork",
     "FailureKind",
     "Start",
     "StartOutcome",

@@ -163,6 +163,9 @@ WORKER_QUEUES = ("checks", "bookings")
 
 def _require_schema(cfg: Settings) -> None:
     """Workers and schedulers never migrate (several start at once): the schema must be there."""
+    import logging
+
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO lines say nothing useful here
     from shared.db.migrate import current_revision
 
     try:
@@ -212,7 +215,8 @@ def scheduler() -> None:
 
     from shared.db.database import open_database
     from worker.actors import check_target
-    from worker.scheduler import Scheduler
+    from worker.bookings import poll_booking_states
+    from worker.scheduler import BOOKING_POLL_EVERY_S, RETENTION_EVERY_S, PeriodicJob, Scheduler
 
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -224,8 +228,19 @@ def scheduler() -> None:
     def send(target_id: int, dispatch_id: str) -> None:
         check_target.send(target_id, dispatch_id)
 
+    def purge() -> None:
+        from shared.domain import utcnow
+        from shared.retention import purge as purge_rows
+
+        with db.transaction() as session:
+            purge_rows(session, utcnow(), cfg.retention_days)
+
+    jobs = [
+        PeriodicJob("poll_booking_states", BOOKING_POLL_EVERY_S, poll_booking_states.send),
+        PeriodicJob("retention", RETENTION_EVERY_S, purge),
+    ]
     try:
-        Scheduler(cfg, db, client, send=send).run(stop)
+        Scheduler(cfg, db, client, send=send, jobs=jobs).run(stop)
     finally:
         db.close()
     get_logger("mta.scheduler").info("scheduler stopped")

@@ -1,10 +1,12 @@
 """`mta up`: the whole farm on one machine, as child processes of this one.
 
-Start order: a local ``redis-server`` (when ``MTA_REDIS_URL`` is empty), the database migration,
-the replica (``--replica SCENARIO``; the farm's ``MTA_SITE_URL`` then points at it), scheduler,
-workers, bot (only with a Telegram token; otherwise a console printer shows new alerts), api.
-Each role is waited for until it is healthy, with one line of progress per role. A role whose
-command says "not built yet" is reported as skipped and the rest of the farm runs on.
+Start order: a local ``redis-server`` (when ``MTA_REDIS_URL`` is empty), the database migration
+(``mta db upgrade``), then together the replica (``--replica SCENARIO``; the farm's ``MTA_SITE_URL``
+then points at it and a demo user gets subscriptions for the scenario's offices), scheduler,
+workers, bot (only with a Telegram token; otherwise a console printer shows new alerts) and api.
+Each role is waited for until it is healthy (its heartbeat in Redis, or its HTTP answer), with a
+line of progress per role. A role whose command says "not built yet" is reported as skipped and
+the rest of the farm runs on. Every role's output goes to ``<data_dir>/logs/<role>.log``.
 
 Ctrl-C or SIGTERM stops the children in reverse order: SIGTERM, a grace period, then SIGKILL for
 the child's process group and anything it started. Children also get SIGTERM from the kernel if
@@ -44,7 +46,7 @@ PREFERRED_SERVICES = (1063475, 1063441, 10339027, 1064361, 1071854, 1063426)
 Notfall-Hilfe Aufenthaltstitel, Führerschein-Verlängerung, Internationaler Führerschein, Beglaubigung)."""
 DEFAULT_GRACE_S = 10.0
 WORKER_GRACE_S = 15.0
-"""Dramatiq finishes the running check (``--worker-shutdown-timeout 5000``) and closes Chromium."""
+"""Dramatiq lets the running check finish (``--worker-shutdown-timeout``, 8 s) and closes Chromium."""
 PR_SET_PDEATHSIG = 1
 
 
@@ -185,6 +187,10 @@ class Supervisor:
         for p, _ in leftovers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(p, signal.SIGKILL)
+        deadline = time.monotonic() + 2
+        while leftovers and time.monotonic() < deadline:  # SIGKILL is not instant either
+            time.sleep(0.05)
+            leftovers = [(p, s) for p, s in leftovers if _alive(p, s)]
 
 
 # --- small helpers ---------------------------------------------------------------------------------
@@ -240,15 +246,6 @@ def _redis_has(url: str, pattern: str) -> bool:
         return next(iter(_redis_client(url).scan_iter(match=pattern, count=100)), None) is not None
     except (redis.RedisError, OSError):
         return False
-
-
-def _dramatiq_heartbeats(url: str) -> set[bytes]:
-    import redis
-
-    try:
-        return set(_redis_client(url).zrange("mta:__heartbeats__", 0, -1))
-    except (redis.RedisError, OSError):
-        return set()
 
 
 @contextlib.contextmanager
@@ -416,8 +413,25 @@ class RoleResult:
     detail: str = ""
 
 
+@dataclass
+class RoleSpec:
+    """How to start one role and how to tell that it is up."""
+
+    role: str
+    argv: list[str]
+    ready: Callable[[], bool]
+    timeout_s: float
+    required: bool = False
+    detail: str = ""
+    grace_s: float = DEFAULT_GRACE_S
+
+
 class Farm:
-    """Brings the roles up one by one and down again; ``run`` is what ``mta up`` calls."""
+    """Brings the roles up and down again; ``run_farm`` is what ``mta up`` calls.
+
+    Roles that do not need each other start together (replica, scheduler, workers, bot, api: each
+    reads Redis and the database, none waits for another), which halves the start on a small box.
+    """
 
     def __init__(
         self,
@@ -441,70 +455,76 @@ class Farm:
         self.scenario_path: Path | None = None
 
     # --- output ------------------------------------------------------------------------------------
-    def _begin(self, role: str, action: str = "starting") -> None:
-        _write(f"  {role:<10} {action}… ")
+    def _line(self, role: str, text: str) -> None:
+        self.echo(f"  {role:<10} {text}")
 
     def _end(self, result: RoleResult) -> None:
         self.results.append(result)
         words = {"ready": "ready", "skipped": "skipped", "failed": "FAILED", "slow": "still starting"}
-        line = words[result.status] + (f" ({result.detail})" if result.detail else "")
-        self.echo(line)
+        self._line(result.role, words[result.status] + (f" ({result.detail})" if result.detail else ""))
 
     # --- roles -------------------------------------------------------------------------------------
     def _argv(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "shared", *args]
 
-    def _wait(self, child: Child | None, ready: Callable[[], bool], timeout_s: float) -> str:
-        """ready | exited | timeout | stopped"""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+    def _start_group(self, specs: list[RoleSpec]) -> dict[str, Child | None]:
+        """Start ``specs`` at once and wait until each is ready, gone, or out of time.
+
+        A role that exits saying it is "not built yet" is skipped; another exit or a timeout is
+        reported, and raises ``FarmError`` for a required role. Returns the running children.
+        """
+        started: dict[str, tuple[RoleSpec, Child, float]] = {}
+        for spec in specs:
+            child = self.supervisor.spawn(spec.role, spec.argv, self.env, grace_s=spec.grace_s)
+            started[spec.role] = (spec, child, time.monotonic() + spec.timeout_s)
+            self._line(spec.role, "starting…")
+        running: dict[str, Child | None] = {}
+        pending = dict(started)
+        while pending:
             if self.stop.is_set():
-                return "stopped"
-            if ready():
-                return "ready"
-            if child is not None and not child.running:
-                return "exited"
+                for role, (_, child, _) in pending.items():
+                    running[role] = child
+                    self._end(RoleResult(role, "failed", "interrupted"))
+                return running
+            for role, (spec, child, deadline) in list(pending.items()):
+                if spec.ready():
+                    self._end(RoleResult(role, "ready", spec.detail))
+                elif not child.running:
+                    child.reported_exit = True
+                    running[role] = None
+                    del pending[role]
+                    self._exited(spec, child)
+                    continue
+                elif time.monotonic() > deadline:
+                    detail = f"not healthy after {spec.timeout_s:.0f}s; log: {child.log_path}"
+                    self._end(RoleResult(role, "slow", detail))
+                    if spec.required:
+                        raise FarmError(
+                            f"{role} did not become ready in {spec.timeout_s:.0f}s (see {child.log_path})"
+                        )
+                else:
+                    continue
+                running[role] = child
+                del pending[role]
             self.stop.wait(0.2)
-        return "timeout"
+        return running
+
+    def _exited(self, spec: RoleSpec, child: Child) -> None:
+        if child.said_not_built():
+            self._end(RoleResult(spec.role, "skipped", "not built yet"))
+            return
+        code = child.process.returncode
+        self._end(RoleResult(spec.role, "failed", f"exited with code {code}; log: {child.log_path}"))
+        tail = child.log_tail()
+        if tail:
+            self.echo("    " + tail.replace("\n", "\n    "))
+        if spec.required:
+            raise FarmError(f"{spec.role} did not start (see {child.log_path})")
 
     def _start_role(
-        self,
-        role: str,
-        argv: list[str],
-        ready: Callable[[], bool],
-        *,
-        timeout_s: float,
-        required: bool,
-        detail: str = "",
-        env: dict[str, str] | None = None,
-        grace_s: float = DEFAULT_GRACE_S,
+        self, role: str, argv: list[str], ready: Callable[[], bool], **options: Any
     ) -> Child | None:
-        self._begin(role)
-        child = self.supervisor.spawn(role, argv, env or self.env, grace_s=grace_s)
-        outcome = self._wait(child, ready, timeout_s)
-        if outcome == "ready":
-            self._end(RoleResult(role, "ready", detail))
-            return child
-        if outcome == "stopped":
-            self._end(RoleResult(role, "failed", "interrupted"))
-            return child
-        if outcome == "exited":
-            child.reported_exit = True
-            if child.said_not_built():
-                self._end(RoleResult(role, "skipped", "not built yet"))
-                return None
-            code = child.process.returncode
-            self._end(RoleResult(role, "failed", f"exited with code {code}; log: {child.log_path}"))
-            tail = child.log_tail()
-            if tail:
-                self.echo("    " + tail.replace("\n", "\n    "))
-            if required:
-                raise FarmError(f"{role} did not start (see {child.log_path})")
-            return None
-        self._end(RoleResult(role, "slow", f"not healthy after {timeout_s:.0f}s; log: {child.log_path}"))
-        if required:
-            raise FarmError(f"{role} did not become ready within {timeout_s:.0f}s (see {child.log_path})")
-        return child
+        return self._start_group([RoleSpec(role, argv, ready, **options)])[role]
 
     def start(self) -> None:
         cfg = self.settings
@@ -535,23 +555,23 @@ class Farm:
                 binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data / "redis"),
                 "--save", "", "--appendonly", "no", "--protected-mode", "yes",
             ]  # fmt: skip
-            self._start_role(
-                "redis", argv, lambda: _redis_ping(redis_url), timeout_s=20, required=True, detail=redis_url
-            )
+            url = redis_url
+            self._start_role("redis", argv, lambda: _redis_ping(url), timeout_s=20, required=True, detail=url)
+        elif not _redis_ping(redis_url):
+            raise FarmError("MTA_REDIS_URL does not answer PING")
         else:
-            self._begin("redis", "checking")
-            if not _redis_ping(redis_url):
-                raise FarmError("MTA_REDIS_URL does not answer PING")
-            self._end(RoleResult("redis", "ready", "configured"))
+            self._end(RoleResult("redis", "ready", "MTA_REDIS_URL"))
         self.env["MTA_REDIS_URL"] = redis_url
         cfg = self.settings = cfg.model_copy(update={"redis_url": redis_url})
+        if self.stop.is_set():
+            return
 
         # database: `mta db upgrade`, its output in the log folder like every role's
-        self._begin("database", "migrating")
+        self._line("database", "migrating…")
         migrate = self.supervisor.spawn("database", self._argv("db", "upgrade"), self.env)
         self.supervisor.children.remove(migrate)
         try:
-            code = migrate.process.wait(120)
+            code = migrate.process.wait(180)
         except subprocess.TimeoutExpired:
             migrate.process.kill()
             code = -1
@@ -564,7 +584,8 @@ class Farm:
         if self.stop.is_set():
             return
 
-        # replica
+        specs: list[RoleSpec] = []
+        # the replica, and the farm pointed at it
         if self.scenario_path is not None:
             from replica.config import PAGE_PATH
 
@@ -581,81 +602,57 @@ class Farm:
                 str(self.scenario_path),
                 "--control",
             )
-            self._start_role(
-                "replica",
-                argv,
-                lambda: _http_ok(page_url),
-                timeout_s=30,
-                required=True,
-                detail=f"{page_url}, scenario {self.replica_scenario}",
-            )
+            detail = f"{page_url}, scenario {self.replica_scenario}"
+            specs.append(RoleSpec("replica", argv, lambda: _http_ok(page_url), 60, True, detail))
             self.env["MTA_SITE_URL"] = page_url
             cfg = self.settings = cfg.model_copy(update={"site_url": page_url})
             added = seed_demo_subscriptions(cfg, self.scenario_path)
             if added:
-                self.echo(f"  {'demo':<10} {added} subscriptions watch the scenario's offices")
-        if self.stop.is_set():
-            return
+                self._line("demo", f"{added} subscriptions watch the scenario's offices")
 
-        # scheduler
-        self._start_role(
-            "scheduler",
-            self._argv("scheduler"),
-            lambda: _redis_has(redis_url, "mta:heartbeat:scheduler:*"),
-            timeout_s=45,
-            required=False,
-        )
-        if self.stop.is_set():
-            return
-
-        # workers
-        before = _dramatiq_heartbeats(redis_url)
-
-        def worker_ready() -> bool:
-            return bool(_dramatiq_heartbeats(redis_url) - before) or _redis_has(
-                redis_url, "mta:heartbeat:worker:*"
+        specs.append(
+            RoleSpec(
+                "scheduler",
+                self._argv("scheduler"),
+                lambda: _redis_has(redis_url, "mta:heartbeat:scheduler:*"),
+                timeout_s=90,
             )
+        )
+
+        def worker_ready() -> bool:  # each worker process beats once its browser pool is up
+            return _redis_has(redis_url, "mta:heartbeat:worker:*")
 
         plural = "es" if self.workers != 1 else ""
-        self._start_role(
-            "worker",
-            self._argv("worker", "--processes", str(self.workers)),
-            worker_ready,
-            timeout_s=60,
-            required=False,
-            detail=f"{self.workers} process{plural}, one Chromium each",
-            grace_s=WORKER_GRACE_S,
+        specs.append(
+            RoleSpec(
+                "worker",
+                self._argv("worker", "--processes", str(self.workers)),
+                worker_ready,
+                timeout_s=120,
+                detail=f"{self.workers} process{plural}, one Chromium each",
+                grace_s=WORKER_GRACE_S,
+            )
         )
-        if self.stop.is_set():
-            return
-
-        # bot, or alerts on the console
         if cfg.telegram_token is not None and cfg.telegram_token.get_secret_value():
-            self._start_role(
-                "bot",
-                self._argv("bot"),
-                lambda: _redis_has(redis_url, "mta:heartbeat:bot*"),
-                timeout_s=30,
-                required=False,
+            specs.append(
+                RoleSpec("bot", self._argv("bot"), lambda: _redis_has(redis_url, "mta:heartbeat:bot*"), 90)
             )
         else:
-            self._begin("bot", "checking")
             self._end(RoleResult("bot", "skipped", "no MTA_TELEGRAM_TOKEN"))
-            self.echo("             alerts are shown on the dashboard and on this console")
+            self._line("", "alerts are shown on the dashboard and on this console")
             self.console = ConsoleAlerts(cfg, self.echo)
-        if self.stop.is_set():
-            return
 
-        # api
         api_host = cfg.api_host
-        api_port = pick_port(cfg.api_port, api_host if api_host != "0.0.0.0" else "127.0.0.1")
-        shown_host = "127.0.0.1" if api_host in ("0.0.0.0", "::") else api_host
-        base = f"http://{shown_host}:{api_port}"
+        local_host = "127.0.0.1" if api_host in ("0.0.0.0", "::") else api_host
+        api_port = pick_port(cfg.api_port, local_host)
+        base = f"http://{local_host}:{api_port}"
         self.env["MTA_API_PORT"] = str(api_port)
-        api = self._start_role(
-            "api", self._argv("api"), lambda: _http_ok(base + "/healthz"), timeout_s=45, required=False
-        )
-        if api is not None:
+        specs.append(RoleSpec("api", self._argv("api"), lambda: _http_ok(base + "/healthz"), 90, detail=base))
+
+        running = self._start_group(specs)
+        if running.get("api") is not None and any(
+            r.role == "api" and r.status == "ready" for r in self.results
+        ):
             self.dashboard_url = base + "/"
         if self.console is not None:
             self.console.start()  # after every fork: no thread runs while children are spawned
@@ -686,11 +683,6 @@ class Farm:
         if self.console is not None:
             self.echo("Alerts print below as they are queued.")
         self.echo("Press Ctrl-C to stop everything.")
-
-
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
 
 
 def _echo(text: str) -> None:

@@ -32,6 +32,9 @@ WORKER_ID = process_identity()
 CHECK_TIME_LIMIT_MS = 120_000
 CHECK_TIMEOUT_S = CHECK_TIME_LIMIT_MS / 1000 - 5
 """Our own limit, inside Dramatiq's, so a hung check is recorded as a timeout and cleaned up."""
+CHECK_MAX_AGE_MS = 180_000
+"""A check that waited longer than this (no worker was up) is dropped unrun: by then the scheduler
+has sent a fresh one (its in-flight mark expires after as long), and old news is worth nothing."""
 
 _db: Any = None
 _redis: redis.Redis | None = None
@@ -69,6 +72,9 @@ class _Recorded:
     """Outbox rows inserted (alerts, gone notices, operator alerts)."""
     backoff_until: datetime | None
     duplicate: bool
+    budget_left: int | None = None
+    new_slot_ids: tuple[int, ...] = ()
+    """Slots this check saw first (their alerts are committed): autobook candidates."""
 
 
 def _record(
@@ -87,7 +93,12 @@ def _record(
                 worker_id=WORKER_ID,
                 duration_ms=duration_ms,
             )
-            return _Recorded(recorded.notifications_inserted, None, recorded.duplicate)
+            return _Recorded(
+                recorded.notifications_inserted,
+                None,
+                recorded.duplicate,
+                new_slot_ids=tuple(recorded.new_slot_ids),
+            )
         failed = record_failure(
             session,
             target_id,
@@ -110,19 +121,27 @@ def _after_check(
     check_key: str,
 ) -> _Recorded:
     """Record, charge the budget, pause the site on a 429, wake the bot (blocking I/O: a thread)."""
-    from worker.budget import site_budget
+    from worker.budget import BUDGET_TOKENS, site_budget
     from worker.scheduler import pause_site
 
     recorded = _record(target_id, result, duration_ms, check_key)
     client = _client()
+    budget = site_budget(client, get_settings(), key.site)
     # the scheduler paid one token for the dispatch; a walk costs more
-    site_budget(client, get_settings(), key.site).charge(requests_made - 1)
+    budget.charge(requests_made - 1)
+    budget_left = budget.remaining()
+    BUDGET_TOKENS.labels(site=key.site).set(budget_left)
     if isinstance(result, RateLimited) and recorded.backoff_until is not None:
         # the city counts requests per client address: every target of the site waits
         pause_site(client, key.site, recorded.backoff_until)
     if recorded.queued:
         client.publish(WAKE_CHANNEL, str(target_id))
-    return recorded
+    if recorded.new_slot_ids:
+        # after the alerts' commit, so a failed booking never costs anyone the alert
+        from worker.bookings import dispatch_autobook
+
+        dispatch_autobook(_database(), list(recorded.new_slot_ids), client=client)
+    return dataclasses.replace(recorded, budget_left=budget_left)
 
 
 def _outcome(result: Observation | CheckFailure) -> str:
@@ -131,7 +150,9 @@ def _outcome(result: Observation | CheckFailure) -> str:
     return result.outcome.value
 
 
-@dramatiq.actor(queue_name=CHECKS_QUEUE, max_retries=0, time_limit=CHECK_TIME_LIMIT_MS)
+@dramatiq.actor(
+    queue_name=CHECKS_QUEUE, max_retries=0, time_limit=CHECK_TIME_LIMIT_MS, max_age=CHECK_MAX_AGE_MS
+)
 async def check_target(target_id: int, dispatch_id: str | None = None) -> None:
     """Check one target now and record what was seen.
 
@@ -187,6 +208,8 @@ async def check_target(target_id: int, dispatch_id: str | None = None) -> None:
             duplicate=recorded.duplicate,
             duration_ms=duration_ms,
             requests=requests_made,
+            budget_left=recorded.budget_left,
+            contexts=getattr(getattr(rt.pool, "stats", None), "contexts_open", None),
             backoff_until=not_before.isoformat() if not_before else None,
         )
     finally:

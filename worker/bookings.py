@@ -103,7 +103,8 @@ class BookingDeps:
 class BookingReport:
     outcome: str
     booking_ids: list[int] = field(default_factory=list)
-    walks: int = 0
+    attempts: int = 0
+    """Booking rows tried: walks, resumes, and short cuts for slots MTA itself already holds."""
 
 
 @dataclass
@@ -147,8 +148,7 @@ def _slot_of(booking: Booking) -> SlotToBook:
 
 def _hold_of(booking: Booking) -> CityHold | None:
     if booking.process_id and booking.auth_key:
-        minutes = 15
-        return CityHold(booking.process_id, booking.auth_key, minutes)
+        return CityHold(booking.process_id, booking.auth_key, reservation_minutes=0)
     return None
 
 
@@ -225,6 +225,8 @@ async def run_booking(
     fallback_allowed = not manual
     while True:
         now = deps.clock()
+        # a lost race may move on to the next slot only while attempts are left (else: "taken")
+        may_fall_back = fallback_allowed and len(tried) < policy.MAX_FALLBACK_ATTEMPTS
         start = await asyncio.to_thread(
             _start, deps.db, user_id, current, subscription_id, requested_at, manual, now
         )
@@ -236,7 +238,7 @@ async def run_booking(
             report.booking_ids.append(start.booking.id)
         if start.outcome is policy.StartOutcome.STARTED:
             assert start.booking is not None
-            outcome, next_slot = await _attempt(deps, start.booking, fallback_allowed, tried)
+            outcome, next_slot = await _attempt(deps, start.booking, may_fall_back, tried)
         elif start.outcome is policy.StartOutcome.RESUME_HOLDING:
             assert start.booking is not None
             log.info("booking_resumed", booking_id=start.booking.id, held=False)
@@ -246,12 +248,12 @@ async def run_booking(
             log.info("booking_resumed", booking_id=start.booking.id, held=True)
             outcome, next_slot = await _resume(deps, start.booking), None
         else:
-            log.info("booking_not_started", user_slot=current, reason=start.outcome.value)
+            log.info("booking_not_started", slot_id=current, reason=start.outcome.value)
             report.outcome = start.outcome.value
             return report
-        report.walks += 1
+        report.attempts += 1
         tried.append(current)
-        if next_slot is None or len(tried) > policy.MAX_FALLBACK_ATTEMPTS:
+        if next_slot is None:
             report.outcome = outcome
             return report
         current = next_slot
@@ -349,6 +351,18 @@ async def _attempt(
                 policy.BookingError(
                     kind=policy.FailureKind.SITE, code=type(failure).__name__, reason=str(failure)
                 ),
+                deps.clock(),
+            )
+            _wake(deps, booking_id)
+            return "failed", None
+        except Exception as exc:  # a browser crash or an unforeseen page: fail this booking, loudly
+            log.exception("booking_walk_crashed", booking_id=booking_id)
+            await _cancel_quietly(deps, session.page, booking_id)
+            await asyncio.to_thread(
+                _fail,
+                db,
+                booking_id,
+                policy.BookingError(kind=policy.FailureKind.SITE, code="internal", reason=type(exc).__name__),
                 deps.clock(),
             )
             _wake(deps, booking_id)
@@ -668,11 +682,11 @@ async def book_slot(
             args=(user_id, slot_id, subscription_id, when.isoformat(), manual), delay=BUDGET_RETRY_DELAY_MS
         )
         return
-    if report.walks:
+    if report.attempts:
         # tried: the next request for this pair may come; untried (no profile, already active ...):
         # the marker's TTL throttles the sweep's re-dispatch
         deps.redis.delete(_mark_key(user_id, slot_id))
-    log.info("booking_done", slot_id=slot_id, outcome=report.outcome, walks=report.walks)
+    log.info("booking_done", slot_id=slot_id, outcome=report.outcome, attempts=report.attempts)
 
 
 @dramatiq.actor(queue_name=BOOKINGS_QUEUE, max_retries=3, time_limit=BOOKING_TIME_LIMIT_MS)

@@ -32,6 +32,7 @@ from dramatiq.middleware import (
     ShutdownNotifications,
     TimeLimit,
 )
+from dramatiq.middleware.prometheus import Prometheus
 
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
@@ -114,6 +115,17 @@ class BrowserMiddleware(dramatiq.Middleware):
                 self.heartbeat = None
 
 
+class _DramatiqMetrics(Prometheus):
+    """Dramatiq's own metrics, written to the multiprocess folder that ``mta api`` serves.
+
+    Without its exposition server: one ``/metrics`` (the status service) serves every process.
+    """
+
+    @property
+    def forks(self) -> list[Any]:
+        return []
+
+
 def make_broker(settings: Settings, *, with_browser: bool) -> RedisBroker:
     """A Redis broker with the middleware MTA needs (and a browser hook in worker processes)."""
     if not settings.redis_url:
@@ -129,6 +141,8 @@ def make_broker(settings: Settings, *, with_browser: bool) -> RedisBroker:
     ]
     if with_browser:
         middleware.append(BrowserMiddleware(settings))
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            middleware.append(_DramatiqMetrics())
     broker = RedisBroker(
         url=settings.redis_url,
         middleware=middleware,

@@ -19,6 +19,7 @@ import time
 import redis
 from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
+from prometheus_client import Gauge
 
 from shared.settings import Settings
 
@@ -26,6 +27,13 @@ WINDOW_S = 60
 KEY_PREFIX = "mta:budget:"
 PAUSE_MS = 61_000
 """The city's counter lives 60 s after the last counted request; one second of margin."""
+
+BUDGET_TOKENS = Gauge(
+    "mta_budget_tokens",
+    "Requests the site's budget has left in the current window (0 while paused)",
+    ["site"],
+    multiprocess_mode="mostrecent",
+)
 
 
 class SiteBudget:

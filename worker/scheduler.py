@@ -47,6 +47,9 @@ log = get_logger("mta.scheduler")
 INFLIGHT_PREFIX = "mta:inflight:"
 LAST_DISPATCH_KEY = "mta:scheduler:last_dispatch"
 SITE_PAUSE_PREFIX = "mta:site_pause:"
+BOOKING_POLL_EVERY_S = 30.0
+"""Reservations, activation deadlines and confirmations are read this often (one job at a time)."""
+RETENTION_EVERY_S = 3600.0
 
 
 @dataclass
@@ -56,6 +59,16 @@ class TargetView:
     id: int
     site: str
     backoff_until: datetime | None
+
+
+@dataclass
+class PeriodicJob:
+    """Housekeeping the leader runs every ``every_s`` (booking-state poll, retention purge)."""
+
+    name: str
+    every_s: float
+    run: Callable[[], object]
+    next_at: float = 0.0
 
 
 @dataclass
@@ -82,6 +95,7 @@ class Scheduler:
     _minute_jitter_s: dict[int, float] = field(default_factory=dict)
     dispatched_total: int = 0
     last_dispatch_at: float | None = None
+    jobs: list[PeriodicJob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         if self.min_interval_s is None:
@@ -201,6 +215,21 @@ class Scheduler:
             "lease_ms": self.leader.ttl_ms,
         }
 
+    def run_due_jobs(self, now_s: float | None = None) -> list[str]:
+        """Run the periodic jobs that are due; a failing job is logged and tried again next time."""
+        now_s = time.monotonic() if now_s is None else now_s
+        ran = []
+        for job in self.jobs:
+            if now_s < job.next_at:
+                continue
+            job.next_at = now_s + job.every_s
+            try:
+                job.run()
+                ran.append(job.name)
+            except Exception as exc:
+                log.warning("scheduler_job_failed", job=job.name, error=f"{type(exc).__name__}: {exc}")
+        return ran
+
     def run(self, stop: threading.Event, *, tick_s: float = 0.25) -> None:
         """Lead or stand by until ``stop`` is set; releases the lease on the way out.
 
@@ -226,6 +255,7 @@ class Scheduler:
                         self.tick()
                     except Exception as exc:  # a bad tick must not end the leader's loop
                         log.warning("scheduler_tick_failed", error=f"{type(exc).__name__}: {exc}")
+                    self.run_due_jobs()
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + heartbeat.INTERVAL_S
                     try:

@@ -17,7 +17,7 @@ import re
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-from telegram import Update
+from telegram import Bot, BotCommand, Update
 from telegram.ext import (
     Application,
     CallbackQueryHandler,
@@ -28,11 +28,12 @@ from telegram.ext import (
 )
 
 from bot.callbacks import Callback
+from bot.i18n import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, translator
 from bot.keyboards import language_keyboard
 from bot.validation import MAX_MESSAGE_CHARS, N_, InputError
 
 from . import manage, privacy, profile, store, subscribe
-from .common import Flow, Turn, current_flow, end_flow, log
+from .common import LANGUAGE_KEY, Flow, Turn, current_flow, end_flow, log
 
 CommandFn = Callable[[Turn], Awaitable[None]]
 FlowCallback = Callable[[Turn, Flow, Callback], Awaitable[None]]
@@ -53,6 +54,7 @@ FLOW_NAMES = {
     profile.KIND: N_("entering your booking profile"),
     privacy.KIND: N_("deleting your data"),
 }
+SOMETHING = N_("setting something up")
 LIST_ACTIONS = frozenset({"lp", "lr", "le", "ld", "ldk", "lk"})
 ALWAYS_ALLOWED = frozenset({"cancel", "help"})
 NOT_OURS_PATTERN = re.compile(r"^(?!book:)", re.DOTALL)
@@ -132,7 +134,7 @@ def _command_handler(name: str, fn: CommandFn) -> Handler:
             return
         flow = current_flow(context)
         if flow is not None and name not in ALWAYS_ALLOWED:
-            what = turn._(FLOW_NAMES.get(flow.kind, N_("setting something up")))
+            what = turn._(FLOW_NAMES.get(flow.kind, SOMETHING))
             await turn.say(
                 turn._(
                     "You are in the middle of {what}. Continue with the buttons above, or send /cancel first."
@@ -262,9 +264,7 @@ async def on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
     if not isinstance(update, Update) or update.effective_chat is None:
         return
     try:
-        language = context.user_data.get("mta_language") if context.user_data is not None else None
-        from bot.i18n import translator
-
+        language = context.user_data.get(LANGUAGE_KEY) if context.user_data is not None else None
         _ = translator(language if isinstance(language, str) else None)
         if update.callback_query is not None:
             with contextlib.suppress(Exception):  # already answered, or too old
@@ -287,6 +287,29 @@ def _where(error: BaseException | None) -> str | None:
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
+COMMAND_DESCRIPTIONS = {
+    "subscribe": N_("watch for an appointment"),
+    "list": N_("your subscriptions"),
+    "status": N_("is it working?"),
+    "profile": N_("your details for booking"),
+    "export": N_("all your data as a file"),
+    "delete": N_("erase all your data"),
+    "language": N_("English or Deutsch"),
+    "cancel": N_("stop the current step"),
+    "help": N_("what I can do"),
+}
+
+
+async def set_commands(bot: Bot) -> None:
+    """The command menu in Telegram's clients, in English and (for German clients) in German.
+
+    For the bot's ``post_init``: it is a Bot API call, so ``register`` cannot make it."""
+    for language in SUPPORTED_LANGUAGES:
+        _ = translator(language)
+        commands = [BotCommand(name, _(text)) for name, text in COMMAND_DESCRIPTIONS.items()]
+        await bot.set_my_commands(commands, language_code=None if language == DEFAULT_LANGUAGE else language)
+
+
 def register(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """Add every conversation handler and the error handler to ``application``."""
     private = filters.ChatType.PRIVATE & filters.UpdateType.MESSAGE
@@ -300,4 +323,4 @@ def register(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
     application.add_error_handler(on_error)
 
 
-__all__ = ["COMMANDS", "register"]
+__all__ = ["COMMANDS", "register", "set_commands"]

@@ -129,11 +129,11 @@ async def show_status(turn: Turn) -> None:
     for status in statuses:
         service = catalog.service(status.service_id)
         lines = [
-            _("#{id} {service} ({count} people, {offices} offices)").format(
-                id=status.subscription_id,
-                service=service.name if service else status.service_id,
-                count=status.service_count,
-                offices=status.office_count,
+            _("#{id} {service}").format(
+                id=status.subscription_id, service=service.name if service else status.service_id
+            ),
+            _("People: {count} · offices watched: {offices}").format(
+                count=status.service_count, offices=status.office_count
             ),
             _("State: {state}").format(state=_state_text(turn, status)),
             _("Last successful check: {when}").format(when=_ago(turn, status.last_success_at)),

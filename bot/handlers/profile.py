@@ -9,6 +9,8 @@ stateDiagram-v2
     first --> last --> email --> phone --> birth --> confirm
     phone --> birth: Skip
     birth --> confirm: Skip
+    birth --> case: subscribed to Einbürgerung
+    case --> confirm: typed / Skip
     confirm --> [*]: Save (encrypted columns)
 ```
 
@@ -24,6 +26,7 @@ from typing import Any
 from bot.callbacks import Callback
 from bot.keyboards import confirm_keyboard, nav_row, skip_keyboard
 from bot.validation import N_, InputError, check_length, site_today
+from shared.db.models import Subscription
 from shared.profile_rules import (
     CustomFieldKind,
     ProfileProblem,
@@ -31,6 +34,7 @@ from shared.profile_rules import (
     check_email,
     check_name,
     check_phone,
+    custom_field_for_service,
     normalize_phone,
     normalize_text,
 )
@@ -39,7 +43,7 @@ from . import store
 from .common import Flow, Turn, end_flow, start_flow
 
 KIND = "profile"
-STEPS = ("first", "last", "email", "phone", "birth", "confirm")
+STEPS = ("first", "last", "email", "phone", "birth", "case", "confirm")
 
 PROBLEM_MESSAGES = {
     ProfileProblem.INVALID_FAMILY_NAME: N_("The name must not be empty."),
@@ -59,6 +63,24 @@ PROBLEM_MESSAGES = {
 }
 
 
+def _custom_fields(data: dict[str, Any]) -> dict[str, str]:
+    fields = {}
+    if data.get("birth"):
+        fields[CustomFieldKind.DATE_OF_BIRTH.value] = str(data["birth"])
+    if data.get("case"):
+        fields[CustomFieldKind.CASE_REFERENCE.value] = str(data["case"])
+    return fields
+
+
+def _needs_case_reference(subscriptions: list[Subscription]) -> bool:
+    """Only Einbürgerung asks for a case number; ask for it only from people who subscribed to it."""
+    for sub in subscriptions:
+        rule = custom_field_for_service(sub.service_id)
+        if rule is not None and rule.kind is CustomFieldKind.CASE_REFERENCE:
+            return True
+    return False
+
+
 def mask_email(email: str) -> str:
     local, _, domain = email.partition("@")
     return f"{local[:1]}***@{domain}" if domain else "***"
@@ -71,23 +93,27 @@ def mask_phone(phone: str | None) -> str:
 def _overview_text(turn: Turn, profile: store.ProfileData) -> str:
     _ = turn._
     birth = profile.custom_fields.get(CustomFieldKind.DATE_OF_BIRTH.value)
-    return "\n".join(
-        [
-            _("Your booking profile (stored encrypted):"),
-            _("Name: {first} {last}").format(first=profile.first_name, last=profile.last_name),
-            _("E-mail: {email}").format(email=mask_email(profile.email)),
-            _("Phone: {phone}").format(phone=mask_phone(profile.phone)),
-            _("Date of birth: {birth}").format(birth=birth or "—"),
-        ]
-    )
+    case = profile.custom_fields.get(CustomFieldKind.CASE_REFERENCE.value)
+    lines = [
+        _("Your booking profile (stored encrypted):"),
+        _("Name: {first} {last}").format(first=profile.first_name, last=profile.last_name),
+        _("E-mail: {email}").format(email=mask_email(profile.email)),
+        _("Phone: {phone}").format(phone=mask_phone(profile.phone)),
+        _("Date of birth: {birth}").format(birth=birth or "—"),
+    ]
+    if case:
+        lines.append(_("Case number: {case}").format(case=case))
+    return "\n".join(lines)
 
 
 async def begin(turn: Turn) -> None:
     """/profile"""
     _ = turn._
     existing = await turn.run(store.load_profile, turn.user_id)
+    subscriptions = await turn.run(store.subscriptions_of, turn.user_id)
+    ask_case = _needs_case_reference(subscriptions)
     if existing is None:
-        flow = start_flow(turn.context, KIND, "first")
+        flow = start_flow(turn.context, KIND, "first", ask_case=ask_case)
         intro = _(
             "MTA fills these details into the city's booking form when it books for you. They are stored "
             "encrypted, and /delete removes them."
@@ -95,7 +121,7 @@ async def begin(turn: Turn) -> None:
         await turn.say(intro)
         await render(turn, flow, new_message=True)
         return
-    flow = start_flow(turn.context, KIND, "overview")
+    flow = start_flow(turn.context, KIND, "overview", ask_case=ask_case)
     await render(turn, flow, new_message=True, profile=existing)
 
 
@@ -140,6 +166,12 @@ async def render(
             "it; you may skip."
         )
         markup = skip_keyboard(_, kb)
+    elif step == "case":
+        text = _(
+            "The naturalisation office (Einbürgerungsbehörde) asks for your case number and the name of your "
+            "caseworker. Please send them (at most 250 characters), or skip."
+        )
+        markup = skip_keyboard(_, kb)
     elif step == "confirm":
         data = flow.data
         preview = store.ProfileData(
@@ -147,7 +179,7 @@ async def render(
             last_name=data["last"],
             email=data["email"],
             phone=data.get("phone"),
-            custom_fields=({CustomFieldKind.DATE_OF_BIRTH.value: data["birth"]} if data.get("birth") else {}),
+            custom_fields=_custom_fields(data),
         )
         text = _overview_text(turn, preview).replace(
             _("Your booking profile (stored encrypted):"), _("Please check your details:")
@@ -161,6 +193,15 @@ async def render(
         await turn.show(text, markup)
 
 
+def _next_step(flow: Flow) -> str:
+    """After phone comes birth; after birth the case number (only when needed), then confirm."""
+    if flow.step == "phone":
+        return "birth"
+    if flow.step == "birth" and flow.data.get("ask_case"):
+        return "case"
+    return "confirm"
+
+
 async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
     _ = turn._
     allowed = {
@@ -168,6 +209,7 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
         "remove": {"prk"},
         "phone": {"ps"},
         "birth": {"ps"},
+        "case": {"ps"},
         "confirm": {"ok"},
     }.get(flow.step, set())
     if cb.action not in allowed:
@@ -186,7 +228,7 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
         return
     elif cb.action == "ps":
         flow.data.pop(flow.step, None)
-        flow.go("birth" if flow.step == "phone" else "confirm")
+        flow.go(_next_step(flow))
     elif cb.action == "ok":
         data = flow.data
         profile = store.ProfileData(
@@ -194,7 +236,7 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
             last_name=data["last"],
             email=data["email"],
             phone=data.get("phone"),
-            custom_fields=({CustomFieldKind.DATE_OF_BIRTH.value: data["birth"]} if data.get("birth") else {}),
+            custom_fields=_custom_fields(data),
         )
         await turn.run(store.save_profile, turn.user_id, profile)
         end_flow(turn.context)
@@ -222,6 +264,10 @@ async def on_text(turn: Turn, flow: Flow, text: str) -> None:
             following = "birth"
         elif step == "birth":
             problem = check_custom_field(CustomFieldKind.DATE_OF_BIRTH, text, today=site_today())
+            value = normalize_text(text)
+            following = _next_step(flow)
+        elif step == "case":
+            problem = check_custom_field(CustomFieldKind.CASE_REFERENCE, text, today=site_today())
             value = normalize_text(text)
             following = "confirm"
         else:

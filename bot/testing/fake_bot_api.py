@@ -373,11 +373,19 @@ class FakeBotApi:
         user_id: int | None = None,
         language_code: str = "en",
         first_name: str = "Test",
+        reply_to: int | None = None,
     ) -> int:
-        """A user writes ``text``; a leading ``/command`` gets its bot_command entity.
+        """A user writes ``text``; a leading ``/command`` gets its bot_command entity; ``reply_to``
+        makes it a reply to that message of the chat.
 
         Returns the update id."""
         content: dict[str, Any] = {"text": text}
+        if reply_to is not None:
+            with self._lock:
+                replied = self._messages.get((chat_id, reply_to))
+            if replied is None:
+                raise ValueError(f"no message {reply_to} in chat {chat_id} to reply to")
+            content["reply_to_message"] = {k: v for k, v in replied.items() if k != "from_bot"}
         if text.startswith("/"):
             command = text.split(maxsplit=1)[0]
             content["entities"] = [
@@ -851,7 +859,8 @@ class FakeBotApi:
                             }
                         ]
                     }
-                message = self._bot_message(target, caption=caption, reply_markup=markup, **media)
+                inline = markup if markup and "inline_keyboard" in markup else None
+                message = self._bot_message(target, caption=caption, reply_markup=inline, **media)
                 return message, message["message_id"]
             if method in ("editMessageText", "editMessageReplyMarkup"):
                 if "inline_message_id" in params:

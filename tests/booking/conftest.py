@@ -19,6 +19,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import redis
 
 from shared.db.database import Database, open_database
@@ -91,12 +92,22 @@ def make_booker() -> Any:
     return MunichBooker(solver=InPageAltchaSolver(), pacer=NoPacer())
 
 
-@pytest.fixture
-async def pool(booking_settings: Settings) -> AsyncIterator[Any]:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def shared_pool(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Any]:
+    """One browser for a module's tests (each booking still gets a fresh context); tests using it
+    run in the module's event loop (``pytest.mark.asyncio(loop_scope="module")``)."""
     from worker.browser import BrowserPool
 
-    async with BrowserPool(booking_settings, trace=False) as browser_pool:
+    settings = load_settings(
+        data_dir=tmp_path_factory.mktemp("pool"), env="test", trace_on_failure=False, browser_warm_sessions=4
+    )
+    async with BrowserPool(settings, trace=False) as browser_pool:
         yield browser_pool
+
+
+@pytest.fixture
+def pool(shared_pool: Any) -> Any:
+    return shared_pool
 
 
 @pytest.fixture
@@ -142,7 +153,7 @@ def add_person(
                 last_name=f"Muster{user_id}",
                 email=email,
                 phone="+491511234567",
-                custom_fields=custom_fields if custom_fields is not None else {"Geburtsdatum": "01.02.1990"},
+                custom_fields=custom_fields if custom_fields is not None else {"date_of_birth": "01.02.1990"},
             )
         )
         subscription = Subscription(

@@ -11,6 +11,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx
 import pytest
 
 from shared.db.database import Database
@@ -28,7 +29,7 @@ from tests.booking.conftest import (
 )
 from tests.support.replica import Replica, berlin_slot
 
-pytestmark = [pytest.mark.browser]
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 
 def fs_slot(replica: Replica, days_ahead: int, hour: int) -> int:
@@ -106,7 +107,7 @@ async def test_site_refuses_plus_email_names_the_field_and_is_not_retried(
     assert requests == []
 
     again = await book(deps, person, slot_id)
-    assert again.outcome == "profile_refused" and again.walks == 0
+    assert again.outcome == "profile_refused" and again.attempts == 0
     assert len(bookings(db)) == 1
 
 
@@ -272,10 +273,66 @@ async def test_slot_lost_to_someone_else_falls_back_to_the_next_matching_slot(
 
     report = await book(deps, person, first_id)
 
-    assert report.outcome == "preconfirmed" and report.walks == 2
+    assert report.outcome == "preconfirmed" and report.attempts == 2
     lost, won = bookings(db)
     assert lost.status is BookingStatus.FAILED and won.status is BookingStatus.PRECONFIRMED
     assert won.start_at is not None and int(won.start_at.timestamp()) == second_start
     assert [(b, e) for b, e in booking_events(db)] == [(won.id, "holding"), (won.id, "reserved")]
     (process,) = replica.processes()
     assert process["timestamp"] == second_start
+
+
+EINBUERGERUNG_OFFICE = 10471
+EINBUERGERUNG = 1071907
+"""No captcha, four units per appointment, 4 appointments per e-mail, "Fallnummer ..." required."""
+
+
+async def test_too_many_appointments_for_one_email_is_reported_on_the_email_field(
+    deps: Any, db: Database, replica: Replica
+) -> None:
+    """Injected: the subscriber's address already holds the Einbürgerung scope's 4 appointments
+    (made through the API beforehand). Asserts: the site's 406 tooManyAppointmentsWithSameMail ends
+    the booking as failed on the e-mail field, the new hold is given back, and the office's
+    required custom field was filled from the profile's ``case_reference``. Also walks with the
+    human pacer (tiny delays): clicks after mouse travel, key-by-key typing."""
+    from worker.pacer import HumanPacer
+    from worker.sites.munich_booking import MunichBooker
+
+    email = "viele.termine@example.org"
+    starts = [berlin_slot(days_ahead=10 + i, hour=9) for i in range(5)]
+    for start in starts:
+        replica.add_slots(EINBUERGERUNG_OFFICE, [start + k * UNIT_S for k in range(4)])
+    async with httpx.AsyncClient(base_url=replica.api_url, timeout=10) as api:
+        for start in starts[:4]:
+            body = {"timestamp": start, "officeId": EINBUERGERUNG_OFFICE}
+            body |= {"serviceId": [EINBUERGERUNG], "serviceCount": [1]}
+            held = (await api.post("/reserve-appointment/", json=body)).json()
+            customer = {"familyName": "Viele Termine", "email": email, "customTextfield": "F-1 Frau Beispiel"}
+            credentials = {"processId": held["processId"], "authKey": held["authKey"]}
+            updated = await api.post("/update-appointment/", json=credentials | customer)
+            assert updated.status_code == 200, updated.text
+    person = add_person(
+        db,
+        9101,
+        service_id=EINBUERGERUNG,
+        office_id=EINBUERGERUNG_OFFICE,
+        email=email,
+        custom_fields={"case_reference": "F-2 Herr Beispiel"},
+    )
+    (slot_id,) = observe(db, office_id=EINBUERGERUNG_OFFICE, service_id=EINBUERGERUNG, starts=[starts[4]])
+    deps.booker = MunichBooker(
+        solver=deps.booker.solver,
+        pacer=HumanPacer(
+            think_time_min_ms=1, think_time_max_ms=5, typing_delay_min_ms=1, typing_delay_max_ms=3, seed=7
+        ),
+    )
+
+    report = await book(deps, person, slot_id)
+
+    assert report.outcome == "refused"
+    (failed,) = notification_payloads(db, "failed")
+    assert failed["field"] == "email" and failed["code"] == "tooManyAppointmentsWithSameMail"
+    newest = max(replica.processes(), key=lambda p: p["processId"])
+    assert newest["timestamp"] == starts[4] and newest["status"] == "cancelled"
+    update = replica.control("GET", "/requests", params={"path": "update-appointment"})["requests"]
+    assert len(update) == 5  # four made here, one by the walk (the page sent it; the site refused)

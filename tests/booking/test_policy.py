@@ -15,6 +15,8 @@ from shared.db.models import Booking, BookingProfile, BookingStatus, Slot
 from tests.booking.conftest import FS_OFFICE, FS_SERVICE, add_person, booking_events
 
 NOW = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+SQLITE_ONLY = pytest.mark.parametrize("policy_db", ["sqlite"], indirect=True)
+"""Plain policy (no concurrency, no dialect-specific SQL): one backend is enough."""
 
 
 def add_slot(db: Database, minutes_ahead: int, office_id: int = FS_OFFICE) -> int:
@@ -129,6 +131,7 @@ def test_a_request_is_handled_once_and_resumed_on_redelivery(policy_db: Database
     assert [e for _, e in booking_events(policy_db)] == ["holding", "taken"]  # each step told once
 
 
+@SQLITE_ONLY
 def test_a_refused_profile_is_not_used_again_until_it_changes(policy_db: Database) -> None:
     person = add_person(policy_db, 3, service_id=FS_SERVICE, office_id=FS_OFFICE)
     first = start(policy_db, person.user_id, add_slot(policy_db, 60), person.subscription_id, NOW)
@@ -153,6 +156,7 @@ def test_a_refused_profile_is_not_used_again_until_it_changes(policy_db: Databas
     assert fixed.outcome is policy.StartOutcome.STARTED
 
 
+@SQLITE_ONLY
 def test_autobook_dispatch_is_one_per_user_and_spreads_the_slots(policy_db: Database) -> None:
     people = [add_person(policy_db, 10 + i, service_id=FS_SERVICE, office_id=FS_OFFICE) for i in range(5)]
     manual_only = add_person(policy_db, 99, service_id=FS_SERVICE, office_id=FS_OFFICE, autobook=False)
@@ -167,6 +171,7 @@ def test_autobook_dispatch_is_one_per_user_and_spreads_the_slots(policy_db: Data
     assert [r.slot_id for r in requests] == [slots[0], slots[1], slots[0], slots[1]]
 
 
+@SQLITE_ONLY
 def test_reminders_are_queued_once_per_threshold(policy_db: Database) -> None:
     person = add_person(policy_db, 4, service_id=FS_SERVICE, office_id=FS_OFFICE)
     begun = start(policy_db, person.user_id, add_slot(policy_db, 300), person.subscription_id, NOW)
@@ -184,7 +189,7 @@ def test_reminders_are_queued_once_per_threshold(policy_db: Database) -> None:
     with policy_db.transaction() as session:
         assert (
             policy.apply_site_state(
-                session, begun.booking.id, found=True, status="preconfirmed", now=NOW + timedelta(minutes=31)
+                session, begun.booking.id, found=True, status="preconfirmed", now=NOW + timedelta(minutes=41)
             )
             is BookingStatus.EXPIRED
         )

@@ -53,7 +53,9 @@ class RunningBot:
     """The real ``Application`` polling ``fake_telegram`` from its own event loop in a thread.
 
     Tests stay synchronous and act as users through the fake server (``push_message``, ``press``);
-    the bot answers over HTTP as it would against Telegram.
+    the bot answers over HTTP as it would against Telegram. The lifecycle hooks (``post_init``: the
+    outbox sender, Redis, the captcha relay) are not run: the conversations need only the database,
+    and a sender draining rows a test seeds would send messages the test does not expect.
     """
 
     def __init__(self, application: Any) -> None:

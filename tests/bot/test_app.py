@@ -10,12 +10,14 @@ import sys
 from typing import Any
 
 import httpx
+import pytest
 import redis.asyncio as aioredis
 from telegram import Update
 from telegram.ext import ContextTypes, MessageHandler, filters
 
 from bot.app import HEARTBEAT_KEY, build_application, running
 from bot.testing import FakeBotApi
+from shared.captcha_relay import ask_via_bot
 from shared.db.database import Database
 from shared.settings import Settings
 from tests.conftest import free_port
@@ -106,3 +108,36 @@ def test_mta_bot_without_token_says_so(tmp_path: Any, redis_url: str) -> None:
         check=False,
     )
     assert result.returncode == 2 and "MTA_TELEGRAM_TOKEN" in result.stderr
+
+
+def test_captcha_relay_shows_the_picture_and_passes_the_reply_back(
+    bot_settings: Settings, bot_db: Database, fake_telegram: FakeBotApi
+) -> None:
+    """A worker's relay request reaches the person as a photo; their reply to it comes back to the
+    waiting worker; an unanswered one times out on the worker's side."""
+    picture = b"\x89PNG\r\n\x1a\nfake-captcha"
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(bot_settings.redis_url)
+        worker_client = aioredis.Redis.from_url(bot_settings.redis_url)
+        application = build_application(bot_settings, db=bot_db, redis=client)
+        try:
+            async with running(application):
+                asking = asyncio.create_task(
+                    ask_via_bot(worker_client, 31, picture, "Bitte Zeichen eingeben.", timeout_s=20)
+                )
+                shown = await asyncio.to_thread(
+                    fake_telegram.wait_for, lambda r: r["method"] == "sendPhoto" and r["chat_id"] == 31, 15
+                )
+                assert shown["params"]["photo"]["content"] == picture
+                assert "Bitte Zeichen eingeben." in shown["params"]["caption"]
+                fake_telegram.push_message(31, "x7Kp2", reply_to=shown["message_id"])
+                assert await asyncio.wait_for(asking, 15) == "x7Kp2"
+                await asyncio.to_thread(fake_telegram.wait_for_text, 31, "passed on", 15)
+                with pytest.raises(TimeoutError):
+                    await ask_via_bot(worker_client, 32, picture, "", timeout_s=1)
+        finally:
+            await client.aclose()
+            await worker_client.aclose()
+
+    asyncio.run(main())

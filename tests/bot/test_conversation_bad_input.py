@@ -112,8 +112,10 @@ def test_free_text_bad_dates_and_overlong_messages_mid_conversation(
     assert sub.time_from is not None and sub.time_from.hour == 12 and sub.time_to is None
 
 
-def test_nearest_offices_from_a_shared_location(fake_telegram: FakeBotApi, conversation_bot: RunningBot) -> None:
-    """"Nearest to me" asks for a location; typed text meanwhile is answered; the shared location
+def test_nearest_offices_from_a_shared_location(
+    fake_telegram: FakeBotApi, conversation_bot: RunningBot
+) -> None:
+    """ "Nearest to me" asks for a location; typed text meanwhile is answered; the shared location
     (Marienplatz) ticks the three nearest offices offering the service, listed by distance."""
     chat = UserChat(fake_telegram, 5004)
     _to_offices(chat)
@@ -150,8 +152,13 @@ def test_unknown_commands_other_messages_and_no_conversation(
                 "chat": {"id": 5005, "type": "private", "first_name": "T"},
                 "date": 1_800_000_000,
                 "sticker": {
-                    "file_id": "s1", "file_unique_id": "u1", "type": "regular", "width": 512, "height": 512,
-                    "is_animated": False, "is_video": False,
+                    "file_id": "s1",
+                    "file_unique_id": "u1",
+                    "type": "regular",
+                    "width": 512,
+                    "height": 512,
+                    "is_animated": False,
+                    "is_video": False,
                 },
             }
         }
@@ -179,6 +186,7 @@ def test_a_failing_handler_answers_the_user_and_the_bot_keeps_running(
 @settings(
     max_examples=25,
     deadline=None,
+    database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
@@ -206,7 +214,9 @@ def test_generated_updates_never_break_the_conversation(
         if kind == "text":
             fake_telegram.push_message(5007, value)
             reply = fake_telegram.wait_for(
-                lambda r: r["chat_id"] == 5007 and r["method"] in ("sendMessage", "sendDocument"), 20, since=mark
+                lambda r: r["chat_id"] == 5007 and r["method"] in ("sendMessage", "sendDocument"),
+                20,
+                since=mark,
             )
         else:
             fake_telegram.push_callback(5007, value, message_id=message_id)

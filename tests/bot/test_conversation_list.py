@@ -45,7 +45,9 @@ def _active_targets(db: Database) -> int:
         return len(list(session.scalars(select(Target).where(Target.active.is_(True)))))
 
 
-def test_list_pause_resume_delete(fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database) -> None:
+def test_list_pause_resume_delete(
+    fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database
+) -> None:
     """Pause, resume and delete through the /list buttons change the row and the watched targets."""
     store.ensure_user(bot_db, 2001, "en")
     sub_id = store.save_subscription(bot_db, 2001, _draft(), None)

@@ -43,14 +43,24 @@ def _seed(db: Database, user_id: int) -> dict[str, Any]:
         session.flush()
         session.add(
             Notification(
-                subscription_id=first, user_id=user_id, slot_id=slot.id, episode=1, kind=NotificationKind.SLOT,
-                chat_id=user_id, text="slot!",
+                subscription_id=first,
+                user_id=user_id,
+                slot_id=slot.id,
+                episode=1,
+                kind=NotificationKind.SLOT,
+                chat_id=user_id,
+                text="slot!",
             )
         )
         session.add(
             Booking(
-                user_id=user_id, subscription_id=first, slot_id=slot.id, service_id=WOHNSITZ,
-                office_id=ORLEANSPLATZ, status=BookingStatus.RESERVED, process_id="101002",
+                user_id=user_id,
+                subscription_id=first,
+                slot_id=slot.id,
+                service_id=WOHNSITZ,
+                office_id=ORLEANSPLATZ,
+                status=BookingStatus.RESERVED,
+                process_id="101002",
             )
         )
     return {"subscriptions": [first, second]}
@@ -95,7 +105,9 @@ def _rows_mentioning(db: Database, user_id: int) -> dict[str, int]:
             column = "id" if table == "users" else "user_id" if "user_id" in columns else None
             if column is None:
                 continue
-            count = conn.execute(text(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = :u'), {"u": user_id}).scalar()
+            count = conn.execute(
+                text(f'SELECT COUNT(*) FROM "{table}" WHERE "{column}" = :u'), {"u": user_id}
+            ).scalar()
             if count:
                 found[table] = int(count)
     return found

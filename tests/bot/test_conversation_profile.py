@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from bot.handlers import store
 from bot.testing import FakeBotApi
 from shared.db.database import Database
 from shared.db.models import BookingProfile
@@ -14,6 +15,7 @@ from shared.settings import Settings
 from tests.bot.conftest import RunningBot, UserChat
 
 EMAIL = "erika.mustermann@example.org"
+EINBUERGERUNG = 1071907
 
 
 def test_profile_refuses_plus_address_and_stores_valid_one_encrypted(
@@ -56,7 +58,9 @@ def test_profile_refuses_plus_address_and_stores_valid_one_encrypted(
     assert EMAIL not in record["params"]["text"]
 
 
-def test_profile_skip_back_and_remove(fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database) -> None:
+def test_profile_skip_back_and_remove(
+    fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database
+) -> None:
     """Back returns to the previous question, Skip leaves optional fields empty, Remove deletes the row."""
     chat = UserChat(fake_telegram, 3002)
     chat.send("/profile", expect="Your first name")
@@ -76,3 +80,26 @@ def test_profile_skip_back_and_remove(fake_telegram: FakeBotApi, conversation_bo
     chat.press("Yes, remove it", expect="Your booking profile is removed.")
     with bot_db.transaction() as session:
         assert session.scalars(select(BookingProfile).where(BookingProfile.user_id == 3002)).first() is None
+
+
+def test_case_number_is_asked_only_of_einbuergerung_subscribers(
+    fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database
+) -> None:
+    """Someone subscribed to Einbürgerung is asked for the case number the office's form requires;
+    an overlong answer is refused; the answer lands in custom_fields["case_reference"]."""
+    store.ensure_user(bot_db, 3003, "en")
+    draft = store.SubscriptionDraft(EINBUERGERUNG, 1, [], None, None, [], None, None, True)
+    store.save_subscription(bot_db, 3003, draft, None)
+    chat = UserChat(fake_telegram, 3003)
+    chat.send("/profile", expect="Your first name")
+    chat.send("Ada", expect="Your last name?")
+    chat.send("Lovelace", expect="Your e-mail address?")
+    chat.send("ada@example.org", expect="Your phone number")
+    chat.press("Skip", expect="Your date of birth")
+    chat.press("Skip", expect="case number")
+    chat.send("x" * 251, expect="Please send at most 250 characters.")
+    chat.send("EB-2026-0042, Frau Beispiel", expect="Case number: EB-2026-0042, Frau Beispiel")
+    chat.press("Save", expect="Saved ✅")
+    with bot_db.transaction() as session:
+        profile = session.scalars(select(BookingProfile).where(BookingProfile.user_id == 3003)).one()
+        assert profile.custom_fields == {"case_reference": "EB-2026-0042, Frau Beispiel"}

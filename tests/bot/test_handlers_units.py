@@ -110,7 +110,10 @@ def test_dates() -> None:
 
 
 def test_date_windows() -> None:
-    assert parse_date_window("01.12.2026 - 24.12.2026", today=TODAY) == (date(2026, 12, 1), date(2026, 12, 24))
+    assert parse_date_window("01.12.2026 - 24.12.2026", today=TODAY) == (
+        date(2026, 12, 1),
+        date(2026, 12, 24),
+    )
     assert parse_date_window("01.12.2026 bis 24.12.2026", today=TODAY)[1] == date(2026, 12, 24)
     assert parse_date_window("05.12.2026", today=TODAY) == (date(2026, 12, 5), date(2026, 12, 5))
     assert parse_date_window("20.11.2026-03.12.2026", today=TODAY) == (TODAY, date(2026, 12, 3))
@@ -152,14 +155,25 @@ def test_times_counts_and_lengths() -> None:
 def test_email_follows_the_sites_pattern() -> None:
     assert check_email("erika.mustermann@example.org") is None
     assert check_email("a_b-c@sub.example.de") is None
-    for bad in ("a+b@example.org", "a..b@example.org", ".a@example.org", "a.@example.org", "a@example", "a b@x.de",
-                "a@.example.org", "a@example.o", "@example.org"):
+    for bad in (
+        "a+b@example.org",
+        "a..b@example.org",
+        ".a@example.org",
+        "a.@example.org",
+        "a@example",
+        "a b@x.de",
+        "a@.example.org",
+        "a@example.o",
+        "@example.org",
+    ):
         assert check_email(bad) == ProfileProblem.INVALID_EMAIL, bad
 
 
 def test_phone_name_and_custom_fields() -> None:
     assert check_phone("+491511234567") is None
-    assert check_phone("0151 / 123 45-67") is None and normalize_phone("0151 / 123 45-67") == "015112345 67".replace(" ", "")
+    assert check_phone("0151 / 123 45-67") is None and normalize_phone(
+        "0151 / 123 45-67"
+    ) == "015112345 67".replace(" ", "")
     for bad in ("+49", "12345", "+49 151 abc", "1" * 16):
         assert check_phone(bad) == ProfileProblem.INVALID_TELEPHONE, bad
     assert check_name("  ") == ProfileProblem.INVALID_FAMILY_NAME
@@ -175,7 +189,9 @@ def test_phone_name_and_custom_fields() -> None:
 def test_custom_field_by_service() -> None:
     """Führerschein services need the date of birth in customTextfield; Wohnsitzanmeldung nothing."""
     rule = custom_field_for_service(1071896)
-    assert rule is not None and rule.kind is CustomFieldKind.DATE_OF_BIRTH and rule.site_label == "Geburtsdatum"
+    assert (
+        rule is not None and rule.kind is CustomFieldKind.DATE_OF_BIRTH and rule.site_label == "Geburtsdatum"
+    )
     assert custom_field_for_service(1063475) is None
     assert form_custom_fields(1071896, {"date_of_birth": "24.12.1990"}) == {"customTextfield": "24.12.1990"}
     assert form_custom_fields(1063475, {"date_of_birth": "24.12.1990"}) == {}
@@ -192,3 +208,18 @@ def test_frequent_services_and_coordinates() -> None:
     marienplatz = (48.1374, 11.5755)
     orleansplatz = coordinates[102522]
     assert 1.5 < distance_km(marienplatz, orleansplatz) < 3.5
+
+
+@given(st.text(max_size=400))
+def test_parsers_only_ever_refuse_with_a_message(text: str) -> None:
+    """Any text: each parser returns a value or raises InputError with a formattable message."""
+    for parse in (
+        lambda t: parse_date_window(t, today=TODAY),
+        parse_time_range,
+        lambda t: parse_count(t, 5),
+        check_length,
+    ):
+        try:
+            parse(text)
+        except InputError as error:
+            assert str(error)

@@ -275,3 +275,32 @@ def test_fan_out_within_telegrams_flood_limit(
     per_chat = Counter(r["chat_id"] for r in fake_telegram.sent(method="sendMessage"))
     assert per_chat == dict.fromkeys(seeded.user_ids, 1)
     assert statuses(bot_db) == {"sent": 75}
+
+
+def test_a_clean_stop_mid_batch_releases_claims_and_a_restart_finishes(
+    bot_settings: Settings, bot_db: Database, fake_telegram: FakeBotApi
+) -> None:
+    """Injected: every sendMessage answered after 0.4 s; the Application is stopped cleanly after
+    the first alerts. Asserted: no row is left claimed or ``sending``; a second run sends the rest;
+    each subscriber got exactly one alert."""
+    fake_telegram.fail("sendMessage", status=200, delay_s=0.4)
+    seeded = seed_slot_alerts(bot_db, 30)
+
+    async def first(application: Any) -> None:
+        await asyncio.to_thread(fake_telegram.wait_until, lambda: len(fake_telegram.sent()) >= 4, 20)
+
+    _run(bot_settings, bot_db, first)
+    with bot_db.transaction() as session:
+        rows = session.scalars(select(Notification)).all()
+        assert all(r.claim_token is None for r in rows)
+        assert {r.status for r in rows} <= {NotificationStatus.SENT, NotificationStatus.PENDING}
+        assert any(r.status == NotificationStatus.PENDING for r in rows), "stopped mid-batch"
+        assert not any(r.last_error for r in rows)
+    fake_telegram.clear_faults()
+
+    async def second(application: Any) -> None:
+        await _until(_settled(bot_db, 30))
+
+    _run(bot_settings, bot_db, second)
+    per_chat = Counter(r["chat_id"] for r in fake_telegram.sent(method="sendMessage"))
+    assert per_chat == dict.fromkeys(seeded.user_ids, 1)

@@ -123,14 +123,20 @@ def _wait(condition: object, timeout_s: float, what: str) -> None:
 def test_killed_mid_batch_and_restarted_sends_nothing_twice_and_loses_nothing(
     settings: Settings, db: Database, fake_telegram: FakeBotApi
 ) -> None:
-    """Injected: every sendMessage answered after 0.3 s (slow, performed), and SIGKILL of the `mta bot`
-    process once some of 40 alerts are out (so some are in flight). Asserted after a restart of the
-    Application: each subscriber got exactly one alert, and every outbox row ends ``sent``."""
+    """Injected: every sendMessage answered after 0.3 s (slow, but performed even if the client hangs
+    up, as Telegram does), and SIGKILL of the `mta bot` process 0.1 s after 8 of 40 alerts were
+    accepted, i.e. while the next requests are in flight. Asserted after a restart of the
+    Application: each subscriber got exactly one alert, every outbox row ends ``sent``, and some
+    rows were settled as "delivery unconfirmed" (in flight at the kill, not resent).
+
+    Not covered (documented in bot/sender.py): a kill in the millisecond between marking a row
+    ``sending`` and its request reaching Telegram loses that alert rather than risk a double."""
     fake_telegram.fail("sendMessage", status=200, delay_s=0.3)
     seeded = seed_slot_alerts(db, 40)
     bot = _start_bot(settings)
     try:
         _wait(lambda: len(fake_telegram.sent(method="sendMessage")) >= 8, 30, "the first alerts")
+        time.sleep(0.1)  # the next requests are now held by the fake: in flight
         bot.send_signal(signal.SIGKILL)
         bot.wait(timeout=10)
     finally:
@@ -155,7 +161,9 @@ def test_killed_mid_batch_and_restarted_sends_nothing_twice_and_loses_nothing(
 
     asyncio.run(restart())
     per_chat = Counter(r["chat_id"] for r in fake_telegram.sent(method="sendMessage"))
-    assert per_chat == dict.fromkeys(seeded.user_ids, 1), f"{delivered_before} before the kill"
+    missing = [u for u in seeded.user_ids if u not in per_chat]
+    tried = [(a["chat_id"], a["status"]) for a in fake_telegram.attempts("sendMessage") if a["chat_id"] in missing]
+    assert per_chat == dict.fromkeys(seeded.user_ids, 1), f"{delivered_before} before the kill; {tried=}"
     assert statuses(db) == {"sent": 40}
     with db.transaction() as session:
         unconfirmed = session.scalar(

@@ -85,6 +85,13 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
+def parent_of(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return 0
+
+
 def alive(pid: int) -> bool:
     """Running (a zombie waiting for its parent counts as gone)."""
     try:
@@ -108,6 +115,7 @@ class FarmProcess:
     name: str
     popen: subprocess.Popen[bytes]
     log_path: Path
+    terminated: bool = False
 
     @property
     def pid(self) -> int:
@@ -132,11 +140,17 @@ class FarmProcess:
         with suppress(ProcessLookupError):
             os.killpg(self.popen.pid, sig)
 
+    def terminate(self) -> None:
+        """SIGTERM once (a second SIGTERM makes Dramatiq kill its workers mid-message)."""
+        if self.popen.poll() is None and not self.terminated:
+            self.terminated = True
+            with suppress(ProcessLookupError):
+                self.popen.send_signal(signal.SIGTERM)
+
     def stop(self, timeout_s: float = 20) -> int | None:
         """SIGTERM, then SIGKILL for the whole group if it does not stop in time."""
         if self.popen.poll() is None:
-            with suppress(ProcessLookupError):
-                self.popen.send_signal(signal.SIGTERM)
+            self.terminate()
             try:
                 self.popen.wait(timeout_s)
             except subprocess.TimeoutExpired:
@@ -218,6 +232,9 @@ class Farm:
         return value.decode() if isinstance(value, bytes) else value
 
     def stop(self) -> None:
+        """SIGTERM to every process at once (each shuts down in parallel), then wait for each."""
+        for process in self.processes:
+            process.terminate()
         for process in reversed(self.processes):
             process.stop()
 
@@ -252,6 +269,17 @@ class Farm:
             session.add(sub)
             session.flush()
             return sub.id
+
+    def subscribe_many(self, plans: list[tuple[int, int, int]]) -> list[int]:
+        """(user id, service, office) subscriptions in one transaction; returns their ids."""
+        with self.db.transaction() as session:
+            subs = []
+            for user_id, service_id, office in plans:
+                session.add(User(id=user_id, language="de"))
+                subs.append(Subscription(user_id=user_id, service_id=service_id, office_ids=[office]))
+            session.add_all(subs)
+            session.flush()
+            return [s.id for s in subs]
 
     def count(self, model: Any, *where: Any) -> int:
         with self.db.transaction() as session:
@@ -331,6 +359,7 @@ __all__ = [
     "alive",
     "command_name",
     "descendants",
+    "parent_of",
     "running_farm",
     "wait_until",
 ]

@@ -176,3 +176,27 @@ async def test_session_context_manager_for_the_booking_adapter(pool: BrowserPool
             assert again is session
             raise RuntimeError("booking failed")
     assert session.retired and pool.warm_session(session_key(key)) is None
+
+
+async def test_record_check_counts_outcome_duration_and_slots() -> None:
+    """``metrics.record_check`` (called by the actor): checks by site and outcome, the duration
+    histogram, and the slots seen."""
+    from datetime import UTC, datetime
+
+    from shared.domain import Observation, SlotSeen
+    from worker import metrics
+
+    def value(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    site = "metrics-test"
+    slot = SlotSeen(102522, 1063475, datetime(2030, 1, 2, 9, tzinfo=UTC))
+    seen = Observation(site, 1063475, 1, (102522,), datetime.now(UTC), slots=[slot, slot])
+    metrics.record_check(site, seen, 0.02)
+    metrics.record_check(site, Observation(site, 1063475, 1, (102522,), datetime.now(UTC)), 0.01)
+    metrics.record_check(site, SiteUnavailable("503"), 1.5)
+    assert value("mta_checks_total", site=site, outcome="ok") == 1
+    assert value("mta_checks_total", site=site, outcome="no_slots") == 1
+    assert value("mta_checks_total", site=site, outcome="site_error") == 1
+    assert value("mta_slots_seen_total", site=site) == 2
+    assert value("mta_check_seconds_count", site=site) == 3

@@ -47,3 +47,46 @@ def test_one_leader_and_takeover(redis_url: str) -> None:
     assert not first.acquire_or_renew(), "a stale leader cannot renew its successor's lease"
     second.release()
     assert first.acquire_or_renew()
+
+
+def test_streak_pauses_until_sixty_quiet_seconds(redis_url: str) -> None:
+    """The city counts requests without a 60 s pause: after ``before_pause`` we stop until the
+    streak key expires (about 61 s after the last request), whatever the per-minute rate allows."""
+    client = redis.Redis.from_url(redis_url)
+    budget = SiteBudget(client, "munich", per_minute=100, before_pause=4)
+    assert [budget.try_take() for _ in range(3)] == [True] * 3
+    budget.charge(1)  # a walk's extra request counts too
+    assert budget.streak() == 4
+    assert not budget.try_take()
+    assert 55 < budget.pause_remaining_s() <= 61
+    assert budget.remaining() == 0
+    client.pexpire(budget.streak_key, 1)  # sixty quiet seconds, fast-forwarded
+    import time
+
+    time.sleep(0.05)
+    assert budget.pause_remaining_s() == 0 and budget.try_take()
+
+
+def test_no_streak_pause_when_disabled(redis_url: str) -> None:
+    budget = SiteBudget(redis.Redis.from_url(redis_url), "munich", per_minute=10, before_pause=0)
+    assert all(budget.try_take() for _ in range(10))
+    assert budget.pause_remaining_s() == 0 and budget.streak() == 0
+
+
+def test_heartbeats_listed_until_cleared(redis_url: str) -> None:
+    from worker import heartbeat
+
+    client = redis.Redis.from_url(redis_url)
+    heartbeat.beat(client, "worker", "host:1", {"browser": "ready"})
+    heartbeat.beat(client, "worker", "host:2", {"browser": "down"})
+    heartbeat.beat(client, "scheduler", "host:3:x", {"leader": True})
+    assert {b["id"]: b["browser"] for b in heartbeat.live(client, "worker")} == {
+        "host:1": "ready",
+        "host:2": "down",
+    }
+    assert 0 < client.ttl(heartbeat.key("worker", "host:1")) <= heartbeat.TTL_S
+    heartbeat.clear(client, "worker", "host:1")
+    assert [b["id"] for b in heartbeat.live(client, "worker")] == ["host:2"]
+    assert heartbeat.live(client, "worker", max_age_s=-1) == [], "an old beat is not live"
+    (scheduler,) = heartbeat.live(client, "scheduler")
+    assert scheduler["leader"] is True and scheduler["role"] == "scheduler"

@@ -72,7 +72,9 @@ async def pool(settings: Settings, clock: OffsetClock) -> AsyncIterator[BrowserP
 
 @pytest.fixture(scope="module")
 def adapter(settings: Settings) -> MunichAdapter:
-    return MunichAdapter(solver=InPageAltchaSolver(), pacer=NoPacer(), settings=settings, dom_grace_s=2.0)
+    return MunichAdapter(
+        solver=InPageAltchaSolver(), pacer=NoPacer(), settings=settings, dom_grace_s=2.0, quiet_s=0.1
+    )
 
 
 async def fresh(pool: BrowserPool, key: TargetKey) -> None:

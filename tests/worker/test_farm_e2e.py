@@ -7,6 +7,7 @@ captcha). Settings are test-sized: no pacing, a one-second minimum interval, sho
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from collections import Counter
@@ -22,8 +23,16 @@ import pytest
 
 from replica.clock import BERLIN
 from replica.config import API_PREFIX
-from shared.db.models import CheckOutcome, NotificationKind, Slot, Target, TargetState
-from tests.support.farm import Farm, alive, descendants, running_farm, wait_until
+from shared.db.models import NotificationKind, Slot, TargetState
+from tests.support.farm import (
+    Farm,
+    alive,
+    command_name,
+    descendants,
+    parent_of,
+    running_farm,
+    wait_until,
+)
 from tests.support.replica import (
     FUEHRERSCHEIN_UMSCHREIBUNG,
     FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,
@@ -34,7 +43,7 @@ from tests.support.replica import (
 )
 from worker.broker import WAKE_CHANNEL
 from worker.heartbeat import LEADER_KEY
-from worker.scheduler import SITE_PAUSE_PREFIX, site_paused_s
+from worker.scheduler import site_paused_s
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -77,28 +86,27 @@ def make_farm(tmp_path: Path, redis_url: str, replica: Replica) -> Iterator[Call
 def test_released_slot_alerts_matching_subscribers_once(
     make_farm: Callable[..., Farm], replica: Replica
 ) -> None:
-    """Injected: a Führerschein slot released on the replica, watched by four subscribers of whom one
-    matches (wrong hours, wrong weekday, other office do not); later the slot vanishes and returns.
+    """Injected: a Führerschein slot released on the replica, watched by three subscribers of whom
+    one matches (wrong hours, wrong weekday do not); later the slot vanishes and returns.
     Asserted: one ``slots`` row and one outbox row for the matching subscriber only, unchanged by
     many repeated checks; the wake-up reaches Redis pub/sub; the returning slot is episode 2 with a
-    new alert. Then SIGTERM stops worker and scheduler cleanly: exit code 0, Chromium gone,
-    heartbeats and the leader lease removed."""
+    new alert. Then the worker's Chromium is SIGKILLed: it is relaunched and the next checks succeed
+    with no alert repeated. Then SIGTERM stops worker and scheduler cleanly: exit code 0, Chromium
+    gone, heartbeats and the leader lease removed."""
     farm = make_farm()
     start = berlin_slot(days_ahead=3, hour=10)
     weekday = datetime.fromtimestamp(start, BERLIN).weekday()
     match = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
     farm.subscribe(2, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE], time_from=clock_time(7), time_to=clock_time(9))
     farm.subscribe(3, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE], weekdays=[(weekday + 1) % 7])
-    farm.subscribe(4, WOHNSITZANMELDUNG, [ORLEANSPLATZ])
     wake = farm.redis.pubsub(ignore_subscribe_messages=True)
     wake.subscribe(WAKE_CHANNEL)
 
-    worker = farm.start_worker(threads=2)
-    scheduler = farm.start_scheduler()
+    worker, scheduler = farm.start(threads=2)
     replica.add_slots(FS_OFFICE, units(start))
 
     alerts = wait_until(farm.alerts, 90, "the first alert")
-    assert len(farm.targets()) == 2
+    assert len(farm.targets()) == 1, "three subscribers of one service and office share a target"
     ((office, stamp, episode),) = farm.slots()
     assert (office, stamp, episode) == (FS_OFFICE, start, 1)
     assert [(sub, ep) for sub, _slot, ep in alerts] == [(match, 1)]
@@ -124,12 +132,26 @@ def test_released_slot_alerts_matching_subscribers_once(
     assert sorted((sub, ep) for sub, _slot, ep in farm.alerts()) == [(match, 1), (match, 2)]
     assert set(outcomes(farm)) <= {"ok", "no_slots"}, outcomes(farm)
 
+    # Chromium killed under the worker: relaunched, and the next checks succeed
+    (browser_pid,) = [
+        pid
+        for pid in descendants(worker.pid)
+        if command_name(pid) == "chromium" and command_name(parent_of(pid)) != "chromium"
+    ]
+    checks_before = len(farm.checks())
+    os.kill(browser_pid, signal.SIGKILL)
+    wait_until(lambda: len(farm.checks()) >= checks_before + 3, 60, "three checks after the kill")
+    assert set(outcomes(farm)) <= {"ok", "no_slots"}, outcomes(farm)
+    (beat,) = farm.workers()
+    assert beat["browsers_launched"] >= 2 and beat["browser_crashes"] >= 1, beat
+    assert farm.alerts() == sorted(farm.alerts()) and len(farm.alerts()) == 2
+
     # clean shutdown
     browsers = {pid for pid in descendants(worker.pid) if alive(pid)}
     assert browsers, "the worker process has a Playwright driver and Chromium below it"
     assert farm.leader() is not None
     for process in (scheduler, worker):
-        process.popen.send_signal(signal.SIGTERM)
+        process.terminate()
         assert process.popen.wait(30) == 0, process.log()[-3000:]
     wait_until(lambda: not any(alive(pid) for pid in browsers), 10, "Chromium to exit")
     assert worker.events("worker_runtime_stopped"), worker.log()[-2000:]
@@ -151,16 +173,16 @@ def test_hundred_subscribers_three_targets_three_request_streams(
         (WOHNSITZANMELDUNG, LEONRODSTRASSE),
         (FUEHRERSCHEIN_UMSCHREIBUNG, FS_OFFICE),
     ]
-    office_of: dict[int | None, int] = {}
-    for i in range(100):
-        service, office = plans[i % 3]
-        office_of[farm.subscribe(5000 + i, service, [office])] = office
+    chosen = [(5000 + i, *plans[i % 3]) for i in range(100)]
+    office_of: dict[int | None, int] = {
+        sub: office
+        for sub, (_user, _service, office) in zip(farm.subscribe_many(chosen), chosen, strict=True)
+    }
     start = berlin_slot(days_ahead=2, hour=11)
     for _service, office in plans:
         replica.add_slots(office, units(start))
     began = datetime.now(UTC)
-    farm.start_worker(threads=2)
-    farm.start_scheduler()
+    farm.start(threads=2)
 
     def alerted() -> set[int | None]:
         return {sub for sub, _slot, _ep in farm.alerts()}
@@ -183,77 +205,57 @@ def test_hundred_subscribers_three_targets_three_request_streams(
     assert {sub: alerts_of[sub] for sub in office_of} == {sub: slots_at[o] for sub, o in office_of.items()}
 
 
-def test_rate_limit_storm_pauses_the_site_until_its_reset(
+def test_site_failures_back_off_and_never_alert_subscribers(
     make_farm: Callable[..., Farm], replica: Replica
 ) -> None:
-    """Injected: after a successful walk, the replica answers every API call with 429 (a storm).
-    Asserted: the check is recorded as ``rate_limited``; the target backs off until the site's reset
-    time (about 60 s after the last allowed request) and the whole site is paused in Redis; the
-    scheduler sends no further request to the site meanwhile; no alert is queued."""
-    farm = make_farm()
-    farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
-    farm.start_worker()
-    farm.start_scheduler()
-    wait_until(lambda: "no_slots" in outcomes(farm), 90, "a successful check")
+    """One farm through three site failures in a row, while a slot is free all along:
 
-    replica.faults(storm_s=0)
-    stormed = datetime.now(UTC)
-    wait_until(lambda: "rate_limited" in outcomes(farm), 30, "the 429 to be recorded")
-    (target,) = farm.targets()
-    assert target.state == TargetState.BACKING_OFF
-    assert target.backoff_until is not None
-    assert stormed + timedelta(seconds=20) < target.backoff_until <= stormed + timedelta(seconds=62)
-    assert site_paused_s(farm.redis, "munich") > 15
-    assert farm.redis.exists(f"{SITE_PAUSE_PREFIX}munich")
-
-    settled = datetime.now(UTC) + timedelta(seconds=0.5)
-    time.sleep(5)
-    assert api_requests(replica, since=settled) == [], "the scheduler must skip a backing-off site"
-    assert outcomes(farm).count("rate_limited") == 1
-    assert farm.alerts() == [] and farm.alerts(NotificationKind.OPERATOR) == []
-
-
-def test_maintenance_is_site_unavailable_without_alerts(
-    make_farm: Callable[..., Farm], replica: Replica
-) -> None:
-    """Injected: the replica in maintenance (every API call 503) while a slot is free. Asserted: the
-    check is recorded as ``site_error`` (``SiteUnavailable``), the target backs off, no slot row and
-    no outbox row of any kind."""
-    farm = make_farm()
-    farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
-    replica.faults(maintenance=True)
-    replica.add_slots(FS_OFFICE, units(berlin_slot(days_ahead=2, hour=9)))
-    farm.start_worker()
-    farm.start_scheduler()
-
-    wait_until(lambda: outcomes(farm), 90, "the first check")
-    assert outcomes(farm) == [CheckOutcome.SITE_ERROR.value]
-    (target,) = farm.targets()
-    assert target.state == TargetState.BACKING_OFF
-    assert target.backoff_until is not None and target.backoff_until > datetime.now(UTC)
-    assert farm.slots() == []
-    for kind in NotificationKind:
-        assert farm.alerts(kind) == [], kind
-
-
-def test_layout_change_raises_one_operator_alert_not_a_slot(
-    make_farm: Callable[..., Farm], replica: Replica
-) -> None:
-    """Injected: the page renames its time-slot buttons while a slot is free, for several checks in
-    a row (alert threshold 2). Asserted: the checks are ``layout_changed``; exactly one operator
-    alert is queued however many follow; no slot row and no subscriber alert."""
+    1. Injected: the page renames its time-slot buttons (a layout change), alert threshold 2.
+       Asserted: the checks are ``layout_changed``; exactly one operator alert (also after the
+       failures that follow); no slot row, no subscriber alert.
+    2. Injected: maintenance (every API call 503). Asserted: ``site_error`` (``SiteUnavailable``),
+       the target backs off, still no slot and no new outbox row.
+    3. Injected: a 429 storm, met by a second target's first walk. Asserted: ``rate_limited``; that
+       target backs off until the site's reset time (at most about 60 s) and the whole site is
+       paused in Redis; the scheduler sends no request to the site meanwhile.
+    """
     farm = make_farm(MTA_LAYOUT_CHANGED_ALERT_AFTER="2")
     farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
     replica.add_slots(FS_OFFICE, units(berlin_slot(days_ahead=2, hour=9)))
+    replica.add_slots(LEONRODSTRASSE, [berlin_slot(days_ahead=2, hour=10)])
     replica.faults(layout_variant="renamed-timeslot-ids")
-    farm.start_worker()
-    farm.start_scheduler()
+    farm.start()
 
-    wait_until(lambda: outcomes(farm).count("layout_changed") >= 3, 120, "three layout_changed checks")
+    # 1. layout change
+    wait_until(lambda: outcomes(farm).count("layout_changed") >= 2, 120, "two layout_changed checks")
     assert set(outcomes(farm)) == {"layout_changed"}
-    operator = farm.alerts(NotificationKind.OPERATOR)
-    assert len(operator) == 1, operator
+    assert len(farm.alerts(NotificationKind.OPERATOR)) == 1, farm.alerts(NotificationKind.OPERATOR)
     assert farm.slots() == [] and farm.alerts() == []
-    (target,) = farm.targets()
-    assert farm.target(target.id).state == TargetState.CHANGED
-    assert farm.count(Target) == 1
+    (fs_target,) = farm.targets()
+    assert fs_target.state == TargetState.CHANGED
+
+    # 2. maintenance
+    replica.faults(layout_variant="default", maintenance=True)
+    wait_until(lambda: "site_error" in outcomes(farm), 60, "a site_error check")
+    fs_target = farm.target(fs_target.id)
+    assert fs_target.state == TargetState.BACKING_OFF
+    assert fs_target.backoff_until is not None and fs_target.backoff_until > datetime.now(UTC)
+    assert farm.slots() == [] and farm.alerts() == []
+    assert len(farm.alerts(NotificationKind.OPERATOR)) == 1
+
+    # 3. rate-limit storm, met by a new target's walk
+    replica.faults(clear=["maintenance"], storm_s=0)
+    stormed = datetime.now(UTC)
+    farm.subscribe(2, WOHNSITZANMELDUNG, [LEONRODSTRASSE])
+    wait_until(lambda: "rate_limited" in outcomes(farm), 60, "the 429 to be recorded")
+    leonrod = next(t for t in farm.targets() if t.id != fs_target.id)
+    assert leonrod.state == TargetState.BACKING_OFF
+    assert leonrod.backoff_until is not None
+    assert stormed < leonrod.backoff_until <= datetime.now(UTC) + timedelta(seconds=62)
+    assert site_paused_s(farm.redis, "munich") > 5
+    settled = datetime.now(UTC) + timedelta(seconds=0.5)
+    time.sleep(3)
+    assert api_requests(replica, since=settled) == [], "the scheduler must skip a paused site"
+    assert outcomes(farm).count("rate_limited") == 1
+    assert farm.slots() == [] and farm.alerts() == []
+    assert len(farm.alerts(NotificationKind.OPERATOR)) == 1

@@ -18,6 +18,7 @@ from replica.clock import BERLIN
 from replica.config import ReplicaConfig
 from shared.domain import (
     CaptchaRequired,
+    CheckTimeout,
     LayoutChanged,
     Observation,
     RateLimited,
@@ -25,6 +26,7 @@ from shared.domain import (
     TargetKey,
 )
 from shared.settings import Settings, load_settings
+from tests.conftest import free_port
 from tests.support.replica import (
     CAPTCHA_COST,
     FUEHRERSCHEIN_UMSCHREIBUNG,
@@ -94,7 +96,11 @@ async def pool(settings: Settings) -> AsyncIterator[BrowserPool]:
 @pytest.fixture(scope="module")
 def adapter(settings: Settings) -> MunichAdapter:
     return MunichAdapter(
-        solver=InPageAltchaSolver(timeout_s=30), pacer=NoPacer(), settings=settings, dom_grace_s=2.0
+        solver=InPageAltchaSolver(timeout_s=30),
+        pacer=NoPacer(),
+        settings=settings,
+        dom_grace_s=2.0,
+        quiet_s=0.1,
     )
 
 
@@ -152,39 +158,28 @@ async def test_captcha_office_walk_then_warm_checks(
 async def test_fuehrerscheinstelle_without_captcha(
     pool: BrowserPool, adapter: MunichAdapter, replica: Replica
 ) -> None:
-    """Führerscheinstelle (no captcha): the walk never touches the captcha endpoints; slots on two
-    days are all found within a few warm checks (a new day is asked for first)."""
+    """Führerscheinstelle (no captcha): the walk never touches the captcha endpoints. Nothing free
+    yet: the page shows its "no appointment" callout, the observation is empty and covers today
+    (so the recorder may close slots seen before). Slots released later on two days are all found
+    within a few warm checks of one request each (a newly listed day is asked for first)."""
     await fresh(pool, FUEHRERSCHEIN)
-    early = berlin_slot(days_ahead=3, hour=8, minute=30)
-    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(early))
-
     walked = await check(pool, adapter, FUEHRERSCHEIN, replica)
-    assert walked.walked
-    assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, early) in starts(walked.observation)
+    assert walked.walked and walked.observation.slots == []
+    today = datetime.now(BERLIN).date()
+    assert walked.observation.covered_days is not None and today in walked.observation.covered_days
     assert not any(c.startswith("captcha") for c in api_calls(replica))
     session = pool.warm_session(session_key(FUEHRERSCHEIN))
     assert session is not None and session.token is None
 
+    early = berlin_slot(days_ahead=3, hour=8, minute=30)
     later = berlin_slot(days_ahead=5, hour=9)
-    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(later))
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(early) + units(later))
     seen: set[tuple[int, int]] = set()
     for _ in range(3):
         result = await check(pool, adapter, FUEHRERSCHEIN, replica)
-        assert result.requests_made == 1
+        assert not result.walked and result.requests_made == 1
         seen |= starts(result.observation)
     assert {(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, early), (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, later)} <= seen
-
-
-async def test_no_free_slot_is_an_empty_observation(
-    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
-) -> None:
-    """Nothing free: the page shows its "no appointment" callout; the observation is empty and
-    covers the painted days (so the recorder may close slots seen before)."""
-    await fresh(pool, FUEHRERSCHEIN)
-    result = await check(pool, adapter, FUEHRERSCHEIN, replica)
-    assert result.observation.slots == []
-    today = datetime.now(BERLIN).date()
-    assert result.observation.covered_days is not None and today in result.observation.covered_days
 
 
 async def test_rate_limit_storm_on_walk_and_on_warm_check(
@@ -331,3 +326,22 @@ async def test_read_calendar_covers_painted_month() -> None:
     assert date(2027, 1, 1) not in reading.days
     with pytest.raises(LayoutChanged):
         read_calendar({"days": []}, query, {1})
+
+
+async def test_unreachable_site_and_slow_calendar(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica, settings: Settings
+) -> None:
+    """Injected: a site URL nobody listens on, then a calendar that answers after 3 s to an adapter
+    that waits 1 s. Asserted: ``SiteUnavailable`` for the first, ``CheckTimeout`` for the second."""
+    await fresh(pool, FUEHRERSCHEIN)
+    nowhere = f"http://127.0.0.1:{free_port()}/buergerservice/terminvereinbarung.html"
+    with pytest.raises(SiteUnavailable, match="did not load"):
+        await run_check(pool, adapter, FUEHRERSCHEIN, site_url=nowhere)
+
+    impatient = MunichAdapter(
+        solver=InPageAltchaSolver(), pacer=NoPacer(), settings=settings, request_timeout_s=1.0, quiet_s=0.1
+    )
+    await check(pool, impatient, FUEHRERSCHEIN, replica)
+    replica.faults(slow_ms=3000, endpoints=["available-calendar"])
+    with pytest.raises(CheckTimeout):
+        await check(pool, impatient, FUEHRERSCHEIN, replica)

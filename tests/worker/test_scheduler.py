@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 from datetime import UTC, datetime, timedelta
 
+import pytest
 import redis
 
 from shared.db.database import Database
@@ -108,3 +109,81 @@ def test_paused_subscriptions_stop_their_target(worker_settings: Settings, db: D
         for sub in session.query(Subscription).filter(Subscription.service_id == WOHNSITZ):
             sub.state = "paused"  # type: ignore[assignment]
     assert len(scheduler.sync()) == 2
+
+
+def test_backoff_written_by_a_worker_is_read_between_syncs(worker_settings: Settings, db: Database) -> None:
+    """A worker records a back-off; the scheduler picks it up at its next back-off refresh, without
+    waiting for the next full sync."""
+    _subscribe(db, 1)
+    scheduler = _scheduler(worker_settings, db, [], sync_interval_s=3600.0, backoff_refresh_s=0.0)
+    (target,) = scheduler.sync()
+    with db.transaction() as session:
+        row = session.get(Target, target.id)
+        assert row is not None
+        row.backoff_until = datetime.now(UTC) + timedelta(minutes=5)
+    assert scheduler.tick() == []
+
+
+def test_site_pause_and_worker_backoff_hold_dispatches(worker_settings: Settings, db: Database) -> None:
+    from worker.scheduler import pause_site, site_paused_s
+
+    _subscribe(db, 3)
+    sent: list[int] = []
+    scheduler = _scheduler(worker_settings, db, sent)
+    scheduler.sync()
+    pause_site(scheduler.client, "munich", datetime.now(UTC) + timedelta(seconds=30))
+    assert 25 < site_paused_s(scheduler.client, "munich") <= 30
+    pause_site(scheduler.client, "munich", datetime.now(UTC) + timedelta(seconds=5))
+    assert site_paused_s(scheduler.client, "munich") > 25, "a shorter pause never shortens a longer one"
+    assert scheduler.tick() == []
+    scheduler.client.delete("mta:site_pause:munich")
+
+    first = scheduler.tick(now_s=4_000_000.0)
+    assert len(first) == 3
+    # the worker finished one with a back-off, the others plainly
+    mark_done(scheduler.client, first[0], not_before=datetime.now(UTC) + timedelta(seconds=60))
+    for target_id in first[1:]:
+        mark_done(scheduler.client, target_id)
+    assert sorted(scheduler.tick(now_s=4_000_100.0)) == sorted(first[1:])
+
+
+def test_dispatch_ids_are_unique_and_a_failed_send_frees_the_target(
+    worker_settings: Settings, db: Database
+) -> None:
+    _subscribe(db, 2)
+    ids: list[str] = []
+    fail = [True]
+
+    def send(target_id: int, dispatch_id: str) -> None:
+        if fail[0]:
+            raise ConnectionError("redis went away")
+        ids.append(dispatch_id)
+
+    client = redis.Redis.from_url(worker_settings.redis_url)
+    scheduler = Scheduler(worker_settings, db, client, send, rng=random.Random(1))
+    with pytest.raises(ConnectionError):
+        scheduler.tick(now_s=5_000_000.0)
+    assert not client.keys("mta:inflight:*"), "a message that was never sent holds nothing in flight"
+    fail[0] = False
+    assert len(scheduler.tick(now_s=5_000_000.5)) == 2
+    assert len(set(ids)) == 2
+    assert {v.decode() for v in client.mget(client.keys("mta:inflight:*"))} == set(ids)
+
+
+def test_periodic_jobs_run_when_due_and_survive_failures() -> None:
+    """Injected: a job that raises. Asserted: it is logged and retried next period; others still run."""
+    from worker.scheduler import PeriodicJob, Scheduler
+
+    calls: list[str] = []
+
+    def boom() -> None:
+        calls.append("boom")
+        raise RuntimeError("database locked")
+
+    scheduler = Scheduler.__new__(Scheduler)  # only the job runner is exercised
+    scheduler.jobs = [PeriodicJob("boom", 10, boom), PeriodicJob("ok", 30, lambda: calls.append("ok"))]
+    assert scheduler.run_due_jobs(now_s=100) == ["ok"]
+    assert scheduler.run_due_jobs(now_s=105) == []
+    assert scheduler.run_due_jobs(now_s=111) == []
+    assert calls == ["boom", "ok", "boom"]
+    assert scheduler.run_due_jobs(now_s=131) == ["ok"]

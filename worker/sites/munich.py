@@ -188,7 +188,9 @@ class ApiRecorder:
     def _on_failed(self, request: Request) -> None:
         if self._is_api(request.url):
             self.in_flight = max(0, self.in_flight - 1)
-            self.network_failures.append(f"{sel.endpoint_of(request.url)}: {request.failure}")
+            # a request the page itself abandoned (a superseded calendar call) is no network trouble
+            if "ERR_ABORTED" not in (request.failure or ""):
+                self.network_failures.append(f"{sel.endpoint_of(request.url)}: {request.failure}")
             self.last_activity = time.monotonic()
 
     def _on_response(self, response: Response) -> None:
@@ -412,7 +414,8 @@ class MunichAdapter:
         """Deep link -> count -> captcha -> "Weiter" -> calendar; leaves the page on the calendar."""
         page = session.page
         recorder = ApiRecorder(page)
-        session.site_data["recorder_exchanges"] = recorder.exchanges
+        # every citizen-API answer the page receives during the walk (catalogue, scope flags ...)
+        session.site_data["walk_exchanges"] = recorder.exchanges
         try:
             try:
                 observation = await self._walk(session, recorder, key, site_url)
@@ -456,7 +459,7 @@ class MunichAdapter:
             )
 
         def services_loaded() -> bool:
-            return bool(recorder.of("offices-and-services"))
+            return bool(recorder.of(sel.CATALOG_ENDPOINT))
 
         state = await self._settle(
             page,
@@ -544,15 +547,17 @@ class MunichAdapter:
         """Tick the target's other offices on the appointment step (spec §4.3 "Ort"), untick others."""
         if len(key.office_ids) < 2:
             return shown
-        boxes = page.locator("input[id^='checkbox-provider-']")
+        boxes = page.locator(sel.PROVIDER_CHECKBOX_ANY)
         ids: list[str] = await boxes.evaluate_all("els => els.map(e => e.id)")
         present = {int(i.rsplit("-", 1)[1]) for i in ids if i.rsplit("-", 1)[1].isdigit()}
         wanted = set(key.office_ids)
-        for office_id in sorted(present):
+        # tick first, untick after: the selection must never become empty on the way
+        for office_id in [*sorted(present & wanted), *sorted(present - wanted)]:
             box = page.locator(sel.provider_checkbox(office_id)).first
             if (office_id in wanted) == await box.is_checked():
                 continue
             await self.pacer.think()
+            await self.pacer.move_to(page, box)
             before = len(recorder.exchanges)
             await box.click()
             shown = await self._settle_calendar(page, recorder, since=before)

@@ -248,10 +248,13 @@ class ApiRecorder:
             return
         if self.api_base is None:
             self.api_base = response.url.split(sel.API_MARKER, 1)[0] + sel.API_MARKER.rstrip("/")
-        try:
-            body: Any = await response.json()
-        except (PlaywrightError, ValueError):
-            body = None
+        body: Any = None
+        # the catalogue and calendar bodies are large and not needed here: booking calls and errors only
+        if endpoint in bsel.BOOKING_ENDPOINTS or response.status >= 400:
+            try:
+                body = await response.json()
+            except (PlaywrightError, ValueError):
+                body = None
         self.responses.append(ApiResponse(endpoint, response.status, body, dict(response.headers)))
 
     def mark(self) -> int:

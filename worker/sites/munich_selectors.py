@@ -33,6 +33,8 @@ LEGACY_DAYS_ENDPOINT = "available-days-by-office"
 LEGACY_APPOINTMENTS_ENDPOINT = "available-appointments-by-office"
 """The two legacy availability endpoints (<= muc45, §2.4b)."""
 CAPTCHA_VERIFY_ENDPOINT = "captcha-verify"
+CATALOG_ENDPOINT = "offices-and-services"
+"""The first call of every page load (§2.3)."""
 CALENDAR_MONTHS = 6
 """The front end asks from today to today + 6 months (§2.4a)."""
 
@@ -77,6 +79,10 @@ COUNTER_INCREASE = "erhöhen auf {n}"
 def counter_value(service_id: int) -> str:
     """The counter (muc-counter) of the chosen service."""
     return f"#service-{service_id}"
+
+
+PROVIDER_CHECKBOX_ANY = "input[id^='checkbox-provider-']"
+"""Every office checkbox on the appointment step (ids ``checkbox-provider-<officeId>``, §4.3)."""
 
 
 def provider_checkbox(office_id: int) -> str:
@@ -126,6 +132,7 @@ __all__ = [
     "CAPTCHA_VERIFYING",
     "CAPTCHA_VERIFY_ENDPOINT",
     "CAPTCHA_WIDGET",
+    "CATALOG_ENDPOINT",
     "COUNTER_INCREASE",
     "INVALID_LINK_SCREEN",
     "LEGACY_APPOINTMENTS_ENDPOINT",
@@ -137,6 +144,7 @@ __all__ = [
     "NEXT_BUTTON",
     "NO_SCOPE_CODE",
     "NO_SLOTS",
+    "PROVIDER_CHECKBOX_ANY",
     "QL_COUNT",
     "QL_DATE",
     "QL_OFFICE",

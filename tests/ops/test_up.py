@@ -1,0 +1,262 @@
+"""`mta up`: the whole farm as child processes, and its supervisor.
+
+The end-to-end test runs the real command (`mta up --replica demo`) in a temporary data folder: a
+real redis-server, SQLite, the replica, scheduler, a worker with Chromium and the api. It waits for
+a slot of the demo scenario to reach the database (and the console), then presses Ctrl-C (SIGINT)
+and checks that no process the farm started is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from shared.settings import load_settings
+from shared.up import (
+    Farm,
+    FarmError,
+    Supervisor,
+    demo_wishes,
+    descendants,
+    describe_notification,
+    farm_lock,
+)
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.timeout(240)
+
+STARTUP_TIMEOUT_S = 150
+SLOT_TIMEOUT_S = 150
+
+
+class Output:
+    """Collects a child's stdout lines in a thread, so the test can wait for one."""
+
+    def __init__(self, stream: object) -> None:
+        self.lines: list[str] = []
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            with self._lock:
+                self.lines.append(line.rstrip("\n"))
+
+    def text(self) -> str:
+        with self._lock:
+            return "\n".join(self.lines)
+
+    def wait_for(self, needle: str, timeout_s: float, process: subprocess.Popen[str]) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return True
+            if process.poll() is not None:
+                return needle in self.text()
+            time.sleep(0.2)
+        return False
+
+
+def _count(db_path: Path, table: str) -> int:
+    if not db_path.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5) as conn:
+            return int(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+@pytest.fixture
+def farm_env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MTA_")}
+    env.update(
+        MTA_DATA_DIR=str(tmp_path / "data"),
+        MTA_ENV="test",
+        MTA_PACER="none",
+        MTA_API_PORT=str(free_port()),
+        MTA_REPLICA_PORT=str(free_port()),
+        MTA_REPLICA_CAPTCHA_COST="50",
+        MTA_SITE_BUDGET_PER_MINUTE="60",
+        MTA_CHECK_JITTER_S="0",
+    )
+    return env
+
+
+@pytest.fixture
+def farm(tmp_path: Path, farm_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], Output]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "shared", "up", "--replica", "demo"],
+        cwd=tmp_path,  # no stray .env from the checkout
+        env=farm_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    output = Output(process.stdout)
+    try:
+        yield process, output
+    finally:
+        if process.poll() is None:  # the test failed half-way: do not leave a farm behind
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                for pid, _ in descendants(process.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                process.kill()
+                process.wait(10)
+
+
+def _alive(pid: int, started: str) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0] != "Z" and fields[19] == started
+
+
+@pytest.mark.slow
+@pytest.mark.browser
+def test_up_replica_demo_reaches_the_database_and_stops_cleanly(
+    tmp_path: Path, farm: tuple[subprocess.Popen[str], Output], farm_env: dict[str, str]
+) -> None:
+    """`mta up --replica demo` from nothing: every role starts, a demo slot becomes a slot row and a
+    notification (printed on the console, no Telegram token), and Ctrl-C leaves no process behind."""
+    process, output = farm
+    assert output.wait_for("Press Ctrl-C", STARTUP_TIMEOUT_S, process), output.text()
+    text = output.text()
+    for role in ("redis", "database", "replica", "scheduler", "worker"):
+        assert any(line.strip().startswith(role) and "ready" in line for line in text.splitlines()), text
+    assert "skipped (no MTA_TELEGRAM_TOKEN)" in text
+    assert "alerts are shown on the dashboard and on this console" in text
+
+    api_ready = any(line.strip().startswith("api") and "ready" in line for line in text.splitlines())
+    if api_ready:
+        base = f"http://127.0.0.1:{farm_env['MTA_API_PORT']}"
+        assert httpx.get(base + "/healthz", timeout=10).status_code == 200
+        assert f"Dashboard: {base}/" in text
+
+    db_path = tmp_path / "data" / "mta.db"
+    deadline = time.monotonic() + SLOT_TIMEOUT_S
+    while time.monotonic() < deadline and not (_count(db_path, "slots") and _count(db_path, "notifications")):
+        assert process.poll() is None, output.text()
+        time.sleep(1)
+    assert _count(db_path, "slots") > 0, output.text()
+    assert _count(db_path, "notifications") > 0, output.text()
+    assert output.wait_for("🔔", 30, process), output.text()
+
+    tree = descendants(process.pid)
+    assert len(tree) >= 5, tree  # redis, replica, scheduler, worker (+ its processes, Chromium), api
+    process.send_signal(signal.SIGINT)
+    assert process.wait(120) == 0, output.text()
+    assert "mta up: stopped." in output.text()
+    left = [pid for pid, started in tree if _alive(pid, started)]
+    assert not left, f"processes left behind: {left}"
+
+
+def test_a_role_that_is_not_built_is_skipped(tmp_path: Path) -> None:
+    """Injected: a role command that says "not built yet" and exits 2. Asserted: reported as
+    skipped, the farm goes on (no FarmError), nothing is left running."""
+    lines: list[str] = []
+    farm = Farm(load_settings(data_dir=tmp_path), echo=lines.append)
+    farm.env = dict(os.environ)
+    argv = [sys.executable, "-c", "import sys; print('mta bot: this role is not built yet'); sys.exit(2)"]
+    child = farm._start_role("bot", argv, lambda: False, timeout_s=60, required=False)
+    assert child is None
+    assert farm.results[-1].status == "skipped"
+    farm.supervisor.stop_all()
+
+
+def test_a_required_role_that_fails_stops_the_start(tmp_path: Path) -> None:
+    """Injected: a required role that exits 1 at once. Asserted: FarmError naming its log, and the
+    log's last lines shown."""
+    lines: list[str] = []
+    farm = Farm(load_settings(data_dir=tmp_path), echo=lines.append)
+    farm.env = dict(os.environ)
+    argv = [sys.executable, "-c", "import sys; print('address already in use'); sys.exit(1)"]
+    with pytest.raises(FarmError, match=r"replica did not start .*replica\.log"):
+        farm._start_role("replica", argv, lambda: False, timeout_s=60, required=True)
+    assert any("address already in use" in line for line in lines)
+    farm.supervisor.stop_all()
+
+
+def test_stop_kills_a_child_that_ignores_sigterm_and_its_detached_grandchild(tmp_path: Path) -> None:
+    """Injected: a child that ignores SIGTERM and starts a grandchild in a session of its own (as
+    Chromium does). Asserted: after the grace period both are gone."""
+    script = (
+        "import signal, subprocess, sys, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
+        "print('started', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    supervisor = Supervisor(tmp_path / "logs")
+    child = supervisor.spawn("stubborn", [sys.executable, "-c", script], dict(os.environ), grace_s=1.0)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not descendants(child.process.pid):
+        time.sleep(0.1)
+    tree = [(child.process.pid, _start_time(child.process.pid)), *descendants(child.process.pid)]
+    assert len(tree) == 2
+    supervisor.stop_all()
+    assert child.process.poll() is not None
+    assert not [pid for pid, started in tree if started and _alive(pid, started)]
+
+
+def _start_time(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+
+
+def test_one_farm_per_data_folder(tmp_path: Path) -> None:
+    """A second `mta up` on the same data folder is refused with a clear message."""
+    with (
+        farm_lock(tmp_path),
+        pytest.raises(FarmError, match="another `mta up` is running"),
+        farm_lock(tmp_path),
+    ):
+        pass
+
+
+@pytest.mark.parametrize("scenario", ["demo", "quiet-day", "morning-release", "contested-slot"])
+def test_demo_subscriptions_watch_what_the_site_offers(scenario: str) -> None:
+    """The seeded subscriptions name services the replica's site offers at those offices in one
+    slot unit (a hidden service would only produce layout errors)."""
+    from replica.catalog import Catalog
+    from replica.scenarios import resolve_scenario
+
+    site = Catalog.load()
+    wishes = demo_wishes(resolve_scenario(scenario))
+    assert wishes
+    for service_id, offices in wishes:
+        assert offices
+        for office in offices:
+            assert site.offers(office, service_id)
+            assert site.relation_slots(office, service_id) == 1
+
+
+def test_console_alert_line_says_what_where_when_and_nothing_personal() -> None:
+    payload = {
+        "site": "munich",
+        "office_id": 102522,
+        "service_id": 1063475,
+        "start": "2026-12-03T08:00:00+00:00",
+        "episode": 1,
+    }
+    line = describe_notification("slot", payload, None)
+    assert line == "free slot: Wohnsitzanmeldung — Bürgerbüro Orleansplatz (KVR-II/231) — Thu 03.12. 09:00"
+    operator = describe_notification("operator", {}, "the site looks changed")
+    assert operator == "operator: the site looks changed"
