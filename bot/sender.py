@@ -51,6 +51,7 @@ from bot.alerts import (
     render_operator,
     render_slot_alert,
 )
+from bot.metrics import ALERTS, DETECTION_LATENCY
 from shared.db.database import Database
 from shared.db.models import (
     Booking,
@@ -451,6 +452,12 @@ class OutboxStore:
 
     def mark_sent(self, notification_id: int, message_id: int | None, note: str | None = None) -> None:
         with self.db.transaction() as session:
+            row = session.get(Notification, notification_id)
+            if row is not None and row.kind == NotificationKind.SLOT and row.slot_id is not None:
+                slot = session.get(Slot, row.slot_id)
+                if slot is not None:
+                    DETECTION_LATENCY.observe(max(0.0, (utcnow() - slot.first_seen_at).total_seconds()))
+            ALERTS.labels(status="sent").inc()
             session.execute(
                 update(Notification)
                 .where(self._mine(notification_id))
@@ -467,6 +474,7 @@ class OutboxStore:
     def mark_retry(self, notification_id: int, error: str, attempts: int) -> bool:
         """Give the row back for a later sweep, or give up after ``max_attempts``; True if dead."""
         dead = attempts >= self.config.max_attempts
+        ALERTS.labels(status="dead" if dead else "retried").inc()
         with self.db.transaction() as session:
             session.execute(
                 update(Notification)
@@ -480,6 +488,24 @@ class OutboxStore:
                 )
             )
         return dead
+
+    def settle_after_error(self, notification_id: int, error: str) -> None:
+        """After an unexpected error: a row already on the wire counts as delivered (as after a
+        crash); one that never left is retried later."""
+        with self.db.transaction() as session:
+            row = session.get(Notification, notification_id)
+            if row is None or row.claim_token != self.token:
+                return
+            if row.status == NotificationStatus.SENDING:
+                row.status = NotificationStatus.SENT
+                row.sent_at = utcnow()
+                row.last_error = f"{UNCONFIRMED} ({error})"[:1000]
+            else:
+                row.status = NotificationStatus.FAILED
+                row.attempts += 1
+                row.last_error = error[:1000]
+                row.next_attempt_at = utcnow() + timedelta(seconds=self.config.backoff_s(row.attempts))
+            row.claim_token = None
 
     def defer(self, notification_id: int) -> None:
         with self.db.transaction() as session:
@@ -718,7 +744,14 @@ class Sender:
 
     async def _work(self, queue: asyncio.Queue[Job]) -> None:
         while not queue.empty() and not self._stopping:
-            await self._deliver(queue.get_nowait())
+            job = queue.get_nowait()
+            try:
+                await self._deliver(job)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug or an unreadable answer: settle the row, keep going
+                log.exception("outbox_deliver_failed", notification_id=job.id)
+                await asyncio.to_thread(self.store.settle_after_error, job.id, f"{type(exc).__name__}: {exc}")
 
     async def _deliver(self, job: Job) -> None:
         store = self.store

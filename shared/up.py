@@ -8,9 +8,10 @@ Each role is waited for until it is healthy (its heartbeat in Redis, or its HTTP
 line of progress per role. A role whose command says "not built yet" is reported as skipped and
 the rest of the farm runs on. Every role's output goes to ``<data_dir>/logs/<role>.log``.
 
-Ctrl-C or SIGTERM stops the children in reverse order: SIGTERM, a grace period, then SIGKILL for
-the child's process group and anything it started. Children also get SIGTERM from the kernel if
-this process dies without cleaning up (``PR_SET_PDEATHSIG``), so no role outlives its supervisor.
+Ctrl-C, SIGTERM or SIGHUP stops the children in reverse order: SIGTERM, a grace period, then
+SIGKILL for the child's process group and anything it started. Should this process die without
+doing so (SIGKILL), a watchdog process learns it from the kernel (``PR_SET_PDEATHSIG``) and stops
+the roles the same way, so no role outlives its supervisor.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -55,8 +57,11 @@ class FarmError(Exception):
 
 
 # --- processes -------------------------------------------------------------------------------------
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask the kernel to SIGTERM this child when ``mta up`` dies (Linux; a no-op elsewhere)."""
+def _watch_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Ask the kernel to SIGTERM this child when ``mta up`` dies (Linux; a no-op elsewhere), with
+    SIGTERM blocked until the child has its handler (``watchdog`` unblocks it): a signal during
+    the child's start would otherwise kill it on the spot."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     with contextlib.suppress(Exception):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
@@ -125,10 +130,51 @@ class Child:
 
 @dataclass
 class Supervisor:
-    """Starts children in their own sessions and stops them in reverse order, leaving none behind."""
+    """Starts children in their own sessions and stops them in reverse order, leaving none behind.
+
+    A watchdog process (``watchdog``) runs beside the roles: should this process die without
+    stopping them (SIGKILL, a crash), the kernel tells the watchdog, which stops the roles in the
+    same order. The roles themselves are not told directly: all at once, Redis would go before the
+    workers that still need it to shut down.
+    """
 
     log_dir: Path
     children: list[Child] = field(default_factory=list)
+    registry: Path | None = None
+    """Where the roles' pids are written for the watchdog (``<log_dir>/../up.pids.json``)."""
+    watchdog_process: subprocess.Popen[bytes] | None = None
+
+    def start_watchdog(self, env: dict[str, str]) -> None:
+        self.registry = self.log_dir.parent / "up.pids.json"
+        self._write_registry()
+        code = "import sys; from shared.up import watchdog; watchdog(sys.argv[1], int(sys.argv[2]))"
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / "watchdog.log").open("ab") as out:
+            self.watchdog_process = subprocess.Popen(
+                [sys.executable, "-c", code, str(self.registry), str(os.getpid())],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_watch_parent if sys.platform == "linux" else None,
+            )
+
+    def _write_registry(self) -> None:
+        if self.registry is None:
+            return
+        entries = [
+            {
+                "role": c.role,
+                "pid": c.process.pid,
+                "start": _proc_start_time(c.process.pid),
+                "grace_s": c.grace_s,
+            }
+            for c in self.children
+        ]
+        temp = self.registry.with_suffix(".tmp")
+        temp.write_text(json.dumps(entries))
+        temp.replace(self.registry)
 
     def spawn(
         self, role: str, argv: list[str], env: dict[str, str], *, grace_s: float = DEFAULT_GRACE_S
@@ -148,49 +194,96 @@ class Supervisor:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         child = Child(role, process, log_path, grace_s)
         self.children.append(child)
+        self._write_registry()
         return child
+
+    def forget(self, child: Child) -> None:
+        """``child`` ran to its end (a one-shot step); it is no role to stop."""
+        self.children.remove(child)
+        self._write_registry()
 
     def stop_all(self, report: Callable[[str], None] | None = None) -> None:
         """SIGTERM each child (last started first), wait its grace period, then kill what is left."""
         for child in reversed(self.children):
-            self._stop(child, report)
-        self.children.clear()
-
-    def _stop(self, child: Child, report: Callable[[str], None] | None) -> None:
-        pid = child.process.pid
-        tree = descendants(pid)
-        if child.running:
-            if report:
+            if report is not None and child.running:
                 report(child.role)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            try:
-                child.process.wait(child.grace_s)
-            except subprocess.TimeoutExpired:
-                log.warning("role_killed", role=child.role, grace_s=child.grace_s)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(pid, signal.SIGKILL)
-                child.process.wait(5)
-        # grandchildren that left the group (Chromium) or were not waited for by their parent
-        leftovers = [(p, s) for p, s in tree if _alive(p, s)]
-        for p, _ in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGTERM)
-        deadline = time.monotonic() + 3
-        while leftovers and time.monotonic() < deadline:
-            time.sleep(0.05)
-            leftovers = [(p, s) for p, s in leftovers if _alive(p, s)]
-        for p, _ in leftovers:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(p, signal.SIGKILL)
-        deadline = time.monotonic() + 2
-        while leftovers and time.monotonic() < deadline:  # SIGKILL is not instant either
-            time.sleep(0.05)
-            leftovers = [(p, s) for p, s in leftovers if _alive(p, s)]
+            stop_process(child.process.pid, child.grace_s)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(1)
+        self.children.clear()
+        self._write_registry()
+        if self.watchdog_process is not None:
+            self.watchdog_process.kill()
+            self.watchdog_process.wait(10)
+            self.watchdog_process = None
+        if self.registry is not None:
+            self.registry.unlink(missing_ok=True)
+
+
+def _wait_gone(processes: list[tuple[int, str]], timeout_s: float) -> list[tuple[int, str]]:
+    deadline = time.monotonic() + timeout_s
+    left = [(p, s) for p, s in processes if _alive(p, s)]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [(p, s) for p, s in left if _alive(p, s)]
+    return left
+
+
+def stop_process(pid: int, grace_s: float, *, started: str | None = None) -> None:
+    """SIGTERM ``pid`` and wait ``grace_s``; then SIGKILL its process group; then end whatever it
+    started that is still alive (Chromium leaves the group), SIGTERM first, SIGKILL after 3 s."""
+    started = started or _proc_start_time(pid)
+    if started is None:
+        return
+    tree = descendants(pid)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:  # a zombie counts as gone: its parent reaps it
+        if not _alive(pid, started):
+            break
+        time.sleep(0.05)
+    else:
+        log.warning("role_killed", pid=pid, grace_s=grace_s)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        _wait_gone([(pid, started)], 5)
+    leftovers = [(p, s) for p, s in tree if _alive(p, s)]
+    for p, _ in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGTERM)
+    leftovers = _wait_gone(leftovers, 3)
+    for p, _ in leftovers:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(p, signal.SIGKILL)
+    _wait_gone(leftovers, 2)  # SIGKILL is not instant either
+
+
+def watchdog(registry: str, parent_pid: int) -> None:
+    """Beside the roles: once ``mta up`` (``parent_pid``) is gone, stop the roles it listed in
+    ``registry``, last started first. The kernel's SIGTERM (``PR_SET_PDEATHSIG``) wakes it; a
+    check of the parent every second covers a parent that died before that was set up."""
+    wake = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: wake.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by _watch_parent
+    while not wake.wait(1.0):
+        if os.getppid() != parent_pid:
+            break
+    try:
+        entries = json.loads(Path(registry).read_text())
+    except (OSError, ValueError):
+        return
+    for entry in reversed(entries):
+        if entry.get("start"):
+            print(f"mta up is gone: stopping {entry['role']} (pid {entry['pid']})", flush=True)
+            stop_process(int(entry["pid"]), float(entry["grace_s"]), started=str(entry["start"]))
+    with contextlib.suppress(OSError):
+        Path(registry).unlink()
 
 
 # --- small helpers ---------------------------------------------------------------------------------
@@ -539,6 +632,7 @@ class Farm:
             self.scenario_path = resolve_scenario(self.replica_scenario)
         self.env = {**os.environ, "MTA_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
         self.echo(f"mta up: starting the farm (data folder {data}, logs in {self.supervisor.log_dir})")
+        self.supervisor.start_watchdog(self.env)
 
         # redis
         redis_url = cfg.redis_url
@@ -569,12 +663,12 @@ class Farm:
         # database: `mta db upgrade`, its output in the log folder like every role's
         self._line("database", "migrating…")
         migrate = self.supervisor.spawn("database", self._argv("db", "upgrade"), self.env)
-        self.supervisor.children.remove(migrate)
         try:
             code = migrate.process.wait(180)
         except subprocess.TimeoutExpired:
             migrate.process.kill()
-            code = -1
+            code = migrate.process.wait()
+        self.supervisor.forget(migrate)
         if code != 0:
             self._end(RoleResult("database", "failed", f"`mta db upgrade` exited with {code}"))
             self.echo("    " + migrate.log_tail().replace("\n", "\n    "))
@@ -701,7 +795,7 @@ def run_farm(settings: Settings, *, replica_scenario: str | None = None, workers
         if interrupts > 2:  # the third Ctrl-C: the user really wants out
             raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     farm = Farm(settings, replica_scenario=replica_scenario, workers=workers, stop=stop)
     code = 0
     try:

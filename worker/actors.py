@@ -137,6 +137,9 @@ def _after_check(
     if recorded.queued:
         client.publish(WAKE_CHANNEL, str(target_id))
     if recorded.new_slot_ids:
+        from worker.metrics import SLOTS_NEW
+
+        SLOTS_NEW.labels(site=key.site).inc(len(recorded.new_slot_ids))
         # after the alerts' commit, so a failed booking never costs anyone the alert
         from worker.bookings import dispatch_autobook
 

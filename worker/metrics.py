@@ -20,6 +20,9 @@ BROWSER_RESTARTS = Counter(
     "Chromium browsers relaunched: retired after N contexts, or crashed/disconnected",
     ["reason"],
 )
+SLOTS_NEW = Counter(
+    "mta_slots_new_total", "Slot episodes seen for the first time (new, or back after gone)", ["site"]
+)
 CHECKS = Counter("mta_checks_total", "Checks finished, by site and outcome", ["site", "outcome"])
 SLOTS_SEEN = Counter(
     "mta_slots_seen_total",

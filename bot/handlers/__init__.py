@@ -32,7 +32,7 @@ from bot.i18n import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, translator
 from bot.keyboards import language_keyboard
 from bot.validation import MAX_MESSAGE_CHARS, N_, InputError
 
-from . import manage, privacy, profile, store, subscribe
+from . import booking, manage, privacy, profile, store, subscribe
 from .common import LANGUAGE_KEY, Flow, Turn, current_flow, end_flow, log
 
 CommandFn = Callable[[Turn], Awaitable[None]]
@@ -58,7 +58,7 @@ SOMETHING = N_("setting something up")
 LIST_ACTIONS = frozenset({"lp", "lr", "le", "ld", "ldk", "lk"})
 ALWAYS_ALLOWED = frozenset({"cancel", "help"})
 NOT_OURS_PATTERN = re.compile(r"^(?!book:)", re.DOTALL)
-"""Every button except the alerts' "Book this" (``book:<slot id>``, handled with the alerts)."""
+"""Every button except the alerts' "Book this" (``book:<slot id>``, ``booking.on_book_button``)."""
 INVALID_BUTTON = N_("This button is not valid. Please use the buttons of my latest message.")
 
 START_TEXT = N_(
@@ -94,7 +94,7 @@ async def _start(turn: Turn) -> None:
 
 
 async def _help(turn: Turn) -> None:
-    await turn.say(turn._(HELP_TEXT))
+    await turn.say(turn._(HELP_TEXT) + "\n" + turn._(booking.HELP_LINE))
 
 
 async def _cancel(turn: Turn) -> None:
@@ -118,6 +118,7 @@ COMMANDS: dict[str, CommandFn] = {
     "list": manage.show_list,
     "status": manage.show_status,
     "profile": profile.begin,
+    "bookings": booking.show_bookings,
     "export": privacy.export,
     "delete": privacy.begin_erase,
     "language": _language,
@@ -182,6 +183,8 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
             await FLOW_CALLBACKS[flow.kind](turn, flow, callback)
     elif callback.action in LIST_ACTIONS:
         await manage.on_list_button(turn, callback)
+    elif callback.action in booking.ACTIONS:
+        await booking.on_button(turn, callback)
     elif callback.action == "lg" and callback.arg in ("en", "de"):
         await turn.run(store.set_language, turn.user_id, callback.arg)
         turn.set_language(callback.arg)
@@ -292,6 +295,7 @@ COMMAND_DESCRIPTIONS = {
     "list": N_("your subscriptions"),
     "status": N_("is it working?"),
     "profile": N_("your details for booking"),
+    "bookings": N_("your bookings: state, cancel"),
     "export": N_("all your data as a file"),
     "delete": N_("erase all your data"),
     "language": N_("English or Deutsch"),
@@ -316,6 +320,7 @@ def register(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
     for name, fn in COMMANDS.items():
         application.add_handler(CommandHandler(name, _command_handler(name, fn), filters=private))
     application.add_handler(CallbackQueryHandler(on_button, pattern=NOT_OURS_PATTERN))
+    application.add_handler(CallbackQueryHandler(booking.on_book_button, pattern=booking.BOOK_PATTERN))
     application.add_handler(MessageHandler(private & filters.COMMAND, on_unknown_command))
     application.add_handler(MessageHandler(private & filters.LOCATION, on_location))
     application.add_handler(MessageHandler(private & filters.TEXT, on_text))

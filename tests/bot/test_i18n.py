@@ -23,7 +23,8 @@ SOURCES = [
     ROOT / "bot" / "keyboards.py",
     ROOT / "bot" / "validation.py",
 ]
-CATALOGUE = LOCALE_DIR / "de" / "LC_MESSAGES" / "bot.po"
+CATALOGUES = [LOCALE_DIR / "de" / "LC_MESSAGES" / name for name in ("bot.po", "booking.po")]
+"""The conversations' German; booking.po holds "Book this" and /bookings (bot/handlers/booking.py)."""
 
 
 def _source_strings() -> dict[str, str]:
@@ -44,9 +45,10 @@ def _placeholders(text: str) -> set[str]:
 def test_every_conversation_string_has_a_german_translation() -> None:
     sources = _source_strings()
     assert len(sources) > 100
-    with CATALOGUE.open("rb") as handle:
-        catalog = read_po(handle, locale="de")
-    german = {m.id: m for m in catalog if m.id}
+    german = {}
+    for path in CATALOGUES:
+        with path.open("rb") as handle:
+            german.update({m.id: m for m in read_po(handle, locale="de") if m.id})
     missing = {
         text: where for text, where in sources.items() if text not in german or not german[text].string
     }

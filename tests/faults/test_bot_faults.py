@@ -27,6 +27,7 @@ from bot.testing.outbox import seed_slot_alerts, statuses
 from shared.db.database import Database, open_database
 from shared.db.models import Notification
 from shared.settings import Settings, load_settings
+from tests.conftest import free_port
 
 
 @pytest.fixture
@@ -162,7 +163,9 @@ def test_killed_mid_batch_and_restarted_sends_nothing_twice_and_loses_nothing(
     asyncio.run(restart())
     per_chat = Counter(r["chat_id"] for r in fake_telegram.sent(method="sendMessage"))
     missing = [u for u in seeded.user_ids if u not in per_chat]
-    tried = [(a["chat_id"], a["status"]) for a in fake_telegram.attempts("sendMessage") if a["chat_id"] in missing]
+    tried = [
+        (a["chat_id"], a["status"]) for a in fake_telegram.attempts("sendMessage") if a["chat_id"] in missing
+    ]
     assert per_chat == dict.fromkeys(seeded.user_ids, 1), f"{delivered_before} before the kill; {tried=}"
     assert statuses(db) == {"sent": 40}
     with db.transaction() as session:
@@ -170,3 +173,28 @@ def test_killed_mid_batch_and_restarted_sends_nothing_twice_and_loses_nothing(
             select(func.count()).select_from(Notification).where(Notification.last_error == UNCONFIRMED)
         )
     assert unconfirmed, "some alerts were in flight at the kill (and were not resent)"
+
+
+def test_without_redis_the_sweep_still_delivers(
+    settings: Settings, db: Database, fake_telegram: FakeBotApi
+) -> None:
+    """Injected: Redis unreachable (a closed port) for the wake-ups, heartbeat and captcha relay.
+    Asserted: the periodic sweep still delivers every alert once and the bot keeps running."""
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    seeded = seed_slot_alerts(db, 5)
+
+    async def main() -> None:
+        client = aioredis.Redis.from_url(dead_redis, socket_connect_timeout=0.5)
+        application = build_application(settings, db=db, redis=client)
+        try:
+            async with running(application):
+                deadline = time.monotonic() + 30
+                while await asyncio.to_thread(_settled, db) < 5:
+                    assert time.monotonic() < deadline, statuses(db)
+                    await asyncio.sleep(0.1)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    per_chat = Counter(r["chat_id"] for r in fake_telegram.sent(method="sendMessage"))
+    assert per_chat == dict.fromkeys(seeded.user_ids, 1)

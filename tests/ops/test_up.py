@@ -217,6 +217,49 @@ def test_stop_kills_a_child_that_ignores_sigterm_and_its_detached_grandchild(tmp
     assert not [pid for pid, started in tree if started and _alive(pid, started)]
 
 
+FAKE_UP = """
+import os, sys, time
+from pathlib import Path
+from shared.up import Supervisor
+stubborn = (
+    "import signal, subprocess, sys, time\\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
+    "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\\n"
+    "time.sleep(600)\\n"
+)
+supervisor = Supervisor(Path(sys.argv[1]))
+supervisor.start_watchdog(dict(os.environ))
+supervisor.spawn("calm", [sys.executable, "-c", "import time; time.sleep(600)"], dict(os.environ), grace_s=1)
+supervisor.spawn("stubborn", [sys.executable, "-c", stubborn], dict(os.environ), grace_s=1)
+print("ready", flush=True)
+time.sleep(600)
+"""
+
+
+def test_killed_supervisor_leaves_no_role_behind(tmp_path: Path) -> None:
+    """Injected: `mta up`'s supervisor killed with SIGKILL (no clean-up code runs) while a calm
+    role, a role that ignores SIGTERM and that role's detached grandchild run. Asserted: the
+    watchdog stops all of them."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", FAKE_UP, str(tmp_path / "logs")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        deadline = time.monotonic() + 30
+        tree = descendants(process.pid)
+        while time.monotonic() < deadline and len(tree) < 4:  # watchdog, calm, stubborn, grandchild
+            time.sleep(0.1)
+            tree = descendants(process.pid)
+        assert len(tree) >= 4, tree
+    finally:
+        process.kill()
+        process.wait(10)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and [p for p, s in tree if _alive(p, s)]:
+        time.sleep(0.2)
+    assert not [p for p, s in tree if _alive(p, s)], (tmp_path / "logs" / "watchdog.log").read_text()
+
+
 def _start_time(pid: int) -> str:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
 

@@ -69,3 +69,19 @@ def test_reconcile_and_settling_guarded_by_the_claim(db: Database) -> None:
     assert rows[ids[0]].status == NotificationStatus.SENT and rows[ids[0]].last_error == UNCONFIRMED
     assert rows[ids[1]].status == NotificationStatus.PENDING and rows[ids[1]].claim_token == "fresh"
     assert rows[ids[2]].status == NotificationStatus.SENT and rows[ids[2]].telegram_message_id == 7
+
+
+def test_an_unexpected_error_settles_by_whether_the_row_left(db: Database) -> None:
+    """A row already ``sending`` counts as delivered; one that never left waits for a retry."""
+    app_db = _app_db(db)
+    ids = seed_slot_alerts(app_db, 2).notification_ids
+    store = OutboxStore(app_db, SenderConfig(), token="run")
+    store.claim(10)
+    store.mark_wire(ids[0])
+    for notification_id in ids:
+        store.settle_after_error(notification_id, "ValueError: unreadable answer")
+    with db.sessions() as session:
+        rows = {n.id: n for n in session.scalars(select(Notification))}
+    assert rows[ids[0]].status == NotificationStatus.SENT and UNCONFIRMED in (rows[ids[0]].last_error or "")
+    assert rows[ids[1]].status == NotificationStatus.FAILED and rows[ids[1]].attempts == 1
+    assert rows[ids[0]].claim_token is None and rows[ids[1]].claim_token is None
