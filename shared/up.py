@@ -627,9 +627,13 @@ class Farm:
         shutil.rmtree(cfg.metrics_dir, ignore_errors=True)
         cfg.metrics_dir.mkdir(parents=True, exist_ok=True)
         if self.replica_scenario:
-            from replica.scenarios import resolve_scenario
+            from replica.scenarios import Scenario, ScenarioError, resolve_scenario
 
-            self.scenario_path = resolve_scenario(self.replica_scenario)
+            try:  # a bad scenario stops everything before anything starts
+                self.scenario_path = resolve_scenario(self.replica_scenario)
+                Scenario.load(self.scenario_path)
+            except ScenarioError as exc:
+                raise FarmError(f"--replica: {exc}") from None
         self.env = {**os.environ, "MTA_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
         self.echo(f"mta up: starting the farm (data folder {data}, logs in {self.supervisor.log_dir})")
         self.supervisor.start_watchdog(self.env)

@@ -137,10 +137,15 @@ def browser_type_launch_args(
     return args
 
 
-@pytest.fixture(scope="session")
-def browser_context_args(browser_context_args: dict[str, Any]) -> dict[str, Any]:
-    """The site formats times in Europe/Berlin; so does every page under test."""
-    return {**browser_context_args, "timezone_id": "Europe/Berlin", "locale": "de-DE"}
+@pytest.fixture(scope="module")
+def browser_context_args(base_url: str | None) -> dict[str, Any]:
+    """The site formats times in Europe/Berlin; so does every page under test.
+
+    Replaces pytest-playwright's own (session-scoped, tied to its driver: see below)."""
+    args: dict[str, Any] = {"timezone_id": "Europe/Berlin", "locale": "de-DE"}
+    if base_url:
+        args["base_url"] = base_url
+    return args
 
 
 @pytest.fixture(scope="session")
@@ -163,3 +168,44 @@ def replica(replica_server: str) -> Iterator[Replica]:
         handle = Replica(base_url=replica_server, client=client)
         handle.reset()
         yield handle
+
+
+# --- pytest-playwright, scoped per module ------------------------------------------------------
+# The sync Playwright API marks its event loop as the thread's running loop between calls, so while
+# pytest-playwright's session-wide driver lives, no pytest-asyncio test can start a loop of its own
+# ("Runner.run() cannot be called from a running event loop"). These overrides give each module
+# that uses ``page`` its own driver and browser, and clear the thread's loop when it ends.
+
+
+@pytest.fixture(scope="module")
+def playwright() -> Iterator[Any]:
+    import asyncio
+
+    from playwright.sync_api import sync_playwright
+
+    driver = sync_playwright().start()
+    try:
+        yield driver
+    finally:
+        driver.stop()
+        asyncio.events._set_running_loop(None)
+
+
+@pytest.fixture(scope="module")
+def browser_type(playwright: Any, browser_name: str) -> Any:
+    return getattr(playwright, browser_name)
+
+
+@pytest.fixture(scope="module")
+def launch_browser(browser_type_launch_args: dict[str, Any], browser_type: Any) -> Any:
+    def launch(**kwargs: Any) -> Any:
+        return browser_type.launch(**{**browser_type_launch_args, **kwargs})
+
+    return launch
+
+
+@pytest.fixture(scope="module")
+def browser(launch_browser: Any) -> Iterator[Any]:
+    launched = launch_browser()
+    yield launched
+    launched.close()

@@ -303,3 +303,18 @@ def test_console_alert_line_says_what_where_when_and_nothing_personal() -> None:
     assert line == "free slot: Wohnsitzanmeldung — Bürgerbüro Orleansplatz (KVR-II/231) — Thu 03.12. 09:00"
     operator = describe_notification("operator", {}, "the site looks changed")
     assert operator == "operator: the site looks changed"
+
+
+def test_unknown_scenario_stops_before_anything_starts(tmp_path: Path, farm_env: dict[str, str]) -> None:
+    """Bad input: `mta up --replica nosuch` names the shipped scenarios, exits 1, starts nothing."""
+    done = subprocess.run(
+        [sys.executable, "-m", "shared", "up", "--replica", "nosuch"],
+        cwd=tmp_path,
+        env=farm_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert "--replica: no scenario 'nosuch'; shipped: " in done.stdout and "demo" in done.stdout
+    assert not (tmp_path / "data" / "mta.db").exists()

@@ -1,0 +1,379 @@
+"""Status API latency and throughput under 100 and 1,000 concurrent clients.
+
+``mta api`` runs as its own process (one uvicorn worker, as deployed) against an SQLite database
+seeded with a realistic farm state through the real recording code (12 targets, thousands of
+checks and slot episodes, hundreds of alerts) and a private redis-server holding worker and
+scheduler heartbeats. The load comes from ``wrk`` when installed (a Lua script cycles the paths
+and prints p50/p95/p99), else from an asyncio httpx generator in this process. Both share the
+machine's cores with the server, so the figures are a floor on what a dedicated host would serve.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
+from pathlib import Path
+
+import httpx
+import redis
+from sqlalchemy import select
+
+from bench._harness import Table, percentile
+from shared.catalog import get_catalog
+from shared.db.database import Database, open_database
+from shared.db.models import Notification, NotificationStatus, Subscription, Target, User
+from shared.domain import SITE_TIMEZONE, Observation, SlotSeen
+from shared.recording import record_observation, sync_targets
+from shared.settings import load_settings
+from tests.conftest import free_port, wait_for_port
+from worker import heartbeat
+
+TARGETS = 12
+MIX = ("/api/v1/status", "/api/v1/targets", "/api/v1/slots?limit=50", "/", "/healthz")
+REQUEST_TIMEOUT_S = 10.0
+
+
+# --- the farm's state ----------------------------------------------------------------------------
+def _pairs(count: int) -> list[tuple[int, int]]:
+    """``count`` (service, office) pairs from the catalogue, spread over services."""
+    catalog = get_catalog()
+    pairs: list[tuple[int, int]] = []
+    services = sorted((s for s in catalog.services.values() if s.public and s.office_ids), key=lambda s: s.id)
+    for depth in range(4):
+        for service in services:
+            offices = sorted(o.id for o in catalog.offices_for_service(service.id))
+            if depth < len(offices) and (service.id, offices[depth]) not in pairs:
+                pairs.append((service.id, offices[depth]))
+            if len(pairs) == count:
+                return pairs
+    return pairs
+
+
+def seed_farm(db: Database, *, checks_per_target: int, seed: int = 40) -> dict[str, int]:
+    """Subscribers on 12 targets and days of checks recorded as a worker records them.
+
+    Each check sees the target's open slots minus a few that went and plus a few new ones (starts
+    on a 15-minute grid in the next 30 days); subscribers want Mondays only, so about a fifth of
+    the slot episodes raise alerts. Returns the row counts.
+    """
+    rng = random.Random(seed)
+    pairs = _pairs(TARGETS)
+    now = datetime.now(UTC).replace(microsecond=0)
+    with db.transaction() as session:
+        for i, (service_id, office_id) in enumerate(pairs):
+            user_id = 900_000 + i
+            session.add(User(id=user_id, language="de"))
+            session.flush()
+            session.add(
+                Subscription(
+                    user_id=user_id,
+                    service_id=service_id,
+                    office_ids=[office_id],
+                    weekdays=[0],
+                    date_from=date.today(),
+                    date_to=date.today() + timedelta(days=60),
+                )
+            )
+        session.flush()
+        targets = [(t.id, t.service_id, t.office_key) for t in sync_targets(session)]
+    step = timedelta(days=3) / checks_per_target
+    for target_id, service_id, key in targets:
+        office_id = int(key.split(",")[0])
+        open_starts: set[datetime] = set()
+        with db.transaction() as session:
+            for n in range(checks_per_target):
+                observed = now - step * (checks_per_target - n)
+                for start in rng.sample(sorted(open_starts), k=min(len(open_starts), rng.randint(0, 2))):
+                    open_starts.discard(start)
+                for _ in range(rng.choice((0, 0, 1, 1, 2))):
+                    day = (observed + timedelta(days=rng.randint(1, 30))).astimezone(SITE_TIMEZONE).date()
+                    local = datetime.combine(day, dtime(rng.randint(8, 15), rng.choice((0, 15, 30, 45))))
+                    open_starts.add(local.replace(tzinfo=SITE_TIMEZONE).astimezone(UTC))
+                observation = Observation(
+                    site="munich",
+                    service_id=service_id,
+                    service_count=1,
+                    office_ids=(office_id,),
+                    observed_at=observed,
+                    slots=[SlotSeen(office_id, service_id, s) for s in sorted(open_starts)],
+                )
+                record_observation(
+                    session, target_id, observation, worker_id="bench:1", duration_ms=rng.randint(900, 4000)
+                )
+    with db.transaction() as session:  # the bot delivered the older alerts
+        old = select(Notification).where(Notification.created_at < now - timedelta(hours=1))
+        for note in session.scalars(old):
+            note.status = NotificationStatus.SENT
+            note.sent_at = note.created_at + timedelta(seconds=2)
+    return _counts(db)
+
+
+def _counts(db: Database) -> dict[str, int]:
+    from sqlalchemy import func
+
+    from shared.db.models import Check, Slot
+
+    with db.transaction() as session:
+        return {
+            name: int(session.scalar(select(func.count()).select_from(model)) or 0)
+            for name, model in (
+                ("targets", Target),
+                ("checks", Check),
+                ("slots", Slot),
+                ("notifications", Notification),
+            )
+        }
+
+
+# --- the processes -------------------------------------------------------------------------------
+@dataclass
+class Farm:
+    api_url: str
+    counts: dict[str, int]
+    api: subprocess.Popen[bytes]
+    redis_server: subprocess.Popen[bytes]
+    stderr_path: Path
+
+    def server_alive(self) -> bool:
+        return self.api.poll() is None
+
+
+@contextmanager
+def farm(checks_per_target: int) -> Iterator[Farm]:
+    """A private redis-server, a seeded database and ``mta api`` in a subprocess."""
+    with tempfile.TemporaryDirectory(prefix="mta-bench-api-") as folder:
+        root = Path(folder)
+        redis_port, api_port = free_port(), free_port()
+        redis_bin = shutil.which("redis-server")
+        if redis_bin is None:
+            raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
+        server = subprocess.Popen(
+            [redis_bin, "--port", str(redis_port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        api: subprocess.Popen[bytes] | None = None
+        try:
+            wait_for_port(redis_port)
+            redis_url = f"redis://127.0.0.1:{redis_port}/0"
+            settings = load_settings(data_dir=root / "data", redis_url=redis_url, env="test")
+            db = open_database(settings, migrate=True)
+            try:
+                counts = seed_farm(db, checks_per_target=checks_per_target)
+            finally:
+                db.close()
+            client = redis.Redis.from_url(redis_url)
+            heartbeat.beat(
+                client, "worker", "bench:101", {"browser": "ready", "contexts_open": 2}, ttl_s=3600
+            )
+            heartbeat.beat(client, "scheduler", "bench:202", {"leader": True}, ttl_s=3600)
+            client.set(heartbeat.LEADER_KEY, "bench:202", px=3_600_000)
+            client.close()
+            env = {
+                **os.environ,
+                "MTA_DATA_DIR": str(root / "data"),
+                "MTA_REDIS_URL": redis_url,
+                "MTA_API_HOST": "127.0.0.1",
+                "MTA_API_PORT": str(api_port),
+                "MTA_LOG_LEVEL": "WARNING",
+                "MTA_ENV": "test",
+            }
+            stderr_path = root / "api.stderr"
+            mta = Path(sys.executable).with_name("mta")
+            with stderr_path.open("wb") as stderr:
+                api = subprocess.Popen([str(mta), "api"], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+            wait_for_port(api_port, timeout_s=60)
+            url = f"http://127.0.0.1:{api_port}"
+            httpx.get(url + "/", timeout=30).raise_for_status()  # the first dashboard snapshot
+            yield Farm(url, counts, api, server, stderr_path)
+        finally:
+            if api is not None:
+                api.terminate()
+                try:
+                    api.wait(20)
+                except subprocess.TimeoutExpired:
+                    api.kill()
+                    api.wait(5)
+            server.terminate()
+            server.wait(10)
+
+
+# --- the load ------------------------------------------------------------------------------------
+@dataclass
+class Load:
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int
+    error_kinds: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+
+_WRK_SCRIPT = """
+local paths = {%s}
+local counter = 0
+request = function()
+  counter = counter + 1
+  return wrk.format("GET", paths[(counter %% #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCHJSON {\\"requests\\":%%d,\\"duration_us\\":%%d,\\"p50\\":%%d,\\"p95\\":%%d,\\"p99\\":%%d," ..
+    "\\"connect\\":%%d,\\"read\\":%%d,\\"write\\":%%d,\\"timeout\\":%%d,\\"status\\":%%d}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99), e.connect, e.read, e.write, e.timeout, e.status))
+end
+"""
+
+
+def load_wrk(base_url: str, paths: tuple[str, ...], clients: int, duration_s: float) -> Load:
+    wrk = shutil.which("wrk")
+    assert wrk is not None
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(_WRK_SCRIPT % ", ".join(json.dumps(p) for p in paths))
+    try:
+        out = subprocess.run(
+            [
+                wrk,
+                f"-t{min(2, clients)}",
+                f"-c{clients}",
+                f"-d{max(1, round(duration_s))}s",
+                f"--timeout={REQUEST_TIMEOUT_S:.0f}s",
+                "-s",
+                script.name,
+                base_url,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 120,
+            check=True,
+        ).stdout
+    finally:
+        os.unlink(script.name)
+    line = next(x for x in out.splitlines() if x.startswith("BENCHJSON "))
+    data = json.loads(line.split(" ", 1)[1])
+    kinds = {k: int(data[k]) for k in ("connect", "read", "write", "timeout", "status") if data[k]}
+    return Load(
+        requests=int(data["requests"]),
+        duration_s=data["duration_us"] / 1e6,
+        p50_ms=data["p50"] / 1000,
+        p95_ms=data["p95"] / 1000,
+        p99_ms=data["p99"] / 1000,
+        errors=sum(kinds.values()),
+        error_kinds=kinds,
+    )
+
+
+def load_python(base_url: str, paths: tuple[str, ...], clients: int, duration_s: float) -> Load:
+    """``clients`` concurrent keep-alive clients, each sending its next request when answered."""
+
+    async def main() -> Load:
+        latencies: list[float] = []
+        kinds: dict[str, int] = {}
+        limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+            started = time.monotonic()
+            stop_at = started + duration_s
+
+            async def one_client(offset: int) -> None:
+                i = offset
+                while time.monotonic() < stop_at:
+                    path = paths[i % len(paths)]
+                    i += 1
+                    sent = time.monotonic()
+                    try:
+                        response = await client.get(path)
+                        await response.aread()
+                    except httpx.HTTPError as exc:
+                        kinds[type(exc).__name__] = kinds.get(type(exc).__name__, 0) + 1
+                        continue
+                    if response.status_code >= 400:
+                        kinds[f"HTTP {response.status_code}"] = (
+                            kinds.get(f"HTTP {response.status_code}", 0) + 1
+                        )
+                    else:
+                        latencies.append((time.monotonic() - sent) * 1000)
+
+            await asyncio.gather(*(one_client(n) for n in range(clients)))
+            elapsed = time.monotonic() - started
+        return Load(
+            requests=len(latencies) + sum(kinds.values()),
+            duration_s=elapsed,
+            p50_ms=percentile(latencies, 50),
+            p95_ms=percentile(latencies, 95),
+            p99_ms=percentile(latencies, 99),
+            errors=sum(kinds.values()),
+            error_kinds=kinds,
+        )
+
+    return asyncio.run(main())
+
+
+def run(quick: bool) -> list[Table]:
+    use_wrk = shutil.which("wrk") is not None
+    generator = "wrk" if use_wrk else "python httpx"
+    load = load_wrk if use_wrk else load_python
+    levels = (20, 100) if quick else (100, 1000)
+    duration_s = 3.0 if quick else 8.0
+    workloads: list[tuple[str, tuple[str, ...]]] = [("mix of 5", MIX)]
+    if not quick:
+        workloads += [(path, (path,)) for path in MIX]
+    table = Table(
+        "Status API under concurrent clients (`mta api`, one uvicorn process, SQLite)",
+        ["clients", "endpoints", "requests", "req/s", "p50 (ms)", "p95 (ms)", "p99 (ms)", "errors"],
+    )
+    load_before = os.getloadavg()[0]
+    with farm(checks_per_target=40 if quick else 250) as running:
+        for clients in levels:
+            for name, paths in workloads:
+                result = load(running.api_url, paths, clients, duration_s)
+                errors = str(result.errors)
+                if result.error_kinds:
+                    errors += (
+                        " (" + ", ".join(f"{k} {v}" for k, v in sorted(result.error_kinds.items())) + ")"
+                    )
+                table.add(
+                    clients,
+                    name,
+                    result.requests,
+                    result.rate,
+                    result.p50_ms,
+                    result.p95_ms,
+                    result.p99_ms,
+                    errors,
+                )
+                time.sleep(1.0)  # let closed connections drain before the next level
+            if not running.server_alive():
+                raise RuntimeError("mta api died: " + running.stderr_path.read_text()[-2000:])
+        counts = running.counts
+    table.notes += [
+        f"Database: {counts['targets']} targets, {counts['checks']:,} checks, {counts['slots']:,} slot "
+        f"episodes, {counts['notifications']:,} alerts, written by shared.recording.record_observation; "
+        "Redis holds worker and scheduler heartbeats.",
+        f"Load generator: {generator} ({duration_s:.0f} s per row, keep-alive connections, each client "
+        "sends its next request when answered; the mix cycles /api/v1/status, /api/v1/targets, "
+        "/api/v1/slots?limit=50, / (dashboard) and /healthz). Errors are timeouts "
+        f"(> {REQUEST_TIMEOUT_S:.0f} s), socket errors and HTTP >= 400.",
+        f"The load generator and the server share the machine's {os.cpu_count()} cores (load average "
+        f"{load_before:.1f} before the run: other work shares them too), so these are lower bounds for "
+        "a dedicated host; `mta api` is one process (scale with more replicas behind a proxy).",
+    ]
+    return [table]
