@@ -57,7 +57,9 @@ def _window(farm: Farm, base_url: str, subscribers: int, settle_s: float, window
     subscribe_spread(farm, subscribers - already, first=already)
     targets = min(subscribers, len(TARGETS))
     changed = time.time()
-    wait_until(lambda: checked_targets(farm, changed) >= targets, 300, f"a check of each of {targets} targets")
+    wait_until(
+        lambda: checked_targets(farm, changed) >= targets, 300, f"a check of each of {targets} targets"
+    )
     time.sleep(settle_s)
     start = datetime.now(UTC)
     time.sleep(window_s)
@@ -107,13 +109,14 @@ def run(quick: bool) -> list[Table]:
         for subscribers in STEPS:
             table.add(*_window(farm, base_url, subscribers, settle_s, window_s))
     table.notes += [
-        f"One farm, subscribers added in steps ({', '.join(f'{n:,}' for n in STEPS)}), spread round-robin over "
-        f"{len(TARGETS)} targets (2 services x 6 Bürgerbüros); each step measured over {window_s:.0f} s after every "
+        f"One farm, subscribers added in steps ({', '.join(f'{n:,}' for n in STEPS)}), spread "
+        f"round-robin over {len(TARGETS)} targets (2 services x 6 Bürgerbüros); each step measured "
+        f"over {window_s:.0f} s after every "
         f"target was checked once more and {settle_s:.0f} s of settling; the replica's request log "
         "(GET /_replica/requests), all from the farm's one address.",
         MTA_ENV_NOTE,
-        "API requests: the citizen API (/buergeransicht/api/citizen/...); all requests also count the booking "
-        "page and its static files, which session walks load (about every 5 minutes per target, when the "
+        "API requests: the citizen API (/buergeransicht/api/citizen/...); all requests also count the "
+        "booking page and its static files, which session walks load (about every 5 minutes per target, when the "
         "captcha token nears expiry). The budget's 61 s pause after 50 requests makes any one window's rate "
         "depend on where the pause falls; the 60 s maximum shows the cap.",
     ]

@@ -25,13 +25,6 @@ MTA_ROLES = {"scheduler": "scheduler", "worker": "worker", "bot": "bot", "api": 
 METRIC_DEFINITION = re.compile(r"\b(?:Counter|Gauge|Histogram|Summary)\(\s*\"([a-z_:][a-z0-9_:]*)\"")
 METRIC_REFERENCE = re.compile(r"\b((?:mta|dramatiq)_[a-z0-9_]+)\b")
 SUFFIXES = ("_bucket", "_count", "_sum", "_created", "_total")
-PENDING_METRICS = {
-    "mta_alerts": "ARCHITECTURE §8 mta_alerts_total{status}: the bot's sender (issue 5)",
-    "mta_detection_latency_seconds": "ARCHITECTURE §8: slot visible -> alert accepted (issues 5/7)",
-    "mta_slots_new": "ARCHITECTURE §8 mta_slots_new_total: new slot episodes (issue 4)",
-}
-"""Named by the plan of record and shown on the dashboard, not defined by any code yet. The test
-accepts only these as missing, so a typo in a panel still fails; drop an entry once it exists."""
 
 
 def _compose_binary() -> str:
@@ -133,7 +126,7 @@ def test_grafana_dashboard_covers_the_topics_with_metrics_that_exist() -> None:
     dashboard = json.loads((DASHBOARDS / "mta.json").read_text(encoding="utf-8"))
     exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
     referenced = {_base_name(m) for expr in exprs for m in METRIC_REFERENCE.findall(expr)}
-    missing = referenced - _defined_metrics() - set(PENDING_METRICS)
+    missing = referenced - _defined_metrics()
     assert not missing, f"panels query metrics no code defines: {sorted(missing)}"
     titles = " ".join(p["title"].lower() for p in dashboard["panels"])
     for topic in ("checks", "latency", "alerts", "browser", "budget"):
