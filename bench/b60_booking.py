@@ -199,6 +199,7 @@ def bookings_module(redis_url: str) -> Any:
 async def human_walk(page: Any, site: Site, office_id: int, service_id: int, timestamp: int) -> None:
     """A person who knows the form: reads each page for a second, types 8 characters/s."""
     delay_ms = 1000 / TYPE_CHARS_PER_S
+    page.set_default_timeout(60_000)
     await page.goto(sel.deep_link(site.page_url, service_id, office_id), wait_until="domcontentloaded")
     next_button = page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True)
     await next_button.first.wait_for(state="visible")
@@ -251,6 +252,7 @@ async def human_walk(page: Any, site: Site, office_id: int, service_id: int, tim
 class Walks:
     times: dict[str, list[dict[str, float]]]
     outcomes: dict[str, Counter[str]]
+    errors: dict[str, list[str]]
 
 
 def _walks(repetitions: int) -> Walks:
@@ -272,6 +274,7 @@ def _walks(repetitions: int) -> Walks:
         client = redis.Redis.from_url(redis_url)
         times: dict[str, list[dict[str, float]]] = {"mta": [], "human": [], "floor": []}
         outcomes: dict[str, Counter[str]] = {k: Counter() for k in times}
+        errors: dict[str, list[str]] = {k: [] for k in times}
 
         async def main() -> None:
             async with BrowserPool(human_settings, trace=False) as pool:
@@ -288,6 +291,8 @@ def _walks(repetitions: int) -> Walks:
                     for way, way_deps in ways.items():
                         n += 1
                         start = berlin_slot(days_ahead=2 + n // 8, hour=8 + n % 8, minute=15)
+                        # each walk is another person (another address): fresh rate-limit counters
+                        site.control("POST", "/ratelimit/reset")
                         site.release(ORLEANSPLATZ, [start])
                         try:
                             if way_deps is None:
@@ -312,8 +317,11 @@ def _walks(repetitions: int) -> Walks:
                                     requested_at=datetime.now(UTC),
                                 )
                                 outcomes[way][report.outcome] += 1
+                                if report.outcome != "preconfirmed":
+                                    errors[way].append(await asyncio.to_thread(_booking_error, db, user_id))
                         except Exception as exc:  # a failed walk is counted, not fatal
                             outcomes[way][type(exc).__name__] += 1
+                            errors[way].append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
                         measured = await asyncio.to_thread(site.times, ORLEANSPLATZ, start)
                         if "preconfirmed" in measured:
                             times[way].append(measured)
@@ -323,7 +331,7 @@ def _walks(repetitions: int) -> Walks:
         finally:
             client.close()
             db.close()
-        return Walks(times, outcomes)
+        return Walks(times, outcomes, errors)
 
 
 def _booking_table(quick: bool) -> Table:
@@ -358,6 +366,9 @@ def _booking_table(quick: bool) -> Table:
             percentile(mail, 95),
             ", ".join(f"{k} {v}" for k, v in sorted(walks.outcomes[way].items())),
         )
+    for way in ("mta", "human", "floor"):
+        for error in walks.errors[way]:
+            table.notes.append(f"{labels[way]}, failed walk: {error}")
     table.notes += [
         "Bürgerbüro Orleansplatz, Wohnsitzanmeldung (captcha at the replica's default cost, contact form "
         "with telephone). Times from the replica's event log: slot released → reserve-appointment "
@@ -366,7 +377,8 @@ def _booking_table(quick: bool) -> Table:
         f"MTA: worker.bookings.run_booking with MunichBooker and the settings' HumanPacer (think "
         f"400-1,500 ms before each action, 40-140 ms per key). Fast human: Playwright, {READ_S:.0f} s "
         f"reading each page, {TYPE_CHARS_PER_S:.0f} chars/s typing, immediate clicks. Walks alternate, "
-        f"{repetitions} each, one browser (with so few walks, p95 is the slowest).",
+        f"{repetitions} each, one browser (with so few walks, p95 is the slowest); the replica's per-address "
+        "rate-limit counters are reset before each walk, since each walker stands for another person.",
     ]
     return table
 
@@ -461,6 +473,12 @@ def _contention(users: int, slots: int, threads: int) -> dict[str, Any]:
                 actor.broker = old
             client.close()
             db.close()
+
+
+def _booking_error(db: Database, user_id: int) -> str:
+    with db.transaction() as session:
+        row = session.query(Booking).filter_by(user_id=user_id).order_by(Booking.id.desc()).first()
+        return "no booking row" if row is None else f"{row.status.value}: {(row.error or '')[:120]}"
 
 
 def _bookings(db: Database) -> list[Booking]:

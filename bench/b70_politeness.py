@@ -2,8 +2,9 @@
 
 One farm (the real ``mta scheduler`` and a ``mta worker`` with Chromium, production politeness
 settings, budget 30 requests/minute) watches the replica while subscribers are added: 10, then 100,
-then 1,000, spread over the same 12 targets. After each step the farm settles (every target it now
-has was checked), then the replica's request log is read over a window. Subscribers of one target
+then 1,000, spread over the same 12 targets, and the replica's request log is read over one budget
+cycle per step: from the end of one of the budget's 61 s pauses to the end of the next, so every
+window holds the same share of pause (quick mode: fixed 30 s windows). Subscribers of one target
 share its checks, and the budget is per site, so the figures must stay flat as subscribers grow.
 """
 
@@ -27,9 +28,14 @@ from bench.b10_detection import (
 )
 from replica.config import API_PREFIX, PAGE_PATH
 from shared.db.models import Subscription
+from shared.domain import DEFAULT_SITE
 from tests.support.farm import Farm, wait_until
+from worker.budget import SiteBudget
 
 STEPS = (10, 100, 1000)
+PAUSE_AFTER = 50
+"""MTA_SITE_REQUESTS_BEFORE_PAUSE as b10's MTA_ENV sets it (the default)."""
+QUICK_WINDOW_S = 30.0
 
 
 def _requests(base_url: str, since: datetime) -> list[dict[str, Any]]:
@@ -52,28 +58,30 @@ def _max_in_60_s(times: list[float]) -> int:
     return best
 
 
-def _window(farm: Farm, base_url: str, subscribers: int, settle_s: float, window_s: float) -> list[object]:
-    already = _subscribed(farm)
-    subscribe_spread(farm, subscribers - already, first=already)
-    targets = min(subscribers, len(TARGETS))
-    changed = time.time()
-    wait_until(
-        lambda: checked_targets(farm, changed) >= targets, 300, f"a check of each of {targets} targets"
-    )
-    time.sleep(settle_s)
-    start = datetime.now(UTC)
-    time.sleep(window_s)
-    records = _requests(base_url, start)
-    minutes = window_s / 60
+def _pause_end(farm: Farm, timeout_s: float = 420.0) -> float:
+    """Wait for the budget's next pause (50 requests without a 60 s gap) to start and end; returns
+    when it ended (epoch s): from there on, one budget cycle runs until the next pause ends."""
+    budget = SiteBudget(farm.redis, DEFAULT_SITE, BUDGET_PER_MINUTE, before_pause=PAUSE_AFTER)
+    wait_until(lambda: budget.pause_remaining_s() > 0, timeout_s, "the budget's pause", interval_s=0.1)
+    wait_until(lambda: budget.pause_remaining_s() == 0, 120, "the end of the pause", interval_s=0.1)
+    return time.time()
+
+
+def _measure(farm: Farm, base_url: str, subscribers: int, start_s: float, end_s: float) -> list[object]:
+    since = datetime.fromtimestamp(start_s, UTC)
+    records = [r for r in _requests(base_url, since) if datetime.fromisoformat(r["time"]).timestamp() < end_s]
+    minutes = (end_s - start_s) / 60
     api = [r for r in records if r["path"].startswith(API_PREFIX)]
     times = [datetime.fromisoformat(r["time"]).timestamp() for r in api]
     pages = sum(1 for r in records if r["path"].startswith(PAGE_PATH))
     limited = sum(1 for r in api if r["status"] == 429)
-    checks = sum(1 for c in farm.checks() if c.started_at >= start)
+    checks = sum(1 for c in farm.checks() if start_s <= c.started_at.timestamp() < end_s)
     return [
         subscribers,
         len(farm.targets()),
         BUDGET_PER_MINUTE,
+        end_s - start_s,
+        len(api),
         len(api) / minutes,
         _max_in_60_s(times),
         len(records) / minutes,
@@ -83,18 +91,25 @@ def _window(farm: Farm, base_url: str, subscribers: int, settle_s: float, window
     ]
 
 
-def _subscribed(farm: Farm) -> int:
-    return farm.count(Subscription)
+def _wait_checked(farm: Farm, targets: int) -> None:
+    since = time.time()
+    wait_until(lambda: checked_targets(farm, since) >= targets, 300, f"a check of each of {targets} targets")
+
+
+def _add(farm: Farm, subscribers: int) -> None:
+    already = farm.count(Subscription)
+    subscribe_spread(farm, subscribers - already, first=already)
 
 
 def run(quick: bool) -> list[Table]:
-    settle_s, window_s = (5.0, 30.0) if quick else (20.0, 100.0)
     table = Table(
         "Politeness: requests/min the replica received, by subscribers (one site, budget 30/min)",
         [
             "subscribers",
             "targets",
             "budget (/min)",
+            "window (s)",
+            "API requests",
             "API requests/min",
             "most API requests in any 60 s",
             "all requests/min (incl. page, assets)",
@@ -104,22 +119,37 @@ def run(quick: bool) -> list[Table]:
         ],
     )
     with bench_replica() as (base_url, _state), mta_farm(base_url + PAGE_PATH) as farm:
-        subscribe_spread(farm, STEPS[0])
+        _add(farm, STEPS[0])
         farm.start(threads=2)
-        for subscribers in STEPS:
-            table.add(*_window(farm, base_url, subscribers, settle_s, window_s))
+        if quick:  # smoke: fixed short windows once every target was checked
+            for subscribers in STEPS:
+                _add(farm, subscribers)
+                _wait_checked(farm, min(subscribers, len(TARGETS)))
+                start_s = time.time()
+                time.sleep(QUICK_WINDOW_S)
+                table.add(*_measure(farm, base_url, subscribers, start_s, time.time()))
+        else:  # one budget cycle per step: from the end of a pause to the end of the next
+            start_s = _pause_end(farm)
+            for subscribers in STEPS:
+                _add(farm, subscribers)
+                end_s = _pause_end(farm)
+                table.add(*_measure(farm, base_url, subscribers, start_s, end_s))
+                start_s = end_s
     table.notes += [
         f"One farm, subscribers added in steps ({', '.join(f'{n:,}' for n in STEPS)}), spread "
-        f"round-robin over {len(TARGETS)} targets (2 services x 6 Bürgerbüros); each step measured "
-        f"over {window_s:.0f} s after every "
-        f"target was checked once more and {settle_s:.0f} s of settling; the replica's request log "
-        "(GET /_replica/requests), all from the farm's one address.",
+        f"round-robin over {len(TARGETS)} targets (2 services x 6 Bürgerbüros); the replica's request log "
+        "(GET /_replica/requests), all from the farm's one address; one site (München).",
+        "Window: one budget cycle per step, from the end of one of the budget's pauses (61 s after 50 "
+        "requests without a 60 s gap, which keeps the city's 429 counter from filling) to the end of the "
+        "next, so every window holds the same share of pause; the first starts after the warm-up walks, "
+        "the next ones start when the subscribers are added (new targets are walked inside them).",
         MTA_ENV_NOTE,
         "API requests: the citizen API (/buergeransicht/api/citizen/...); all requests also count the "
-        "booking page and its static files, which session walks load (about every 5 minutes per target, when the "
-        "captcha token nears expiry). The budget's 61 s pause after 50 requests makes any one window's rate "
-        "depend on where the pause falls; the 60 s maximum shows the cap.",
+        "booking page and its static files, which session walks load (about every 5 minutes per target, "
+        "when the captcha token nears expiry).",
     ]
     if quick:
-        table.notes.append(f"Quick mode: {window_s:.0f} s windows (normal: 100 s).")
+        table.notes.append(
+            f"Quick mode: {QUICK_WINDOW_S:.0f} s windows, not aligned to the budget's pauses (a smoke run)."
+        )
     return [table]

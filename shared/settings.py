@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     chromium_path: str = ""
     """Chromium binary; empty means Playwright's own browser, else the system one."""
     browser_headless: bool = True
-    browser_warm_sessions: int = Field(default=2, ge=1, le=32)
+    browser_warm_sessions: int = Field(default=8, ge=1, le=32)
     session_max_checks: int = Field(default=200, ge=1)
     session_max_age_s: float = Field(default=900.0, gt=0)
     browser_max_sessions: int = Field(default=20, ge=1)

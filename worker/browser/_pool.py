@@ -34,6 +34,10 @@ from worker.tracing import start_tracing
 log = get_logger("mta.browser")
 
 TOKEN_REFRESH_MARGIN = timedelta(seconds=30)
+TOKEN_REFRESH_STAGGER = timedelta(seconds=60)
+"""Each session refreshes up to this much earlier than the margin (and ages out up to 20 % sooner),
+at a random point of its own: sessions walked together at start-up would otherwise all re-walk in
+the same minute every token lifetime, stalling checks and bunching requests."""
 
 
 @dataclass(eq=False)
@@ -171,10 +175,14 @@ class BrowserPool:
             return "never walked"
         if session.checks_done >= self.max_checks:
             return "max checks"
-        if session.age_s >= self.max_age_s:
+        if session.age_s >= self.max_age_s * (1.0 - 0.2 * session.stagger):
             return "max age"
         remaining = session.token_remaining_s()
-        if remaining is not None and remaining <= self.token_refresh_margin.total_seconds():
+        refresh_at_s = (
+            self.token_refresh_margin.total_seconds()
+            + session.stagger * TOKEN_REFRESH_STAGGER.total_seconds()
+        )
+        if remaining is not None and remaining <= refresh_at_s:
             return "token expiring"
         return None
 

@@ -8,6 +8,7 @@ it is still fit for use is decided by the pool.
 from __future__ import annotations
 
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -75,6 +76,8 @@ class BrowserSession:
         self.created_at = clock()
         self.last_used_at = self.created_at
         self.checks_done = 0
+        self.stagger = random.random()
+        """Where in the pool's refresh window this session renews (see ``TOKEN_REFRESH_STAGGER``)."""
         self.requests_made = 0
         """Site requests caused during the current check (``run_check`` resets it per check)."""
         self.token: str | None = None

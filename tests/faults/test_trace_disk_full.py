@@ -1,0 +1,83 @@
+"""Failure traces on a full disk: the trace folder is a 64 KiB tmpfs, filled up before the check.
+
+tests/worker/test_checks.py covers a trace folder that cannot exist (a file in its place); this is
+the other way saving fails: the folder is there and writable, but every write runs out of space
+(ENOSPC) half-way. Needs root for ``mount -t tmpfs``; skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from shared.domain import SiteUnavailable, TargetKey
+from shared.settings import Settings, load_settings
+from tests.support.replica import (
+    FUEHRERSCHEIN_UMSCHREIBUNG,
+    FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,
+    Replica,
+    berlin_slot,
+)
+from worker.browser import BrowserPool
+from worker.captcha import InPageAltchaSolver
+from worker.checks import run_check
+from worker.pacer import NoPacer
+from worker.sites.munich import MunichAdapter
+
+pytestmark = [pytest.mark.browser]
+
+FUEHRERSCHEIN = TargetKey("munich", FUEHRERSCHEIN_UMSCHREIBUNG, 1, (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,))
+
+
+@pytest.fixture
+def full_trace_dir(tmp_path: Path) -> Iterator[Settings]:
+    """Settings whose trace folder is a tiny tmpfs with no space left."""
+    settings = load_settings(data_dir=tmp_path, pacer="none", env="test", trace_on_failure=True)
+    settings.trace_dir.mkdir(parents=True)
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(settings.trace_dir)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        filler = os.open(settings.trace_dir / "filler", os.O_WRONLY | os.O_CREAT)
+        try:
+            while os.write(filler, b"\0" * 4096):
+                pass
+        except OSError:  # ENOSPC: full
+            pass
+        finally:
+            os.close(filler)
+        yield settings
+    finally:
+        subprocess.run(["umount", "-l", str(settings.trace_dir)], check=False)
+
+
+async def test_full_trace_disk_loses_no_check(full_trace_dir: Settings, replica: Replica) -> None:
+    """Injected: maintenance (503) while the trace folder's filesystem is full, so neither the
+    screenshot nor the Playwright trace of the failed check can be written.
+    Asserted: the check still fails with the site's failure type (not an ``OSError``), no partial
+    file is left behind, and once the site is back the same browser pool checks again and reports
+    the free slot (nothing lost to the full disk)."""
+    settings = full_trace_dir
+    adapter = MunichAdapter(solver=InPageAltchaSolver(), pacer=NoPacer(), settings=settings)
+    start = berlin_slot(days_ahead=2, hour=10)
+    async with BrowserPool(settings) as pool:
+        await run_check(pool, adapter, FUEHRERSCHEIN, site_url=replica.page_url)
+        replica.faults(maintenance=True)
+        with pytest.raises(SiteUnavailable):
+            await run_check(pool, adapter, FUEHRERSCHEIN, site_url=replica.page_url)
+        assert sorted(p.name for p in settings.trace_dir.iterdir()) == ["filler"]
+
+        replica.faults(clear=["maintenance"])
+        replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, [start, start + 900])
+        outcome = await run_check(pool, adapter, FUEHRERSCHEIN, site_url=replica.page_url)
+    assert [int(s.start.timestamp()) for s in outcome.observation.slots] == [start]
