@@ -73,6 +73,7 @@ WAKE_CHANNEL = "mta:outbox:wake"
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 GOLDEN_RATIO = 0.6180339887498949
 UNCONFIRMED = "delivery unconfirmed: the bot stopped while Telegram was answering; not resent"
+UNCONFIRMED_AFTER_ERROR = "delivery unconfirmed: the database refused its result; not resent"
 DUE_STATUSES = (NotificationStatus.PENDING, NotificationStatus.FAILED)
 
 log = get_logger("mta.bot.sender")
@@ -239,6 +240,40 @@ class OutboxStore:
             )
         if released or assumed:
             log.warning("outbox_reconciled", released=released, assumed_delivered=assumed)
+        return released, assumed
+
+    def settle_own_claims(self) -> tuple[int, int]:
+        """After a failed drain (the database refused a write): settle this run's claims as
+        ``reconcile`` settles a dead run's, so ``claim`` (unclaimed rows only) sees them again.
+
+        Only safe when none of this run's requests is in flight. Rows not on the wire are
+        released; rows left ``sending`` may have reached Telegram and count as delivered (never
+        twice). Returns (released, assumed delivered).
+        """
+        now = utcnow()
+        with self.db.transaction() as session:
+            released = _rowcount(
+                session.execute(
+                    update(Notification)
+                    .where(Notification.claim_token == self.token, Notification.status.in_(DUE_STATUSES))
+                    .values(claim_token=None, claimed_at=None)
+                )
+            )
+            assumed = _rowcount(
+                session.execute(
+                    update(Notification)
+                    .where(
+                        Notification.claim_token == self.token,
+                        Notification.status == NotificationStatus.SENDING,
+                    )
+                    .values(
+                        status=NotificationStatus.SENT,
+                        sent_at=now,
+                        claim_token=None,
+                        last_error=UNCONFIRMED_AFTER_ERROR,
+                    )
+                )
+            )
         return released, assumed
 
     def claim(self, limit: int) -> list[int]:
@@ -725,22 +760,56 @@ class Sender:
                 await asyncio.wait_for(self._wake.wait(), timeout=wait_s)
 
     async def drain(self) -> int:
-        """Send everything due now; returns how many rows were handled."""
-        handled = 0
-        while not self._stopping:
-            ids = await asyncio.to_thread(self.store.claim, self.config.batch_size)
-            if not ids:
-                break
-            jobs = rotated(await asyncio.to_thread(self.store.load, ids))
-            queue: asyncio.Queue[Job] = asyncio.Queue()
-            for job in jobs:
-                queue.put_nowait(job)
+        """Send everything due now; returns how many rows were handled.
 
-            workers = max(1, min(self.config.concurrency, len(jobs)))
-            await asyncio.gather(*(self._work(queue) for _ in range(workers)))
-            handled += len(jobs)
+        When a step fails (the database locked past its busy timeout), every worker is let finish
+        first, then this run's claims are settled before the error goes up: otherwise the rows
+        would stay claimed by a run that is still alive, and wait for the next start of the bot.
+        """
+        handled = 0
+        try:
+            while not self._stopping:
+                ids = await asyncio.to_thread(self.store.claim, self.config.batch_size)
+                if not ids:
+                    break
+                jobs = rotated(await asyncio.to_thread(self.store.load, ids))
+                queue: asyncio.Queue[Job] = asyncio.Queue()
+                for job in jobs:
+                    queue.put_nowait(job)
+
+                workers = max(1, min(self.config.concurrency, len(jobs)))
+                results = await asyncio.gather(
+                    *(self._work(queue) for _ in range(workers)), return_exceptions=True
+                )
+                handled += len(jobs)
+                for result in results:
+                    if isinstance(result, BaseException):
+                        raise result
+        except Exception:
+            await self._settle_own_claims()
+            raise
         self.stats.last_drain_at = utcnow()
         return handled
+
+    async def _settle_own_claims(self) -> None:
+        """``OutboxStore.settle_own_claims``, retried until the database answers (or we stop:
+        then ``__aexit__`` releases and the next start reconciles)."""
+        delay_s = 0.25
+        while True:
+            try:
+                released, assumed = await asyncio.to_thread(self.store.settle_own_claims)
+            except Exception as exc:
+                if self._stopping:
+                    return
+                log.warning(
+                    "outbox_claims_settle_failed", error=f"{type(exc).__name__}: {exc}", retry_in_s=delay_s
+                )
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 2.0)
+                continue
+            if released or assumed:
+                log.warning("outbox_claims_settled", released=released, assumed_delivered=assumed)
+            return
 
     async def _work(self, queue: asyncio.Queue[Job]) -> None:
         while not queue.empty() and not self._stopping:
@@ -855,6 +924,7 @@ def _retry_after_s(exc: RetryAfter) -> float:
 __all__ = [
     "CURRENT_SEND",
     "UNCONFIRMED",
+    "UNCONFIRMED_AFTER_ERROR",
     "WAKE_CHANNEL",
     "DrainStats",
     "Job",

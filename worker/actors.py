@@ -11,9 +11,11 @@ doubled.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
 import uuid
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -59,7 +61,7 @@ def _client() -> redis.Redis:
 def _load_target(target_id: int) -> TargetKey | None:
     from shared.db.models import Target
 
-    with _database().transaction() as session:
+    with _database().read() as session:
         row = session.get(Target, target_id)
         if row is None or not row.active:
             return None
@@ -120,22 +122,31 @@ def _after_check(
     requests_made: int,
     check_key: str,
 ) -> _Recorded:
-    """Record, charge the budget, pause the site on a 429, wake the bot (blocking I/O: a thread)."""
+    """Record, charge the budget, pause the site on a 429, wake the bot (blocking I/O: a thread).
+
+    The check is saved first; each Redis step after it may fail on its own (Redis restarting)
+    with one warning and without undoing the check: the bot's sweep finds the queued alerts, the
+    booking sweep the autobook candidates, and the budget and the pause are best effort.
+    """
     from worker.budget import BUDGET_TOKENS, site_budget
     from worker.scheduler import pause_site
 
     recorded = _record(target_id, result, duration_ms, check_key)
     client = _client()
     budget = site_budget(client, get_settings(), key.site)
-    # the scheduler paid one token for the dispatch; a walk costs more
-    budget.charge(requests_made - 1)
-    budget_left = budget.remaining()
-    BUDGET_TOKENS.labels(site=key.site).set(budget_left)
+    budget_left: int | None = None
+    with _redis_step("budget_charge", target_id):
+        # the scheduler paid one token for the dispatch; a walk costs more
+        budget.charge(requests_made - 1)
+        budget_left = budget.remaining()
+        BUDGET_TOKENS.labels(site=key.site).set(budget_left)
     if isinstance(result, RateLimited) and recorded.backoff_until is not None:
         # the city counts requests per client address: every target of the site waits
-        pause_site(client, key.site, recorded.backoff_until)
+        with _redis_step("site_pause", target_id):
+            pause_site(client, key.site, recorded.backoff_until)
     if recorded.queued:
-        client.publish(WAKE_CHANNEL, str(target_id))
+        with _redis_step("wake_publish", target_id):
+            client.publish(WAKE_CHANNEL, str(target_id))
     if recorded.new_slot_ids:
         from worker.metrics import SLOTS_NEW
 
@@ -143,8 +154,19 @@ def _after_check(
         # after the alerts' commit, so a failed booking never costs anyone the alert
         from worker.bookings import dispatch_autobook
 
-        dispatch_autobook(_database(), list(recorded.new_slot_ids), client=client)
+        with _redis_step("autobook_dispatch", target_id):
+            dispatch_autobook(_database(), list(recorded.new_slot_ids), client=client)
     return dataclasses.replace(recorded, budget_left=budget_left)
+
+
+@contextlib.contextmanager
+def _redis_step(step: str, target_id: int) -> Iterator[None]:
+    """A Redis step after the check was saved: Redis unreachable is one warning, not a failed check."""
+    try:
+        yield
+    except (redis.RedisError, OSError) as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        log.warning("check_redis_step_failed", step=step, target_id=target_id, error=error)
 
 
 def _outcome(result: Observation | CheckFailure) -> str:

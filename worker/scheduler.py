@@ -192,7 +192,7 @@ class Scheduler:
 
     def _read_backoffs(self) -> None:
         """Workers record back-offs (429 reset times, maintenance); pick them up within a second."""
-        with self.db.transaction() as session:
+        with self.db.read() as session:
             rows = {
                 target_id: until
                 for target_id, until in session.execute(

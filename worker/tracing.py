@@ -63,10 +63,21 @@ async def begin_check(session: BrowserSession) -> None:
         log.warning("trace_start_failed", key=session.key, error=str(exc)[:200])
 
 
+CHECKS_PER_CHUNK = 25
+"""Successful checks that share one trace chunk before it is dropped. Stopping and starting a chunk
+costs about as much as a warm check itself, so it is done once per this many checks; a failure's
+trace then shows up to this many checks before it, which is context rather than noise."""
+
+
 async def discard_check(session: BrowserSession) -> None:
-    """The check succeeded: drop its chunk (nothing is written)."""
+    """The check succeeded: keep recording, and drop the chunk (nothing is written) every
+    ``CHECKS_PER_CHUNK`` checks so that it stays small."""
     if not session.tracing or not session.trace_chunk_open:
         return
+    session.trace_chunk_checks += 1
+    if session.trace_chunk_checks < CHECKS_PER_CHUNK:
+        return
+    session.trace_chunk_checks = 0
     session.trace_chunk_open = False
     with suppress(PlaywrightError):
         await session.context.tracing.stop_chunk()
@@ -88,7 +99,11 @@ async def save_failure(session: BrowserSession, trace_dir: Path, label: str) -> 
         await asyncio.to_thread(trace_dir.mkdir, parents=True, exist_ok=True)
     except OSError as exc:
         log.warning("trace_dir_unwritable", path=str(trace_dir), error=str(exc))
-        await discard_check(session)
+        if session.tracing and session.trace_chunk_open:
+            session.trace_chunk_open = False
+            session.trace_chunk_checks = 0
+            with suppress(PlaywrightError):
+                await session.context.tracing.stop_chunk()
         return FailureArtifacts(None, None)
 
     screenshot: Path | None = trace_dir / f"{stem}.png"
@@ -107,6 +122,7 @@ async def save_failure(session: BrowserSession, trace_dir: Path, label: str) -> 
     trace: Path | None = None
     if session.tracing and session.trace_chunk_open:
         session.trace_chunk_open = False
+        session.trace_chunk_checks = 0
         trace = trace_dir / f"{stem}.zip"
         try:
             await session.context.tracing.stop_chunk(path=str(trace))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,10 +18,22 @@ from shared.settings import Settings
 class Database:
     engine: Engine
     sessions: sessionmaker[Session]
+    readers: sessionmaker[Session] = field(init=False, repr=False)
+    """Read-only sessions (``read``), built from ``engine``."""
+
+    def __post_init__(self) -> None:
+        self.readers = make_session_factory(self.engine, read_only=True)
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         with session_scope(self.sessions) as session:
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        """A transaction that only reads: on SQLite it starts deferred and reads a snapshot, so it
+        neither queues for nor takes the write lock. Writing in it is a bug."""
+        with session_scope(self.readers) as session:
             yield session
 
     def close(self) -> None:

@@ -163,13 +163,6 @@ def test_sender_waits_out_a_lock_shorter_than_the_busy_timeout(
         db.close()
 
 
-@pytest.mark.xfail(
-    raises=SenderStalled,
-    strict=True,
-    reason="bot/sender.py: a drain failing with 'database is locked' keeps its claims (claim() takes "
-    "unclaimed rows only) and leaves rows whose 'sent' mark failed in 'sending'; they wait for the "
-    "next start of the bot (reconcile)",
-)
 def test_sender_resumes_after_a_lock_longer_than_the_busy_timeout(
     tmp_path: Path, redis_url: str, fake_telegram: FakeBotApi, json_logs: None
 ) -> None:

@@ -16,8 +16,9 @@ pytestmark = [pytest.mark.browser]
 
 
 async def test_one_chunk_per_check_and_best_effort_saving(replica: Replica, tmp_path: Path) -> None:
-    """A discarded chunk writes nothing; a failed check's chunk becomes a zip that holds only that
-    check (its page load), next to a PNG screenshot. Injected: a trace folder that is a file, and a
+    """A successful check writes nothing; a failed check's chunk becomes a zip that holds that check
+    (its page load, and the successful checks since the chunk began), next to a PNG screenshot.
+    Injected: a trace folder that is a file, and a
     closed context. Asserted: both are logged and skipped, never raised."""
     settings = load_settings(data_dir=tmp_path, pacer="none", env="test", trace_on_failure=True)
     trace_dir = tmp_path / "traces"

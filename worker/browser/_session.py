@@ -93,6 +93,7 @@ class BrowserSession:
         self.in_use = False
         self.tracing = False
         self.trace_chunk_open = False
+        self.trace_chunk_checks = 0
         """A trace chunk is recording (see ``worker.tracing``)."""
 
     def __repr__(self) -> str:
