@@ -12,6 +12,7 @@ before MTA looked.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -179,11 +180,15 @@ def latency_samples(session: Session, since: datetime, targets: Sequence[Target]
         if slot_id is not None and sent_at is not None:
             sent[slot_id] = sent_at
     samples = []
+    covering: dict[tuple[str, int, int, int], list[list[datetime]]] = {}
     for s in slots:
+        where = (s.site, s.service_id, s.service_count, s.office_id)
+        if where not in covering:
+            covering[where] = [check_times.get(t.id, []) for t in targets if _covers(t, *where)]
         before: list[datetime] = []
-        for target in targets:
-            if _covers(target, s.site, s.service_id, s.service_count, s.office_id):
-                before.extend(t for t in check_times.get(target.id, ()) if t < s.first_seen_at)
+        for times in covering[where]:  # each sorted: the last two checks before the sighting suffice
+            index = bisect_left(times, s.first_seen_at)
+            before.extend(times[max(0, index - 2) : index])
         if len(before) < 2:
             continue  # no check before the one that saw it: the slot predates our watching
         before.sort()

@@ -238,7 +238,8 @@ async def check_target(target_id: int, dispatch_id: str | None = None) -> None:
             backoff_until=not_before.isoformat() if not_before else None,
         )
     finally:
-        mark_done(_client(), target_id, not_before=not_before)
+        with _redis_step("mark_done", target_id):  # else its in-flight mark expires by itself
+            mark_done(_client(), target_id, not_before=not_before)
 
 
 from worker import bookings  # noqa: E402,F401  (registers book_slot)
