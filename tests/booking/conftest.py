@@ -232,7 +232,7 @@ class RunningWorker:
 def dramatiq_worker(
     bookings_module: ModuleType, booking_settings: Settings, db: Database, redis_client: redis.Redis
 ) -> Iterator[RunningWorker]:
-    """A Dramatiq worker (3 threads, one event loop, one browser pool) consuming ``bookings`` from
+    """A Dramatiq worker (4 threads, one event loop, one browser pool) consuming ``bookings`` from
     the test Redis; the booking actors are bound to this broker for the test."""
     import dramatiq
     from dramatiq.asyncio import get_event_loop_thread
@@ -246,7 +246,7 @@ def dramatiq_worker(
     for actor in actors:
         actor.broker = broker
         broker.declare_actor(actor)
-    worker = dramatiq.Worker(broker, queues={BOOKINGS_QUEUE}, worker_threads=3, worker_timeout=100)
+    worker = dramatiq.Worker(broker, queues={BOOKINGS_QUEUE}, worker_threads=4, worker_timeout=100)
     worker.start()
     loop_thread = get_event_loop_thread()
     assert loop_thread is not None
