@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import AfterValidator, AwareDatetime
@@ -100,7 +102,26 @@ async def _read(state: AppState, work: Callable[[Session], R]) -> R:
     return await run_in_threadpool(run)
 
 
+READ_CACHE_S = 1.0
+"""Whole-farm summaries (status, targets) cost ~0.1 s of CPU to compute: concurrent requests share
+one computation, and its result serves for this long (the dashboard itself refreshes every second)."""
+
+
+async def _read_shared(state: AppState, key: str, work: Callable[[Session], R]) -> R:
+    """``_read`` for the expensive summaries: one computation at a time per key, reused briefly."""
+    lock = state.cache_locks.setdefault(key, asyncio.Lock())
+    async with lock:
+        hit = state.cache.get(key)
+        if hit is not None and time.monotonic() - hit[0] < READ_CACHE_S:
+            return cast(R, hit[1])
+        value = await _read(state, work)
+        state.cache[key] = (time.monotonic(), value)
+        return value
+
+
 async def _write(state: AppState, work: Callable[[Session], R]) -> R:
+    state.cache.clear()
+
     def run() -> R:
         with state.db.transaction() as session:
             return work(session)
@@ -148,7 +169,7 @@ async def get_status(state: Annotated[AppState, Depends(get_state)]) -> StatusOu
     now = utcnow()
     farm = await state.farm()
     try:
-        summary = await _read(state, lambda s: _db_summary(s, now))
+        summary = await _read_shared(state, "status", lambda s: _db_summary(s, now))
         database = PartStatus(ok=True, required=True, detail="readable")
     except Exception as exc:  # reported, not raised: the status page must work when the DB does not
         summary = {
@@ -193,7 +214,11 @@ async def list_targets(
     include_inactive: Annotated[bool, Query(description="also targets nobody watches any more")] = False,
 ) -> dict[str, Any]:
     now = utcnow()
-    rows, _ = await _read(state, lambda s: queries.target_rows(s, now, include_inactive=include_inactive))
+    rows, _ = await _read_shared(
+        state,
+        f"targets:{include_inactive}",
+        lambda s: queries.target_rows(s, now, include_inactive=include_inactive),
+    )
     return _page(rows[offset : offset + limit], len(rows), limit, offset)
 
 
@@ -203,7 +228,9 @@ async def get_target(
     target_id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> TargetOut:
     now = utcnow()
-    rows, _ = await _read(state, lambda s: queries.target_rows(s, now, include_inactive=True))
+    rows, _ = await _read_shared(
+        state, "targets:True", lambda s: queries.target_rows(s, now, include_inactive=True)
+    )
     for row in rows:
         if row.id == target_id:
             return row

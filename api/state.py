@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-from dataclasses import dataclass
-from typing import Annotated
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 import redis.asyncio as aioredis
 from fastapi import Depends, HTTPException, Request, status
@@ -28,6 +29,9 @@ class AppState:
     redis: aioredis.Redis | None
     templates: Environment
     feed: DashboardFeed
+    cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
+    """Briefly reused read results (see ``api.routes._read_shared``); cleared by every write."""
+    cache_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     async def farm(self) -> FarmState:
         """What Redis says about the farm now (never raises; see ``FarmState.ok``)."""
