@@ -168,9 +168,9 @@ def test_sender_resumes_after_a_lock_longer_than_the_busy_timeout(
 ) -> None:
     """Injected: as above, but the lock is held 3 s with a busy timeout of 0.5 s: the sender's
     claims, "on the wire" marks and results fail with "database is locked".
-    Asserted first (passes today): nothing is lost or doubled across a restart of the bot —
+    Asserted first: nothing is lost or doubled across a restart of the bot —
     after stopping it cleanly and starting it again every subscriber has exactly one alert and
-    every row is ``sent``. Asserted last (fails today, hence xfail): the running sender itself
+    every row is ``sent``. Asserted last: the running sender itself
     delivers everything within 10 s of the lock's release, without a restart."""
     settings = _sender_settings(tmp_path, redis_url, fake_telegram, 500)
     db = open_database(settings, migrate=True)

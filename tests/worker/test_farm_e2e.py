@@ -252,7 +252,8 @@ def test_site_failures_back_off_and_never_alert_subscribers(
     assert leonrod.state == TargetState.BACKING_OFF
     assert leonrod.backoff_until is not None
     assert stormed < leonrod.backoff_until <= datetime.now(UTC) + timedelta(seconds=62)
-    assert site_paused_s(farm.redis, "munich") > 5
+    # the worker sets the site pause in Redis just after the check row commits
+    wait_until(lambda: site_paused_s(farm.redis, "munich") > 5, 10, "the site pause to be set")
     settled = datetime.now(UTC) + timedelta(seconds=0.5)
     time.sleep(3)
     assert api_requests(replica, since=settled) == [], "the scheduler must skip a paused site"
