@@ -19,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from shared.catalog import offered_at
+
 SLOT_MINUTES = 15
 """Length of one slot unit at every office (``slotTimeInMinutes``); a service needs
 ``ceil(duration / SLOT_MINUTES)`` consecutive units (the relation's ``slots``)."""
@@ -139,9 +141,6 @@ _AUSLAENDER_NAMES = ("Ausländerbehörde", "Studenten", "Schnellschalter", "Doku
 PRIORITIES = {10489: 100, 102522: 90, 54261: 80, 102524: 70, 102523: 60, 102526: 50}
 SHARED_BOOKING_GROUP = (10489, 10503, 10500, 10491)
 DISABLED_SERVICES_MIX_GROUP = (10489, 10491, 10500, 10502)
-PASS_SERVICES = frozenset({1063453, 1063441, 1080582})
-"""Passport and ID services, hidden at 10489 and booked on 10502 (the Pass calendar)."""
-PASS_HIDDEN_AT = frozenset({10489})
 EXCLUSIVE_NAME_PREFIXES = ("Standesamt", "Sozial")
 EXCLUSIVE_OFFICE_IDS = frozenset({54285})
 
@@ -223,7 +222,7 @@ class Catalog:
                 service = services.get(sid)
                 if service is None or not service.public:
                     continue
-                if sid in PASS_SERVICES and office.id in PASS_HIDDEN_AT:
+                if not offered_at(office.id, sid):
                     continue
                 self._slots[(office.id, sid)] = max(1, math.ceil(service.duration_min / SLOT_MINUTES))
 

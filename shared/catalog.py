@@ -17,6 +17,17 @@ from typing import Any, TypeVar
 
 from shared.domain import DEFAULT_SITE
 
+PASS_SERVICES = frozenset({1063453, 1063441, 1080582})
+"""Passport and ID services: the site hides them at ``PASS_HIDDEN_AT`` although the catalogue lists
+them there, and books them on 10502 (the Pass calendar)."""
+PASS_HIDDEN_AT = frozenset({10489})
+
+
+def offered_at(office_id: int, service_id: int) -> bool:
+    """False where the site hides a service that the catalogue lists at an office."""
+    return not (service_id in PASS_SERVICES and office_id in PASS_HIDDEN_AT)
+
+
 T = TypeVar("T")
 
 
@@ -101,7 +112,8 @@ class Catalog:
         if service is None:
             return []
         found = (self.offices[i] for i in service.office_ids if i in self.offices)
-        return sorted((o for o in found if include_hidden or o.public), key=lambda o: o.id)
+        shown = (o for o in found if include_hidden or (o.public and offered_at(o.id, service_id)))
+        return sorted(shown, key=lambda o: o.id)
 
     def search_services(self, query: str, *, include_hidden: bool = False, limit: int = 20) -> list[Service]:
         """Services whose name contains every word of the query; names starting with it first."""

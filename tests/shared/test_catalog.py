@@ -42,3 +42,14 @@ def test_search_ignores_case_and_accents() -> None:
 
 def test_catalogue_is_loaded_once() -> None:
     assert catalog.get_catalog() is catalog.get_catalog("munich")
+
+
+def test_passport_services_are_not_offered_where_the_site_hides_them() -> None:
+    """The catalogue lists passport services at 10489, but the site hides them there (spec §5):
+    a subscription must not be able to pick that office for them."""
+    from shared.catalog import offices_for_service
+
+    offices = {o.id for o in offices_for_service(1063441)}
+    assert 10489 not in offices and offices
+    assert 10489 in {o.id for o in offices_for_service(1063441, include_hidden=True)}
+    assert 10489 in {o.id for o in offices_for_service(1063475)}
