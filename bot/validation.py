@@ -117,7 +117,7 @@ def parse_time_range(text: str) -> tuple[time, time]:
 
 def parse_count(text: str, maximum: int) -> int:
     text = check_length(text)
-    if not text.isdigit() or not 1 <= int(text) <= maximum:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= maximum:
         raise InputError(N_("Please choose a number from 1 to {maximum}."), {"maximum": maximum})
     return int(text)
 

@@ -209,3 +209,13 @@ def browser(launch_browser: Any) -> Iterator[Any]:
     launched = launch_browser()
     yield launched
     launched.close()
+
+
+# --- hypothesis ---------------------------------------------------------------------------------
+# Fixed examples in the test command, so that a run is repeatable; MTA_HYPOTHESIS_RANDOM=1 explores.
+from hypothesis import settings as _hypothesis_settings  # noqa: E402
+
+_hypothesis_settings.register_profile("repeatable", derandomize=True, database=None, deadline=None)
+_hypothesis_settings.register_profile("explore", deadline=None)
+_EXPLORE = os.environ.get("MTA_HYPOTHESIS_RANDOM") == "1"
+_hypothesis_settings.load_profile("explore" if _EXPLORE else "repeatable")

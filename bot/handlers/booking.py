@@ -181,7 +181,7 @@ def _other_request_pending(
     others = []
     for key in client.scan_iter(match=f"{key_prefix}queued:{user_id}:*", count=100):
         tail = (key.decode() if isinstance(key, bytes) else str(key)).rsplit(":", 1)[-1]
-        if tail.isdigit() and int(tail) != slot_id:
+        if tail.isascii() and tail.isdigit() and int(tail) != slot_id:
             others.append(int(tail))
     if not others:
         return False

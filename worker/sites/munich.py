@@ -254,13 +254,13 @@ def _int(value: object, what: str) -> int:
         raise LayoutChanged(f"{what} is not a number: {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit():
         return int(value)
     raise LayoutChanged(f"{what} is not a number: {value!r}"[:200])
 
 
 def _offices(value: str | None) -> set[int]:
-    return {int(p) for p in (value or "").split(",") if p.strip().isdigit()}
+    return {int(p) for p in (value or "").split(",") if p.strip().isascii() and p.strip().isdigit()}
 
 
 def _days_between(first: date, last: date) -> set[date]:
@@ -549,7 +549,8 @@ class MunichAdapter:
             return shown
         boxes = page.locator(sel.PROVIDER_CHECKBOX_ANY)
         ids: list[str] = await boxes.evaluate_all("els => els.map(e => e.id)")
-        present = {int(i.rsplit("-", 1)[1]) for i in ids if i.rsplit("-", 1)[1].isdigit()}
+        tails = [i.rsplit("-", 1)[1] for i in ids]
+        present = {int(t) for t in tails if t.isascii() and t.isdigit()}
         wanted = set(key.office_ids)
         # tick first, untick after: the selection must never become empty on the way
         for office_id in [*sorted(present & wanted), *sorted(present - wanted)]:
@@ -775,7 +776,7 @@ class MunichAdapter:
         now = utcnow()
         for header in (sel.RATE_LIMIT_RESET_HEADER, "retry-after"):
             value = exchange.headers.get(header)
-            if value and value.strip().isdigit():
+            if value and value.strip().isascii() and value.strip().isdigit():
                 number = int(value.strip())
                 at = (
                     now + timedelta(seconds=number) if number < 10**9 else datetime.fromtimestamp(number, UTC)
@@ -789,7 +790,7 @@ class MunichAdapter:
     def _remember_reset(self, exchanges: list[Exchange]) -> None:
         for exchange in exchanges:
             value = exchange.headers.get(sel.RATE_LIMIT_RESET_HEADER, "").strip()
-            if exchange.status < 400 and value.isdigit() and int(value) > 10**9:
+            if exchange.status < 400 and value.isascii() and value.isdigit() and int(value) > 10**9:
                 at = datetime.fromtimestamp(int(value), UTC)
                 if self._last_reset is None or at > self._last_reset:
                     self._last_reset = at

@@ -277,7 +277,9 @@ def raise_for_site(response: ApiResponse) -> None:
     codes = set(response.codes)
     if response.status == 429 or sel.RATE_LIMIT_CODE in codes:
         reset = response.headers.get(sel.RATE_LIMIT_RESET_HEADER)
-        reset_at = datetime.fromtimestamp(int(reset), UTC) if reset and reset.isdigit() else None
+        reset_at = (
+            datetime.fromtimestamp(int(reset), UTC) if reset and reset.isascii() and reset.isdigit() else None
+        )
         raise RateLimited(f"{response.endpoint}: rate limited", reset_at=reset_at)
     if codes & sel.CAPTCHA_CODES:
         raise CaptchaRequired(f"{response.endpoint}: {sorted(codes & sel.CAPTCHA_CODES)[0]}")
