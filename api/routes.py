@@ -310,6 +310,31 @@ def _alerts_stmt(
     return stmt
 
 
+async def _alerts_page(state: AppState, stmt: Any, limit: int, offset: int, *, admin: bool) -> dict[str, Any]:
+    """One page of notifications; ``admin`` adds recipients and texts."""
+
+    def work(session: Session) -> dict[str, Any]:
+        total, rows = queries.count_and_page(session, stmt, limit, offset)
+        return _page(queries.alert_rows(session, rows, admin=admin), total, limit, offset)
+
+    return await _read(state, work)
+
+
+async def _bookings_page(
+    state: AppState, status_: BookingStatus | None, limit: int, offset: int, *, admin: bool
+) -> dict[str, Any]:
+    """One page of bookings, newest first; ``admin`` adds the people."""
+    stmt = select(Booking).order_by(Booking.id.desc())
+    if status_ is not None:
+        stmt = stmt.where(Booking.status == status_)
+
+    def work(session: Session) -> dict[str, Any]:
+        total, rows = queries.count_and_page(session, stmt, limit, offset)
+        return _page([queries.booking_out(b, admin=admin) for b in rows], total, limit, offset)
+
+    return await _read(state, work)
+
+
 @router.get(
     "/alerts", response_model=Page[AlertOut], summary="Notifications, newest first (no personal data)"
 )
@@ -321,13 +346,7 @@ async def list_alerts(
     kind: NotificationKind | None = None,
     since: Since = None,
 ) -> dict[str, Any]:
-    stmt = _alerts_stmt(status_, kind, since)
-
-    def work(session: Session) -> dict[str, Any]:
-        total, rows = queries.count_and_page(session, stmt, limit, offset)
-        return _page(queries.alert_rows(session, rows, admin=False), total, limit, offset)
-
-    return await _read(state, work)
+    return await _alerts_page(state, _alerts_stmt(status_, kind, since), limit, offset, admin=False)
 
 
 @router.get("/bookings", response_model=Page[BookingOut], summary="Bookings, newest first (no personal data)")
@@ -337,15 +356,7 @@ async def list_bookings(
     offset: Offset = 0,
     status_: Annotated[BookingStatus | None, Query(alias="status")] = None,
 ) -> dict[str, Any]:
-    stmt = select(Booking).order_by(Booking.id.desc())
-    if status_ is not None:
-        stmt = stmt.where(Booking.status == status_)
-
-    def work(session: Session) -> dict[str, Any]:
-        total, rows = queries.count_and_page(session, stmt, limit, offset)
-        return _page([queries.booking_out(b, admin=False) for b in rows], total, limit, offset)
-
-    return await _read(state, work)
+    return await _bookings_page(state, status_, limit, offset, admin=False)
 
 
 # --- admin: personal data and actions --------------------------------------------------------------
@@ -360,13 +371,7 @@ async def admin_alerts(
     kind: NotificationKind | None = None,
     since: Since = None,
 ) -> dict[str, Any]:
-    stmt = _alerts_stmt(status_, kind, since)
-
-    def work(session: Session) -> dict[str, Any]:
-        total, rows = queries.count_and_page(session, stmt, limit, offset)
-        return _page(queries.alert_rows(session, rows, admin=True), total, limit, offset)
-
-    return await _read(state, work)
+    return await _alerts_page(state, _alerts_stmt(status_, kind, since), limit, offset, admin=True)
 
 
 @admin.get("/bookings", response_model=Page[AdminBookingOut], summary="Bookings with their people")
@@ -376,15 +381,7 @@ async def admin_bookings(
     offset: Offset = 0,
     status_: Annotated[BookingStatus | None, Query(alias="status")] = None,
 ) -> dict[str, Any]:
-    stmt = select(Booking).order_by(Booking.id.desc())
-    if status_ is not None:
-        stmt = stmt.where(Booking.status == status_)
-
-    def work(session: Session) -> dict[str, Any]:
-        total, rows = queries.count_and_page(session, stmt, limit, offset)
-        return _page([queries.booking_out(b, admin=True) for b in rows], total, limit, offset)
-
-    return await _read(state, work)
+    return await _bookings_page(state, status_, limit, offset, admin=True)
 
 
 @admin.post(
