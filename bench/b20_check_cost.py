@@ -69,6 +69,9 @@ CITY_CAPTCHA_COST = 1_000
 QUICK_CAPTCHA_COST = 50
 WALK_ROW_BUDGET_S = 45.0
 """A walk row stops after this long (with at least two walks), to bound the run on a busy machine."""
+SITE_LATENCY_MS = 30
+"""A plausible round trip to the city's server from a Munich host; the replica adds it as a delay."""
+LATENCY_ROWS = 100
 UNLIMITED_RATE = 100_000_000
 """The replica's requests per window for benchmarks: the site's 429s are not what is measured."""
 
@@ -277,6 +280,18 @@ class Sizes:
     """Warm sessions opened beside the first for the memory figure."""
 
 
+def set_calendar_delay(base_url: str, delay_ms: int) -> None:
+    """Delay every ``available-calendar`` answer by ``delay_ms`` (0 clears it): the site's latency."""
+    change: dict[str, object] = (
+        {"slow_ms": delay_ms, "slow_s": 0, "endpoints": ["available-calendar"]}
+        if delay_ms > 0
+        else {"clear": ["slow"]}
+    )
+    base = base_url.removesuffix(PAGE_PATH)
+    with httpx.Client(base_url=base, timeout=30) as client:
+        client.post("/_replica/faults", json=change).raise_for_status()
+
+
 async def _checks(folder: Path, site_url: str, sizes: Sizes) -> tuple[dict[str, Cost], dict[str, float]]:
     costs: dict[str, Cost] = {}
     memory: dict[str, float] = {}
@@ -307,9 +322,17 @@ async def _checks(folder: Path, site_url: str, sizes: Sizes) -> tuple[dict[str, 
             if trace:
                 await asyncio.sleep(1)
                 memory["one"] = browser_pss_mib()
+                # production: the one warm session of the site serves every target
                 for key in OTHER_TARGETS[: sizes.extra_sessions]:
                     for _ in range(3):
                         await run_check(pool, adapter, key, site_url=site_url)
+                await asyncio.sleep(1)
+                memory["one_shared"] = browser_pss_mib()
+                memory["targets"] = 1.0 + sizes.extra_sessions
+                # what each further session would cost (a session per target, or booking walks)
+                for index, key in enumerate(OTHER_TARGETS[: sizes.extra_sessions]):
+                    async with pool.session(f"bench-extra-{index}") as extra:
+                        await adapter.walk(extra, key, site_url)
                 await asyncio.sleep(1)
                 memory["four"] = browser_pss_mib()
                 memory["driver"] = driver_pss_mib()
@@ -331,6 +354,26 @@ async def _checks(folder: Path, site_url: str, sizes: Sizes) -> tuple[dict[str, 
         for _ in range(5):
             bare()
         costs["floor"] = measure_blocking(sizes.floor, bare)
+        set_calendar_delay(site_url, SITE_LATENCY_MS)
+        try:
+            costs["floor_latency"] = measure_blocking(min(sizes.floor, LATENCY_ROWS), bare)
+        finally:
+            set_calendar_delay(site_url, 0)
+
+    # (a) and (d) again with the site's answers 30 ms away, as from a host in Munich
+    latency_settings = bench_settings(folder, site_url, trace_on_failure=True)
+    latency_adapter = adapter_for(latency_settings)
+    async with BrowserPool(latency_settings) as pool:
+        await run_check(pool, latency_adapter, BUERGERBUERO, site_url=site_url)
+        set_calendar_delay(site_url, SITE_LATENCY_MS)
+        try:
+
+            async def warm_far() -> None:
+                await run_check(pool, latency_adapter, BUERGERBUERO, site_url=site_url)
+
+            costs["warm_latency"] = await measure(min(sizes.warm, LATENCY_ROWS), warm_far)
+        finally:
+            set_calendar_delay(site_url, 0)
 
     # (b) a full walk in a fresh context of a running browser
     walk_settings = bench_settings(folder, site_url, session_max_checks=1)
@@ -392,21 +435,30 @@ def run(quick: bool) -> list[Table]:
         ("fresh_browser", "(c) fresh Chromium per check: launch, walk, close"),
         ("fresh_driver", "(c') fresh Playwright driver + Chromium per check"),
         ("floor", "(d) floor: bare API request with httpx (kept-alive, JSON parsed)"),
+        ("warm_latency", f"(a) MTA warm session, site {SITE_LATENCY_MS} ms away"),
+        ("floor_latency", f"(d) floor, site {SITE_LATENCY_MS} ms away"),
     ]
     for key, label in labels:
         cost = costs[key]
-        table.add(label, len(cost.walls_ms), cost.p50, cost.p95, cost.cpu_ms, f"{cost.p50 / floor.p50:.1f}×")
+        base = costs["floor_latency"] if key.endswith("_latency") else floor
+        table.add(label, len(cost.walls_ms), cost.p50, cost.p95, cost.cpu_ms, f"{cost.p50 / base.p50:.1f}×")
     one, four = memory["one"], memory["four"]
     per_session = (four - one) / max(1, memory["sessions"] - 1)
     table.notes += [
         f"Warm check vs floor (p50): {costs['warm'].p50 / floor.p50:.1f}× with tracing on, "
         f"{costs['warm_untraced'].p50 / floor.p50:.1f}× with tracing off (goal: within 3×); "
         f"CPU {costs['warm'].cpu_ms / max(floor.cpu_ms, 1e-9):.1f}× / "
-        f"{costs['warm_untraced'].cpu_ms / max(floor.cpu_ms, 1e-9):.1f}× the floor's.",
+        f"{costs['warm_untraced'].cpu_ms / max(floor.cpu_ms, 1e-9):.1f}× the floor's. "
+        "On localhost the floor is about a millisecond, less than Chromium's own fetch (renderer to "
+        "network service and back) plus one driver round trip; with the site "
+        f"{SITE_LATENCY_MS} ms away (the last two rows, delay added by the replica) the warm check is "
+        f"{costs['warm_latency'].p50 / costs['floor_latency'].p50:.2f}× the floor.",
         f"Fresh browser per check vs warm check (p50): {costs['fresh_browser'].p50 / costs['warm'].p50:.0f}×"
         f" the wall time, {costs['fresh_browser'].cpu_ms / costs['warm'].cpu_ms:.0f}× the CPU.",
         f"Memory (PSS of the Chromium process tree): {one:.0f} MiB with 1 warm session, "
-        f"{four:.0f} MiB with {memory['sessions']:.0f}; {per_session:.1f} MiB per extra warm session; "
+        f"{memory['one_shared']:.0f} MiB with that session serving {memory['targets']:.0f} targets "
+        f"(one session per site), {four:.0f} MiB with {memory['sessions']:.0f} sessions; "
+        f"{per_session:.1f} MiB per extra session; "
         f"Playwright driver (node) {memory['driver']:.0f} MiB besides. PSS splits shared pages among "
         "every process mapping them, other Chromiums on the machine included: the increment per "
         "session is the steadier figure.",

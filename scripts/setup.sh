@@ -54,4 +54,8 @@ if ! "$VENV/bin/python" -c 'from shared.chromium import find_chromium; find_chro
   fi
   "$VENV/bin/python" -c 'from shared.chromium import find_chromium; print("[setup] chromium:", find_chromium() or "playwright")'
 fi
+# 5. Optional: a virtual display for headed Chromium on a server (the test command asks for it)
+if [ "${MTA_SETUP_XVFB:-0}" = 1 ] && ! command -v Xvfb >/dev/null; then
+  apt_install xvfb xauth || log "no Xvfb: the headed-browser test will be skipped"
+fi
 log "ready: $VENV/bin/mta"

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 from playwright.async_api import Error as PlaywrightError
 
-from shared.domain import CheckFailure, CheckTimeout, Observation, TargetKey
+from shared.domain import CaptchaRequired, CheckFailure, CheckTimeout, Observation, TargetKey
 from shared.logging import get_logger
 from worker.browser import BrowserPool, BrowserSession
 from worker.sites.base import SiteAdapter
@@ -42,13 +42,30 @@ class CheckResult:
     """True when a fresh session walked the site for this check."""
 
 
-def session_key(key: TargetKey) -> str:
-    """The pool key of a target: one warm session per distinct target."""
+def target_label(key: TargetKey) -> str:
+    """A target's name in logs and in the pool keys of one-off sessions (booking)."""
     return f"{key.site}:{key.service_id}x{key.service_count}@{key.office_key}"
+
+
+def session_key(key: TargetKey) -> str:
+    """The pool key of a check: one warm session per site serves every target of that site.
+
+    The page's calendar request names the offices, service, count and captcha token in its query,
+    and a person on the calendar step changes offices the same way; the token is bound to the
+    client address, not to an office. A session per target would walk (about four site requests
+    and a captcha challenge) once per target and token lifetime instead of once per site, and with
+    more targets than warm sessions every check would become a walk.
+    """
+    return f"{key.site}:calendar"
 
 
 class _BrowserDied(Exception):
     """The session's browser went away during the check (internal: retried)."""
+
+
+class _NeedsToken(Exception):
+    """A warm session walked without a captcha met an office that asks for one (internal: the
+    check is retried at once in a session walked at that office)."""
 
 
 def _browser_gone(session: BrowserSession) -> bool:
@@ -61,10 +78,17 @@ async def run_check(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, *, 
     for attempt in range(1, BROWSER_ATTEMPTS + 1):
         try:
             result = await _attempt(pool, adapter, key, site_url)
+        except _NeedsToken as needs:
+            spent += int(getattr(needs, "requests_made", 0))
+            if attempt < BROWSER_ATTEMPTS:
+                continue
+            captcha = CaptchaRequired(str(needs))
+            captcha.requests_made = spent  # type: ignore[attr-defined]
+            raise captcha from None
         except _BrowserDied as died:
             spent += int(getattr(died, "requests_made", 0))
             if attempt < BROWSER_ATTEMPTS:
-                log.warning("check_browser_died", key=session_key(key), attempt=attempt)
+                log.warning("check_browser_died", key=target_label(key), attempt=attempt)
                 continue
             failure = CheckTimeout(f"the browser died during the check: {died}")
             failure.requests_made = spent  # type: ignore[attr-defined]
@@ -74,7 +98,7 @@ async def run_check(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, *, 
             raise
         except PlaywrightError as exc:  # opening or closing the session failed: the browser is unusable
             if attempt < BROWSER_ATTEMPTS:
-                log.warning("check_session_failed", key=session_key(key), error=str(exc)[:200])
+                log.warning("check_session_failed", key=target_label(key), error=str(exc)[:200])
                 continue
             unusable = CheckTimeout(f"no usable browser session: {str(exc).splitlines()[0][:200]}")
             unusable.requests_made = spent  # type: ignore[attr-defined]
@@ -96,7 +120,7 @@ async def walked_session(
     never disturbs the warm session of the checks, and is closed on the way out: a page that went
     on to book is spent. A failed walk raises its ``CheckFailure`` (with ``requests_made``).
     """
-    pool_key = f"{purpose}:{session_key(key)}"
+    pool_key = f"{purpose}:{target_label(key)}"
     stale = pool.warm_session(pool_key)
     if stale is not None:
         await pool.retire(stale, "a fresh walk was asked for")
@@ -117,20 +141,31 @@ async def walked_session(
 
 async def _attempt(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, site_url: str) -> CheckResult:
     started = time.monotonic()
-    async with pool.session(session_key(key)) as session:
+    captcha_targets = pool.captcha_targets
+    async with pool.session(session_key(key), need_token=key in captcha_targets) as session:
         session.requests_made = 0
         walked = not session.walked
         await begin_check(session)
         try:
             if walked:
                 observation = await adapter.walk(session, key, site_url)
+                # a fresh context meets the captcha only where the office asks for one
+                if session.token is not None:
+                    captcha_targets.add(key)
+                else:
+                    captcha_targets.discard(key)
             else:
                 observation = await adapter.warm_check(session, key)
         except CheckFailure as failure:
+            if isinstance(failure, CaptchaRequired) and not walked and session.token is None:
+                captcha_targets.add(key)
+                needs = _NeedsToken(f"{target_label(key)} asks for a captcha: {failure}")
+                needs.requests_made = session.requests_made  # type: ignore[attr-defined]
+                raise needs from None
             failure.requests_made = session.requests_made  # type: ignore[attr-defined]
             log.info(
                 "check_failed",
-                key=session.key,
+                key=target_label(key),
                 failure=type(failure).__name__,
                 error=str(failure)[:300],
                 walked=walked,
@@ -153,7 +188,7 @@ async def _attempt(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, site
         await discard_check(session)
         log.debug(
             "check_ok",
-            key=session.key,
+            key=target_label(key),
             walked=walked,
             slots=len(observation.slots),
             requests=session.requests_made,
@@ -167,4 +202,4 @@ async def _keep_evidence(pool: BrowserPool, session: BrowserSession, label: str)
         await save_failure(session, pool.settings.trace_dir, f"{label}-{session.key}")
 
 
-__all__ = ["BROWSER_ATTEMPTS", "CheckResult", "run_check", "session_key", "walked_session"]
+__all__ = ["BROWSER_ATTEMPTS", "CheckResult", "run_check", "session_key", "target_label", "walked_session"]

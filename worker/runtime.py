@@ -66,6 +66,7 @@ async def start(settings: Settings) -> Runtime:
     stack = AsyncExitStack()
     try:
         pool = await stack.enter_async_context(BrowserPool(settings))
+        await pool.launch()
         pacer = pacer_from_settings(settings)
         adapters = {"munich": MunichAdapter(solver=InPageAltchaSolver(), pacer=pacer, settings=settings)}
     except BaseException:

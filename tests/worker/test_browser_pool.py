@@ -25,6 +25,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
 SITE_URL = "http://127.0.0.1:9/unused"
 KEYS = [TargetKey("munich", 1063475, 1, (office,)) for office in (102522, 102523, 102524)]
+SITES = [TargetKey(site, 1063475, 1, (102522,)) for site in ("site-a", "site-b", "site-c")]
 
 
 @dataclass
@@ -71,7 +72,8 @@ async def pool(tmp_path_factory: pytest.TempPathFactory, clock: OffsetClock) -> 
 
 
 async def reset(pool: BrowserPool) -> None:
-    for key in KEYS:
+    pool.captcha_targets.clear()
+    for key in [*KEYS, *SITES]:
         session = pool.warm_session(session_key(key))
         if session is not None:
             await pool.retire(session, "test reset")
@@ -101,17 +103,52 @@ async def test_warm_session_is_reused_then_walks_after_error(pool: BrowserPool) 
     assert (await run_check(pool, adapter, key, site_url=SITE_URL)).walked
 
 
+async def test_targets_of_one_site_share_one_warm_session(pool: BrowserPool) -> None:
+    """Three targets of one site: one walk, then warm checks for all three in the same context."""
+    await reset(pool)
+    adapter = FakeAdapter()
+    opened = pool.stats.contexts_opened
+    results = [await run_check(pool, adapter, key, site_url=SITE_URL) for key in KEYS * 2]
+    assert [r.walked for r in results] == [True, False, False, False, False, False]
+    assert (adapter.walks, adapter.warm_checks) == (1, 5)
+    assert pool.stats.contexts_opened - opened == 1
+    assert pool.warm_session(session_key(KEYS[0])) is pool.warm_session(session_key(KEYS[2]))
+
+
+async def test_captcha_office_never_gets_a_session_walked_without_a_token(pool: BrowserPool) -> None:
+    """Injected: the site's session was walked at an office without captcha, then a target at a
+    captcha office is checked. Asserted: the warm check's ``captchaMissing`` is not a failed check:
+    it is retried at once in a fresh session walked at the captcha office, whose token then serves
+    both targets; the pool remembers which target needs the token."""
+    await reset(pool)
+    open_office, captcha_office = KEYS[0], KEYS[1]
+    adapter = FakeAdapter(captcha_offices=frozenset(captcha_office.office_ids))
+    assert (await run_check(pool, adapter, open_office, site_url=SITE_URL)).walked
+    first = pool.warm_session(session_key(open_office))
+    assert first is not None and first.token is None
+
+    result = await run_check(pool, adapter, captcha_office, site_url=SITE_URL)
+    assert result.walked and result.requests_made == 1 + 3  # the refused warm check + the walk
+    assert first.retired
+    second = pool.warm_session(session_key(captcha_office))
+    assert second is not None and second.token is not None
+    assert pool.captcha_targets == {captcha_office}
+    assert not (await run_check(pool, adapter, open_office, site_url=SITE_URL)).walked
+    assert not (await run_check(pool, adapter, captcha_office, site_url=SITE_URL)).walked
+    assert (adapter.walks, adapter.warm_checks) == (2, 3)
+
+
 async def test_warm_sessions_are_capped_least_recently_used_first(pool: BrowserPool) -> None:
-    """With ``browser_warm_sessions=2``, a third target closes the least recently used session, and
-    the open-context gauge follows the pool."""
+    """With ``browser_warm_sessions=2``, a third site's session closes the least recently used one,
+    and the open-context gauge follows the pool."""
     await reset(pool)
     adapter = FakeAdapter()
     baseline = contexts_gauge() - pool.stats.contexts_open
-    for key in KEYS:
+    for key in SITES:
         await run_check(pool, adapter, key, site_url=SITE_URL)
     assert pool.stats.contexts_open == 2
-    assert pool.warm_session(session_key(KEYS[0])) is None
-    assert pool.warm_session(session_key(KEYS[2])) is not None
+    assert pool.warm_session(session_key(SITES[0])) is None
+    assert pool.warm_session(session_key(SITES[2])) is not None
     assert contexts_gauge() - baseline == 2
 
 
@@ -200,3 +237,19 @@ async def test_record_check_counts_outcome_duration_and_slots() -> None:
     assert value("mta_checks_total", site=site, outcome="site_error") == 1
     assert value("mta_slots_seen_total", site=site) == 2
     assert value("mta_check_seconds_count", site=site) == 3
+
+
+async def test_worker_runtime_launches_chromium_at_boot(tmp_path: Path) -> None:
+    """``runtime.start`` (the worker's boot hook) has a running Chromium before any check, and
+    ``runtime.stop`` closes it."""
+    from worker import runtime
+
+    rt = await runtime.start(make_settings(tmp_path))
+    try:
+        browser = rt.pool.browser
+        assert browser is not None and browser.is_connected()
+        assert rt.pool.stats.browsers_launched == 1 and rt.pool.stats.contexts_opened == 0
+        assert rt.status()["browsers_launched"] == 1
+    finally:
+        await runtime.stop()
+    assert not browser.is_connected() and runtime.peek() is None

@@ -1,7 +1,9 @@
 """The browser pool: one Chromium per process, a few warm sessions, and the policy for both.
 
 Policy lives here, not in the adapter (STYLE habit 3):
-- a session is handed out for one target key at a time (checks of one target queue up);
+- a session is handed out for one key at a time (its checks queue up; checks use one key per site,
+  so one warm session serves every target of the site: see ``worker.checks.session_key``);
+- a caller that needs a captcha token (``need_token``) never gets a session walked without one;
 - it is walked afresh (a new context) when new, when its token is within ``token_refresh_margin`` of
   expiry, after ``session_max_checks`` checks, after ``session_max_age_s``, and after any error;
 - a retired session's context is closed at once: memory only returns when a context closes;
@@ -24,6 +26,7 @@ from typing import Self
 
 from playwright.async_api import Browser
 
+from shared.domain import TargetKey
 from shared.logging import get_logger
 from shared.settings import Settings
 from worker import metrics
@@ -90,6 +93,8 @@ class BrowserPool:
         self._launch_lock = asyncio.Lock()
         self._ids = itertools.count(1)
         self._closed = False
+        self.captcha_targets: set[TargetKey] = set()
+        """Targets whose office asked for a captcha when a fresh session walked there."""
         self.contexts_open = 0
         self.contexts_opened = 0
         self.browsers_launched = 0
@@ -135,8 +140,11 @@ class BrowserPool:
 
     # --- handing out sessions ------------------------------------------------------------------
     @asynccontextmanager
-    async def session(self, key: str) -> AsyncIterator[BrowserSession]:
+    async def session(self, key: str, *, need_token: bool = False) -> AsyncIterator[BrowserSession]:
         """A session for ``key``: the warm one if it is still fit, else a fresh (unwalked) one.
+
+        ``need_token``: the caller's office needs a captcha token, so a warm session walked where no
+        captcha was asked is not fit (a fresh walk at a captcha office gets the token).
 
         An exception escaping the block marks the session bad; a bad, unwalked or worn-out session
         is closed on the way out.
@@ -148,6 +156,8 @@ class BrowserPool:
             session = self._sessions.get(key)
             if session is not None:
                 reason = self.retire_reason(session)
+                if reason is None and need_token and session.token is None:
+                    reason = "no captcha token"
                 if reason is not None:
                     session.mark_bad(reason)
                     await session.retire()
@@ -254,6 +264,15 @@ class BrowserPool:
                 await self._close_browser(handle)
 
     # --- browsers --------------------------------------------------------------------------------
+    async def launch(self) -> None:
+        """Start the browser now rather than at the first session (worker boot: a missing or broken
+        Chromium shows at start-up, and the first check does not pay for the launch)."""
+        async with self._launch_lock:
+            if self._current is None or not self._current.connected:
+                if self._current is not None:
+                    self._handles.discard(self._current)
+                self._current = await self._launch()
+
     async def _browser_for_new_context(self) -> _BrowserHandle:
         async with self._launch_lock:
             handle = self._current

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
-from shared.domain import CheckFailure, Observation, TargetKey, utcnow
+from shared.domain import CaptchaRequired, CheckFailure, Observation, TargetKey, utcnow
 
 if TYPE_CHECKING:
     from worker.browser._session import BrowserSession
@@ -46,7 +46,8 @@ class FakeAdapter:
     """Scripted results without a browser: each call pops the next result (an ``Observation``, a
     ``CheckFailure`` to raise, or a callable building either from the key); when the script is empty
     it returns an empty observation. Counts calls and charges ``requests_per_walk`` /
-    ``requests_per_check`` site requests."""
+    ``requests_per_check`` site requests. Offices in ``captcha_offices`` behave like the city's: a
+    walk there leaves a token in the session, a warm check there without one is ``CaptchaRequired``."""
 
     site = "munich"
 
@@ -57,8 +58,10 @@ class FakeAdapter:
         site: str = "munich",
         requests_per_walk: int = 3,
         requests_per_check: int = 1,
+        captcha_offices: frozenset[int] = frozenset(),
     ) -> None:
         self.site = site
+        self.captcha_offices = captcha_offices
         self.results = list(results or [])
         self.requests_per_walk = requests_per_walk
         self.requests_per_check = requests_per_check
@@ -80,6 +83,8 @@ class FakeAdapter:
     async def walk(self, session: BrowserSession, key: TargetKey, site_url: str) -> Observation:
         self.walks += 1
         session.requests_made += self.requests_per_walk
+        if self.captcha_offices & set(key.office_ids):
+            session.set_token("fake-captcha-token")
         observation = self._next(key)
         session.walked = True
         return observation
@@ -87,6 +92,8 @@ class FakeAdapter:
     async def warm_check(self, session: BrowserSession, key: TargetKey) -> Observation:
         self.warm_checks += 1
         session.requests_made += self.requests_per_check
+        if session.token is None and self.captcha_offices & set(key.office_ids):
+            raise CaptchaRequired("captchaMissing")
         return self._next(key)
 
 

@@ -383,6 +383,22 @@ def berlin_today() -> date:
     return datetime.now(SITE_TIMEZONE).date()
 
 
+@dataclass
+class DayMemory:
+    """What one session learned about one target's days: a session serves every target of its site,
+    so this is kept per target (``session.site_data["days"][key]``)."""
+
+    asked_at: dict[date, float] = field(default_factory=dict)
+    """Monotonic time each day's times were last loaded."""
+    bookable: set[date] = field(default_factory=set)
+    """Days the calendar listed as bookable, not yet seen empty."""
+
+
+def day_memory(session: BrowserSession, key: TargetKey) -> DayMemory:
+    per_target: dict[TargetKey, DayMemory] = session.site_data.setdefault("days", {})
+    return per_target.setdefault(key, DayMemory())
+
+
 class MunichAdapter:
     """The ``SiteAdapter`` for stadt.muenchen.de's ZMS booking page."""
 
@@ -499,7 +515,7 @@ class MunichAdapter:
         await self._cross_check(page, page_exchanges, shown)
 
         wanted = set(key.office_ids)
-        asked: dict[date, float] = session.site_data.setdefault("asked_at", {})
+        asked = day_memory(session, key).asked_at
         for exchange in page_exchanges:
             window = exchange.query.get(sel.Q_SLOTS_START) or exchange.query.get(sel.QL_DATE)
             if window:
@@ -512,7 +528,7 @@ class MunichAdapter:
                     reading.merge(self._read(exchange, wanted))
         else:  # the page could not show exactly the target's offices: ask as the page would
             reading = await self._ask(session, key, self._focus_day(session, key))
-        self._remember_days(session, reading, None)
+        self._remember_days(session, key, reading, None)
         return self._observation(key, reading, source="walk")
 
     async def _set_count(self, page: Page, key: TargetKey) -> None:
@@ -576,19 +592,21 @@ class MunichAdapter:
         """The day to ask for: a listed day never loaded first, else the least recently loaded one
         (today stands for "the first bookable day", the page's landing view)."""
         today = berlin_today()
-        asked: dict[date, float] = session.site_data.setdefault("asked_at", {})
-        bookable: set[date] = session.site_data.get("bookable", set())
+        memory = day_memory(session, key)
+        asked, bookable = memory.asked_at, memory.bookable
         candidates = [today, *sorted(d for d in bookable if d > today)]
         return min(candidates, key=lambda d: (asked.get(d, float("-inf")), d))
 
-    def _remember_days(self, session: BrowserSession, reading: DayReading, asked_day: date | None) -> None:
+    def _remember_days(
+        self, session: BrowserSession, key: TargetKey, reading: DayReading, asked_day: date | None
+    ) -> None:
         now = time.monotonic()
-        asked: dict[date, float] = session.site_data.setdefault("asked_at", {})
+        memory = day_memory(session, key)
+        asked, bookable = memory.asked_at, memory.bookable
         if asked_day is not None:
             asked[asked_day] = now
         for day in reading.loaded:
             asked[day] = now
-        bookable: set[date] = session.site_data.setdefault("bookable", set())
         for day, slots in reading.days.items():
             if not slots and day not in reading.bookable:
                 bookable.discard(day)
@@ -618,7 +636,7 @@ class MunichAdapter:
             )
             exchange = await self._fetch(session, template, url)
             reading = self._read(exchange, wanted)
-            self._remember_days(session, reading, day)
+            self._remember_days(session, key, reading, day)
             return reading
 
         days_template = session.templates[LEGACY_DAYS]
@@ -634,11 +652,11 @@ class MunichAdapter:
             **{sel.Q_START: today.isoformat(), sel.Q_END: (today + timedelta(days=span)).isoformat()},
         )
         reading = self._read(await self._fetch(session, days_template, days_url), wanted)
-        self._remember_days(session, reading, None)
+        self._remember_days(session, key, reading, None)
         bookable = sorted(d for d in reading.bookable if d >= today)
         if not bookable:
             return reading
-        asked: dict[date, float] = session.site_data.setdefault("asked_at", {})
+        asked = day_memory(session, key).asked_at
         focus = day if day in bookable else min(bookable, key=lambda d: (asked.get(d, float("-inf")), d))
         appointments_template = session.templates.get(LEGACY_APPOINTMENTS) or days_template.with_endpoint(
             sel.LEGACY_DAYS_ENDPOINT, sel.LEGACY_APPOINTMENTS_ENDPOINT
@@ -646,7 +664,7 @@ class MunichAdapter:
         url = appointments_template.with_query(**common, **{sel.QL_DATE: focus.isoformat()})
         day_reading = self._read(await self._fetch(session, appointments_template, url), wanted)
         reading.merge(day_reading)
-        self._remember_days(session, day_reading, focus)
+        self._remember_days(session, key, day_reading, focus)
         return reading
 
     @staticmethod
