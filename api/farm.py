@@ -23,6 +23,7 @@ import redis.asyncio as aioredis
 
 from worker.budget import KEY_PREFIX as BUDGET_PREFIX
 from worker.budget import WINDOW_S as BUDGET_WINDOW_S
+from worker.budget import pause_after as streak_pause_after
 
 HEARTBEAT_PREFIX = "mta:heartbeat:"
 LEADER_KEY = "mta:scheduler:leader"
@@ -74,6 +75,10 @@ class BudgetUse:
     """Requests since the last 60 s pause (``worker.budget``'s streak counter)."""
     pause_s: float = 0.0
     """Seconds the farm still waits for the city's counter to reset (0: not pausing)."""
+    pause_after: int = 0
+    """Requests in a streak before the farm pauses (0: no pause)."""
+    announced_limit: int | None = None
+    """The limit the site's X-RateLimit-Limit header stated last (None: not seen lately)."""
 
 
 @dataclass(frozen=True)
@@ -207,18 +212,24 @@ async def _read_budgets(client: aioredis.Redis, limit: int, before_pause: int) -
             names.add(key.rpartition("@")[0])
         elif key.endswith(":streak"):
             names.add(key.removesuffix(":streak"))
+        elif key.endswith(":announced_limit"):
+            names.add(key.removesuffix(":announced_limit"))
     now = int(time.time())
     budgets = []
     for name in sorted(names):
         values = await client.mget([f"{name}@{now - i}" for i in range(BUDGET_WINDOW_S)])
         used = sum(int(v) for v in values if v)
-        streak_raw = await client.get(f"{name}:streak")
+        streak_raw, announced_raw = await client.mget([f"{name}:streak", f"{name}:announced_limit"])
         streak = int(streak_raw) if streak_raw else 0
+        announced = int(announced_raw) if announced_raw else None
+        pause_after = streak_pause_after(before_pause, announced)
         pause_s = 0.0
-        if before_pause > 0 and streak >= before_pause:
+        if pause_after > 0 and streak >= pause_after:
             pause_s = max(0.0, int(await client.pttl(f"{name}:streak")) / 1000)
         site, _, egress = name[len(BUDGET_PREFIX) :].partition(":")
-        budgets.append(BudgetUse(site, egress or "default", used, limit, streak, pause_s))
+        budgets.append(
+            BudgetUse(site, egress or "default", used, limit, streak, pause_s, pause_after, announced)
+        )
     return budgets
 
 

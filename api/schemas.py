@@ -167,6 +167,10 @@ class BudgetOut(BaseModel):
     limit: int = Field(description="requests allowed per minute")
     streak: int = Field(description="requests since the last 60 s pause")
     pause_s: float = Field(description="seconds MTA still pauses so the city's counter resets; 0: none")
+    pause_after: int = Field(description="requests in a streak before MTA pauses; 0: no pause")
+    announced_limit: int | None = Field(
+        description="the site's own X-RateLimit-Limit, as last seen; null: not seen in the last hour"
+    )
 
 
 class PartStatus(BaseModel):

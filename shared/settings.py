@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     """Consecutive LayoutChanged results before one operator alert."""
     site_requests_before_pause: int = Field(default=50, ge=0, le=100_000)
     """The city answers 429 after N requests without a 60 s pause (N = 60..120); after this many
-    requests without such a pause MTA pauses for 60 s itself. 0 turns the pause off."""
+    requests without such a pause MTA pauses for 60 s itself, or sooner when the site's
+    X-RateLimit-Limit header announces a lower N (a sixth of N is kept back). 0 turns the pause off."""
     check_min_interval_s: float = Field(default=10.0, gt=0, le=3_600)
     """No target is checked more often than this, whatever the budget allows."""
     scheduler_lease_ms: int = Field(default=10_000, ge=500, le=600_000)

@@ -27,6 +27,7 @@ from shared.logging import get_logger
 from shared.settings import get_settings
 from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL, setup_broker
 from worker.heartbeat import process_identity
+from worker.sites.base import SiteQuota
 
 log = get_logger("mta.worker")
 broker = setup_broker()
@@ -121,6 +122,7 @@ def _after_check(
     duration_ms: int,
     requests_made: int,
     check_key: str,
+    quota: SiteQuota | None = None,
 ) -> _Recorded:
     """Record, charge the budget, pause the site on a 429, wake the bot (blocking I/O: a thread).
 
@@ -138,6 +140,8 @@ def _after_check(
     with _redis_step("budget_charge", target_id):
         # the scheduler paid one token for the dispatch; a walk costs more
         budget.charge(requests_made - 1)
+        if quota is not None:
+            budget.observe(quota.limit, quota.counted)
         budget_left = budget.remaining()
         BUDGET_TOKENS.labels(site=key.site).set(budget_left)
     if isinstance(result, RateLimited) and recorded.backoff_until is not None:
@@ -218,8 +222,9 @@ async def check_target(target_id: int, dispatch_id: str | None = None) -> None:
             # most likely the browser closing under us: not the site's fault, and not a check
             log.info("check_dropped_on_shutdown", target_id=target_id, failure=type(result).__name__)
             return
+        quota = getattr(adapter, "quota", None)
         recorded = await asyncio.to_thread(
-            _after_check, target_id, key, result, duration_ms, requests_made, check_key
+            _after_check, target_id, key, result, duration_ms, requests_made, check_key, quota
         )
         not_before = recorded.backoff_until
         metrics.record_check(key.site, result, duration_ms / 1000)

@@ -10,6 +10,12 @@ Two limits, both spent by every scheduler and worker of the farm together:
   any steady rate above one a minute therefore runs into the 429 sooner or later. MTA mirrors that
   counter and, after ``before_pause`` requests, stops until 60 s have passed without one, so the
   city's counter resets before it reaches its limit.
+
+The site also states its limit and its count on every successful answer (X-RateLimit-Limit and
+-Remaining). ``observe`` takes both in: the streak never counts less than the site has counted
+(other clients behind our address, a Redis restart that lost our count), and the pause comes at
+most ``limit - reserve`` requests into a streak when the site announces a lower limit than the
+settings assume. A higher announced limit changes nothing: the settings stay the ceiling.
 """
 
 from __future__ import annotations
@@ -27,6 +33,18 @@ WINDOW_S = 60
 KEY_PREFIX = "mta:budget:"
 PAUSE_MS = 61_000
 """The city's counter lives 60 s after the last counted request; one second of margin."""
+ANNOUNCED_LIMIT_TTL_S = 3_600
+"""How long an announced limit is believed without being seen again."""
+
+
+def pause_after(before_pause: int, announced_limit: int | None) -> int:
+    """Requests in a streak before MTA pauses: the setting, or fewer when the site announced a limit
+    the setting would come too close to (a sixth of it, at least two, is kept back: a booking walk
+    needs a few while checks pause). 0: no pause."""
+    if before_pause <= 0 or announced_limit is None:
+        return max(0, before_pause)
+    return max(1, min(before_pause, announced_limit - max(2, announced_limit // 6)))
+
 
 BUDGET_TOKENS = Gauge(
     "mta_budget_tokens",
@@ -55,6 +73,7 @@ class SiteBudget:
         self.before_pause = before_pause
         self.key = f"{KEY_PREFIX}{site}:{egress}"
         self.streak_key = f"{self.key}:streak"
+        self.limit_key = f"{self.key}:announced_limit"
         self._limiter = WindowRateLimiter(
             RedisBackend(client=client), self.key, limit=per_minute, window=WINDOW_S
         )
@@ -91,14 +110,37 @@ class SiteBudget:
             pipe.pexpire(self.streak_key, PAUSE_MS)
             pipe.execute()
 
+    def observe(self, limit: int, counted: int) -> None:
+        """Take in what the site's last answer said: its limit and how many requests of the current
+        streak it has counted (our streak is raised to that, never lowered)."""
+        if limit <= 0:
+            return
+        with self.client.pipeline() as pipe:
+            pipe.set(self.limit_key, limit, ex=ANNOUNCED_LIMIT_TTL_S)
+            pipe.get(self.streak_key)
+            _, current = pipe.execute()
+        if self.before_pause > 0 and counted > int(current or 0):
+            self.client.set(self.streak_key, counted, px=PAUSE_MS)
+
+    def announced_limit(self) -> int | None:
+        value = self.client.get(self.limit_key)
+        return int(value) if value else None
+
+    def pause_after(self) -> int:
+        """Requests in a streak before MTA pauses (see ``pause_after``; 0: no pause)."""
+        if self.before_pause <= 0:
+            return 0
+        return pause_after(self.before_pause, self.announced_limit())
+
     def streak(self) -> int:
         """Requests since the last 60-second pause."""
         value = self.client.get(self.streak_key)
         return int(value) if value else 0
 
     def pause_remaining_s(self) -> float:
-        """Seconds until the streak resets, when it has reached ``before_pause``; else 0."""
-        if self.before_pause <= 0 or self.streak() < self.before_pause:
+        """Seconds until the streak resets, when it has reached ``pause_after``; else 0."""
+        threshold = self.pause_after()
+        if threshold <= 0 or self.streak() < threshold:
             return 0.0
         ttl_ms = int(self.client.pttl(self.streak_key))
         return max(0.0, ttl_ms / 1000)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from worker.budget import SiteBudget
+from worker.budget import SiteBudget, pause_after
 from worker.leader import LeaderLock
 
 
@@ -90,3 +90,37 @@ def test_heartbeats_listed_until_cleared(redis_url: str) -> None:
     assert heartbeat.live(client, "worker", max_age_s=-1) == [], "an old beat is not live"
     (scheduler,) = heartbeat.live(client, "scheduler")
     assert scheduler["leader"] is True and scheduler["role"] == "scheduler"
+
+
+def test_announced_limit_lowers_the_pause_never_raises_it(redis_url: str) -> None:
+    """Injected: the site's headers announce a limit of 20, then one of 120 (settings: pause after
+    50). Asserted: with 20 announced MTA pauses after 20 - 3 = 17 requests; 120 announced keeps the
+    setting (50); the dashboard's reading agrees."""
+    client = redis.Redis.from_url(redis_url)
+    budget = SiteBudget(client, "strict-site", per_minute=1000, before_pause=50)
+    assert budget.pause_after() == 50 and budget.announced_limit() is None
+    budget.observe(limit=20, counted=1)
+    assert budget.pause_after() == 17
+    assert sum(budget.try_take() for _ in range(30)) == 16  # 1 counted by the site + 16 of ours
+    assert budget.pause_remaining_s() > 59
+    budget.observe(limit=120, counted=0)
+    assert budget.announced_limit() == 120 and budget.pause_after() == 50
+    assert pause_after(50, 120) == 50 and pause_after(50, 20) == 17 and pause_after(0, 20) == 0
+    assert pause_after(50, 2) == 1, "a tiny announced limit still lets one request through"
+
+
+def test_site_count_raises_our_streak(redis_url: str) -> None:
+    """Injected: the site says it has counted 45 requests of the current streak while our counter
+    says 3 (e.g. a Redis restart lost it, or another client shares our address). Asserted: the
+    streak becomes 45, a lower count from the site never lowers it, and the pause comes when the
+    site's count reaches the threshold rather than 47 requests later."""
+    client = redis.Redis.from_url(redis_url)
+    budget = SiteBudget(client, "shared-address", per_minute=1000, before_pause=50)
+    for _ in range(3):
+        assert budget.try_take()
+    budget.observe(limit=60, counted=45)
+    assert budget.streak() == 45
+    budget.observe(limit=60, counted=10)
+    assert budget.streak() == 45
+    taken = sum(budget.try_take() for _ in range(10))
+    assert taken == 5 and budget.pause_remaining_s() > 59

@@ -42,6 +42,7 @@ from tests.support.replica import (
     berlin_slot,
 )
 from worker.broker import WAKE_CHANNEL
+from worker.budget import SiteBudget
 from worker.heartbeat import LEADER_KEY
 from worker.scheduler import site_paused_s
 
@@ -260,3 +261,25 @@ def test_site_failures_back_off_and_never_alert_subscribers(
     assert outcomes(farm).count("rate_limited") == 1
     assert farm.slots() == [] and farm.alerts() == []
     assert len(farm.alerts(NotificationKind.OPERATOR)) == 1
+
+
+def test_farm_follows_a_lower_limit_the_site_announces(
+    make_farm: Callable[..., Farm], replica: Replica
+) -> None:
+    """Injected: the site allows only 12 requests without a 60 s pause (X-RateLimit-Limit: 12),
+    while the settings assume the documented 60 and pause after 50. Asserted: after its first
+    answers the farm pauses 12 - 2 = 10 requests into the streak: the replica answers no 429, no
+    check is ``rate_limited``, and Redis holds the announced limit and the pause."""
+    replica.faults(rate_limit=12)
+    farm = make_farm(MTA_SITE_REQUESTS_BEFORE_PAUSE="50")
+    farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
+    farm.start()
+    budget = SiteBudget(farm.redis, "munich", 120, before_pause=50)
+    wait_until(lambda: budget.pause_remaining_s() > 0, 90, "the farm to pause its streak")
+    assert budget.announced_limit() == 12 and budget.pause_after() == 10
+    time.sleep(5)  # anything still in flight lands
+    requests = api_requests(replica)
+    assert 10 <= len(requests) <= 12, [endpoint(r) for r in requests]
+    assert all(r["status"] != 429 for r in requests), [(endpoint(r), r["status"]) for r in requests]
+    assert "rate_limited" not in outcomes(farm) and farm.checks(), outcomes(farm)
+    assert budget.pause_remaining_s() > 40

@@ -41,6 +41,7 @@ from worker.browser import BrowserPool
 from worker.captcha import InPageAltchaSolver
 from worker.checks import CheckResult, run_check, session_key
 from worker.pacer import NoPacer
+from worker.sites.base import SiteQuota
 from worker.sites.munich import MunichAdapter, read_calendar
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -153,6 +154,11 @@ async def test_captcha_office_walk_then_warm_checks(
     assert starts(gone.observation) == {(ORLEANSPLATZ, second)}
     assert gone.observation.covered_days is not None and day_of(first) in gone.observation.covered_days
     assert api_calls(replica).count("captcha-verify") == 1
+
+    # the site's X-RateLimit headers, as the farm's budget takes them in (spec §2.11)
+    limiter = replica.control("GET", "/ratelimit")
+    (count,) = [int(c["count"]) for c in limiter["clients"].values()]
+    assert adapter.quota == SiteQuota(limit=limiter["limit"], counted=count)
 
 
 async def test_fuehrerscheinstelle_without_captcha(

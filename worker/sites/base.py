@@ -19,6 +19,7 @@ they cause in ``session.requests_made`` (the check's cost against the site's bud
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from shared.domain import CaptchaRequired, CheckFailure, Observation, TargetKey, utcnow
@@ -27,11 +28,24 @@ if TYPE_CHECKING:
     from worker.browser._session import BrowserSession
 
 
+@dataclass(frozen=True)
+class SiteQuota:
+    """What the site's last successful answer said about our rate limit (its X-RateLimit headers):
+    the farm follows it when it is stricter than the settings (``SiteBudget.observe``)."""
+
+    limit: int
+    """Requests the site allows without a 60-second pause."""
+    counted: int
+    """Requests the site has counted since our last such pause."""
+
+
 class SiteAdapter(Protocol):
     """Reads one site's free slots through a browser session."""
 
     site: str
     """The site name targets carry (``TargetKey.site``)."""
+    quota: SiteQuota | None
+    """The rate limit as the site's last answer stated it (None: the site states none)."""
 
     async def walk(self, session: BrowserSession, key: TargetKey, site_url: str) -> Observation:
         """The full walk in ``session`` (a fresh context); marks ``session.walked`` on success."""
@@ -50,6 +64,7 @@ class FakeAdapter:
     walk there leaves a token in the session, a warm check there without one is ``CaptchaRequired``."""
 
     site = "munich"
+    quota: SiteQuota | None = None
 
     def __init__(
         self,
@@ -97,4 +112,4 @@ class FakeAdapter:
         return self._next(key)
 
 
-__all__ = ["FakeAdapter", "SiteAdapter"]
+__all__ = ["FakeAdapter", "SiteAdapter", "SiteQuota"]

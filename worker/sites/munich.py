@@ -58,6 +58,7 @@ from worker.browser._session import RequestTemplate
 from worker.captcha import CaptchaSolver
 from worker.pacer import Pacer
 from worker.sites import munich_selectors as sel
+from worker.sites.base import SiteQuota
 
 if TYPE_CHECKING:
     from worker.browser._session import BrowserSession
@@ -379,6 +380,11 @@ def read_legacy_appointments(exchange: Exchange, wanted: set[int]) -> DayReading
 Probe = Callable[[], Awaitable[bool]]
 
 
+def _header_int(exchange: Exchange, name: str) -> int | None:
+    value = exchange.headers.get(name, "").strip()
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+
+
 def berlin_today() -> date:
     return datetime.now(SITE_TIMEZONE).date()
 
@@ -424,6 +430,7 @@ class MunichAdapter:
         self.quiet_s = quiet_s
         self.request_timeout_s = request_timeout_s
         self._last_reset: datetime | None = None
+        self.quota: SiteQuota | None = None
 
     # === the full walk ===================================================================
     async def walk(self, session: BrowserSession, key: TargetKey, site_url: str) -> Observation:
@@ -441,7 +448,7 @@ class MunichAdapter:
             await recorder.drain()
             recorder.detach()
             session.requests_made += recorder.requests
-            self._remember_reset(recorder.exchanges)
+            self._remember_limits(recorder.exchanges)
         session.walked = True
         return observation
 
@@ -699,7 +706,7 @@ class MunichAdapter:
             template.headers,
             raw.get("body"),
         )
-        self._remember_reset([exchange])
+        self._remember_limits([exchange])
         self._raise_for_api([exchange])
         return exchange
 
@@ -805,13 +812,21 @@ class MunichAdapter:
             return self._last_reset
         return now + timedelta(seconds=sel.RATE_LIMIT_WINDOW_S)
 
-    def _remember_reset(self, exchanges: list[Exchange]) -> None:
+    def _remember_limits(self, exchanges: list[Exchange]) -> None:
+        """Keep what successful answers say about the rate limit (spec §2.11): when the window resets,
+        and how many requests the site allows and has counted (``quota``)."""
         for exchange in exchanges:
-            value = exchange.headers.get(sel.RATE_LIMIT_RESET_HEADER, "").strip()
-            if exchange.status < 400 and value.isascii() and value.isdigit() and int(value) > 10**9:
-                at = datetime.fromtimestamp(int(value), UTC)
+            if exchange.status >= 400:
+                continue
+            reset = _header_int(exchange, sel.RATE_LIMIT_RESET_HEADER)
+            if reset is not None and reset > 10**9:
+                at = datetime.fromtimestamp(reset, UTC)
                 if self._last_reset is None or at > self._last_reset:
                     self._last_reset = at
+            limit = _header_int(exchange, sel.RATE_LIMIT_LIMIT_HEADER)
+            remaining = _header_int(exchange, sel.RATE_LIMIT_REMAINING_HEADER)
+            if limit and remaining is not None:
+                self.quota = SiteQuota(limit=limit, counted=max(0, limit - remaining - 1))
 
     async def _cross_check(self, page: Page, exchanges: list[Exchange], shown: str) -> None:
         """The page must show what its last availability answer with times said (spec §4.3)."""

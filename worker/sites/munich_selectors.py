@@ -47,6 +47,10 @@ QL_OFFICE, QL_SERVICE, QL_COUNT, QL_DATE = "officeId", "serviceId", "serviceCoun
 
 RATE_LIMIT_RESET_HEADER = "x-ratelimit-reset"
 """Epoch seconds when the window resets; only on successful responses (§2.11)."""
+RATE_LIMIT_LIMIT_HEADER = "x-ratelimit-limit"
+"""N: requests allowed without a 60 s pause (§2.11: default 60, 120 reported live)."""
+RATE_LIMIT_REMAINING_HEADER = "x-ratelimit-remaining"
+"""N - count - 1: one less than the true remaining (§2.11)."""
 RATE_LIMIT_WINDOW_S = 60
 """A block lifts this long after the last allowed request (§2.11)."""
 
@@ -158,6 +162,8 @@ __all__ = [
     "Q_START",
     "Q_TOKEN",
     "RATE_LIMIT_CODE",
+    "RATE_LIMIT_LIMIT_HEADER",
+    "RATE_LIMIT_REMAINING_HEADER",
     "RATE_LIMIT_RESET_HEADER",
     "RATE_LIMIT_SCREEN",
     "RATE_LIMIT_WINDOW_S",
