@@ -2,8 +2,9 @@
 
 ``python -m bench.soak --minutes 30`` (not part of ``python -m bench``: it takes as long as asked).
 Checks four Bürgerbüro targets round-robin through ``run_check`` and one ``BrowserPool`` with the
-production retirement policy (a session re-walks after ``session_max_checks`` checks or when its
-token nears expiry; a browser is replaced after ``browser_max_sessions`` contexts), against an
+production policy (one warm session per site serves all four; it re-walks after
+``session_max_checks`` checks or when its token nears expiry; a browser is replaced after
+``browser_max_sessions`` contexts), against an
 ``mta replica`` subprocess. Every ``--sample-every`` checks it prints the PSS of the Chromium tree,
 the Playwright driver and this process; the table at the end shows whether memory grows with the
 number of checks done.
@@ -43,6 +44,8 @@ from worker.browser import BrowserPool
 from worker.checks import run_check
 
 TARGETS = [BUERGERBUERO, *OTHER_TARGETS]
+SESSIONS = len({key.site for key in TARGETS})
+"""Warm sessions open in steady state: one per site."""
 
 
 @dataclass
@@ -123,7 +126,7 @@ async def _soak(folder: Path, site_url: str, options: Options) -> list[Sample]:
             if checks == len(TARGETS) or checks % options.sample_every == 0:
                 due = True
             # sample with every warm session open, so that samples compare like with like
-            if due and pool.stats.contexts_open == len(TARGETS):
+            if due and pool.stats.contexts_open == SESSIONS:
                 sample()
                 due = False
             if time.monotonic() >= deadline:
@@ -175,9 +178,9 @@ def table(samples: list[Sample], options: Options) -> Table:
         f"Chromium every {options.browser_max_sessions} contexts); failure tracing on; "
         f"{samples[-1].failures} failed checks; replica captcha cost {options.captcha_cost:,}.",
         "PSS splits shared pages among every process mapping them, so other Chromiums on the machine "
-        "move it a little. Samples are taken every --sample-every checks at the first moment all "
-        "warm sessions are open (a retired session closes at once and its target re-walks on its "
-        "next check), so they compare like with like.",
+        "move it a little. Samples are taken every --sample-every checks at the first moment the "
+        "site's warm session is open (a retired session closes at once and the next check re-walks), "
+        "so they compare like with like.",
     ]
     return result
 
