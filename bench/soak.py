@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import os
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.__main__ import save, section
 from bench._harness import Table, machine
 from bench.b20_check_cost import (
     BUERGERBUERO,
@@ -193,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session-max-checks", type=int, default=200, help="as MTA_SESSION_MAX_CHECKS")
     parser.add_argument("--browser-max-sessions", type=int, default=20, help="as MTA_BROWSER_MAX_SESSIONS")
     parser.add_argument("--captcha-cost", type=int, default=CITY_CAPTCHA_COST, help="replica's ALTCHA cost")
+    parser.add_argument("--save", action="store_true", help="save the table in bench/RESULTS.md")
+    parser.add_argument("--readme", action="store_true", help="save it in README.md as well")
     args = parser.parse_args(argv)
     options = Options(
         args.minutes,
@@ -203,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         args.captcha_cost,
     )
     configure_logging(load_settings(env="test", log_level="WARNING"), role="bench")
-    print(f"Measured on {machine()}", flush=True)
+    measured = machine()
+    print(f"Measured on {measured}", flush=True)
+    load = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="mta-bench-soak-") as name:
         folder = Path(name)
         with replica_process(folder, MTA_REPLICA_CAPTCHA_COST=str(options.captcha_cost)) as base_url:
@@ -211,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
                 release_slots(base_url, office)
             samples = asyncio.run(_soak(folder, base_url + PAGE_PATH, options))
     print()
-    print(table(samples, options).markdown(), flush=True)
+    result = table(samples, options)
+    print(result.markdown(), flush=True)
+    if args.save or args.readme:
+        context = f"{measured}; load average {load:.1f} at start"
+        save({"soak": section("soak", context, [result])}, readme=args.readme)
     return 0
 
 

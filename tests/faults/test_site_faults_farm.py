@@ -19,18 +19,19 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from replica.config import API_PREFIX
 from shared.db.models import Check, Notification, NotificationKind, Slot, TargetState
 from tests.support.farm import Farm, alive, wait_until
 from tests.support.replica import (
     FUEHRERSCHEIN_UMSCHREIBUNG,
     FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,
     Replica,
+    api_requests,
     berlin_slot,
+    endpoint,
+    units,
 )
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
@@ -39,24 +40,6 @@ FS_OFFICE = FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE
 CALENDAR = "available-calendar"
 REQUEST_TIMEOUT_S = 30
 """``MunichAdapter.request_timeout_s`` as the worker builds it (not configurable)."""
-
-
-def units(start: int, count: int = 2) -> list[int]:
-    """A Führerschein-Umschreibung needs two consecutive 15-minute units."""
-    return [start + i * 900 for i in range(count)]
-
-
-def api_requests(replica: Replica, since: datetime | None = None) -> list[dict[str, Any]]:
-    """The replica's log of citizen-API requests (each with ``status`` and ``durationMs``)."""
-    params: dict[str, Any] = {"limit": 20_000}
-    if since is not None:
-        params["since"] = since.isoformat()
-    records: list[dict[str, Any]] = replica.control("GET", "/requests", params=params)["requests"]
-    return [r for r in records if r["path"].startswith(API_PREFIX)]
-
-
-def endpoint(record: dict[str, Any]) -> str:
-    return str(record["path"].rstrip("/").rsplit("/", 1)[-1])
 
 
 def outcomes(checks: list[Check]) -> list[str]:

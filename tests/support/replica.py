@@ -127,6 +127,25 @@ class Replica:
         return result
 
 
+def units(start: int, count: int = 2) -> list[int]:
+    """Consecutive 15-minute units from ``start`` (a Führerschein-Umschreibung needs two)."""
+    return [start + i * 900 for i in range(count)]
+
+
+def api_requests(replica: Replica, since: datetime | None = None) -> list[dict[str, Any]]:
+    """The replica's log of citizen-API requests (each with ``status`` and ``durationMs``)."""
+    params: dict[str, Any] = {"limit": 20_000}
+    if since is not None:
+        params["since"] = since.isoformat()
+    records: list[dict[str, Any]] = replica.control("GET", "/requests", params=params)["requests"]
+    return [r for r in records if r["path"].startswith(API_PREFIX)]
+
+
+def endpoint(record: dict[str, Any]) -> str:
+    """The API endpoint name of a request-log record (``available-calendar`` ...)."""
+    return str(record["path"].rstrip("/").rsplit("/", 1)[-1])
+
+
 def berlin_slot(days_ahead: int, hour: int, minute: int = 0) -> int:
     """Epoch seconds of a Berlin wall-clock time ``days_ahead`` days from today."""
     day = datetime.now(BERLIN).date() + timedelta(days=days_ahead)

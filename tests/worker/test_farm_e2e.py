@@ -16,13 +16,11 @@ from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
 
 from replica.clock import BERLIN
-from replica.config import API_PREFIX
 from shared.db.models import NotificationKind, Slot, TargetState
 from tests.support.farm import (
     Farm,
@@ -39,7 +37,10 @@ from tests.support.replica import (
     ORLEANSPLATZ,
     WOHNSITZANMELDUNG,
     Replica,
+    api_requests,
     berlin_slot,
+    endpoint,
+    units,
 )
 from worker.broker import WAKE_CHANNEL
 from worker.budget import SiteBudget
@@ -50,23 +51,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 LEONRODSTRASSE = 102523
 FS_OFFICE = FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE
-
-
-def units(start: int, count: int = 2) -> list[int]:
-    """A Führerschein-Umschreibung needs two consecutive 15-minute units."""
-    return [start + i * 900 for i in range(count)]
-
-
-def api_requests(replica: Replica, since: datetime | None = None) -> list[dict[str, Any]]:
-    params: dict[str, Any] = {"limit": 20_000}
-    if since is not None:
-        params["since"] = since.isoformat()
-    records: list[dict[str, Any]] = replica.control("GET", "/requests", params=params)["requests"]
-    return [r for r in records if r["path"].startswith(API_PREFIX)]
-
-
-def endpoint(record: dict[str, Any]) -> str:
-    return str(record["path"].rstrip("/").rsplit("/", 1)[-1])
 
 
 def outcomes(farm: Farm) -> list[str]:

@@ -268,9 +268,7 @@ class BrowserPool:
         """Start the browser now rather than at the first session (worker boot: a missing or broken
         Chromium shows at start-up, and the first check does not pay for the launch)."""
         async with self._launch_lock:
-            if self._current is None or not self._current.connected:
-                if self._current is not None:
-                    self._handles.discard(self._current)
+            if self._current is None:
                 self._current = await self._launch()
 
     async def _browser_for_new_context(self) -> _BrowserHandle:
