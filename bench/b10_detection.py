@@ -71,15 +71,13 @@ MTA_ENV: dict[str, str] = {
     "MTA_CHECK_JITTER_S": "2",
     "MTA_SITE_REQUESTS_BEFORE_PAUSE": "50",
     "MTA_PACER": "human",
-    "MTA_BROWSER_WARM_SESSIONS": str(len(TARGETS)),
     "MTA_LOG_LEVEL": "WARNING",
 }
-"""The production politeness settings (tests.support.farm's are test-sized), and one warm browser
-session per target (the default of 2 would walk the site afresh for most checks of 12 targets)."""
+"""The production politeness settings (tests.support.farm's are test-sized)."""
 MTA_ENV_NOTE = (
     "MTA settings: production defaults for politeness (budget 30/min, min interval 10 s, jitter 2 s, "
-    "a 61 s pause after 50 requests, human pacer), 1 worker process with 2 threads, "
-    f"MTA_BROWSER_WARM_SESSIONS={len(TARGETS)} (one warm session per target)."
+    "a 61 s pause after 50 requests, human pacer), 1 worker process with 2 threads; its one warm "
+    "browser session serves all 12 targets."
 )
 
 

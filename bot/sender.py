@@ -917,7 +917,7 @@ class Sender:
 
 
 def _retry_after_s(exc: RetryAfter) -> float:
-    value = exc._retry_after  # timedelta in PTB >= 22.2 (the public attribute is deprecated as int)
+    value = exc.retry_after  # a timedelta: ``bot/__init__`` opts into PTB_TIMEDELTA
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 

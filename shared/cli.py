@@ -225,8 +225,8 @@ def scheduler() -> None:
     client = redis.Redis.from_url(cfg.redis_url)
     get_logger("mta.scheduler").info("scheduler starting", budget_per_minute=cfg.site_budget_per_minute)
 
-    def send(target_id: int, dispatch_id: str) -> None:
-        check_target.send(target_id, dispatch_id)
+    def send(target_id: int, dispatch_id: str, riders: list[int]) -> None:
+        check_target.send(target_id, dispatch_id, riders)
 
     def purge() -> None:
         from shared.domain import utcnow

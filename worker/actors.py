@@ -59,14 +59,35 @@ def _client() -> redis.Redis:
     return _redis
 
 
-def _load_target(target_id: int) -> TargetKey | None:
+def _load_targets(target_ids: list[int]) -> dict[int, TargetKey]:
+    """The active ones of ``target_ids`` (a target can end between dispatch and check)."""
     from shared.db.models import Target
 
+    keys: dict[int, TargetKey] = {}
     with _database().read() as session:
-        row = session.get(Target, target_id)
-        if row is None or not row.active:
-            return None
-        return TargetKey(row.site, row.service_id, row.service_count, row.office_ids)
+        for target_id in target_ids:
+            row = session.get(Target, target_id)
+            if row is not None and row.active:
+                keys[target_id] = TargetKey(row.site, row.service_id, row.service_count, row.office_ids)
+    return keys
+
+
+def group_key(keys: list[TargetKey]) -> TargetKey:
+    """One request for targets of one (site, service, count): the union of their offices."""
+    first = keys[0]
+    offices = tuple(sorted({office for key in keys for office in key.office_ids}))
+    return TargetKey(first.site, first.service_id, first.service_count, offices)
+
+
+def for_target(result: Observation | CheckFailure, key: TargetKey) -> Observation | CheckFailure:
+    """The part of a group's result that concerns ``key``: its offices' slots (a failure is the
+    whole group's)."""
+    if isinstance(result, CheckFailure):
+        return result
+    wanted = set(key.office_ids)
+    return dataclasses.replace(
+        result, office_ids=key.office_ids, slots=[s for s in result.slots if s.office_id in wanted]
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +144,8 @@ def _after_check(
     requests_made: int,
     check_key: str,
     quota: SiteQuota | None = None,
+    *,
+    charge: bool = True,
 ) -> _Recorded:
     """Record, charge the budget, pause the site on a 429, wake the bot (blocking I/O: a thread).
 
@@ -138,10 +161,11 @@ def _after_check(
     budget = site_budget(client, get_settings(), key.site)
     budget_left: int | None = None
     with _redis_step("budget_charge", target_id):
-        # the scheduler paid one token for the dispatch; a walk costs more
-        budget.charge(requests_made - 1)
-        if quota is not None:
-            budget.observe(quota.limit, quota.counted)
+        # the scheduler paid one token for the dispatch; a walk costs more (charged once per group)
+        if charge:
+            budget.charge(requests_made - 1)
+            if quota is not None:
+                budget.observe(quota.limit, quota.counted)
         budget_left = budget.remaining()
         BUDGET_TOKENS.labels(site=key.site).set(budget_left)
     if isinstance(result, RateLimited) and recorded.backoff_until is not None:
@@ -182,10 +206,13 @@ def _outcome(result: Observation | CheckFailure) -> str:
 @dramatiq.actor(
     queue_name=CHECKS_QUEUE, max_retries=0, time_limit=CHECK_TIME_LIMIT_MS, max_age=CHECK_MAX_AGE_MS
 )
-async def check_target(target_id: int, dispatch_id: str | None = None) -> None:
-    """Check one target now and record what was seen.
+async def check_target(
+    target_id: int, dispatch_id: str | None = None, riders: list[int] | None = None
+) -> None:
+    """Check one target now, with the ``riders`` of its group (same site, service and count), by
+    one request for the union of their offices; record what each of them was shown.
 
-    ``dispatch_id`` (set by the scheduler) keys the check row: a message delivered twice is
+    ``dispatch_id`` (set by the scheduler) keys the check rows: a message delivered twice is
     recorded once.
     """
     from worker import metrics, runtime
@@ -193,14 +220,16 @@ async def check_target(target_id: int, dispatch_id: str | None = None) -> None:
     from worker.scheduler import mark_done
 
     check_key = dispatch_id or uuid.uuid4().hex
-    not_before: datetime | None = None
+    target_ids = [target_id, *(riders or [])]
+    not_before: dict[int, datetime | None] = {}
     try:
         rt = runtime.current()
         started = time.monotonic()
-        key = await asyncio.to_thread(_load_target, target_id)
-        if key is None:
+        keys = await asyncio.to_thread(_load_targets, target_ids)
+        if not keys:
             log.info("target_gone", target_id=target_id)
             return
+        key = group_key(list(keys.values()))
         adapter = rt.adapters.get(key.site)
         if adapter is None:
             raise LookupError(f"no site adapter for {key.site!r} (target {target_id})")
@@ -223,28 +252,40 @@ async def check_target(target_id: int, dispatch_id: str | None = None) -> None:
             log.info("check_dropped_on_shutdown", target_id=target_id, failure=type(result).__name__)
             return
         quota = getattr(adapter, "quota", None)
-        recorded = await asyncio.to_thread(
-            _after_check, target_id, key, result, duration_ms, requests_made, check_key, quota
-        )
-        not_before = recorded.backoff_until
         metrics.record_check(key.site, result, duration_ms / 1000)
         rt.note_check(_outcome(result))
-        log.info(
-            "check_done",
-            target_id=target_id,
-            outcome=_outcome(result),
-            slots=len(result.slots) if isinstance(result, Observation) else 0,
-            queued=recorded.queued,
-            duplicate=recorded.duplicate,
-            duration_ms=duration_ms,
-            requests=requests_made,
-            budget_left=recorded.budget_left,
-            contexts=getattr(getattr(rt.pool, "stats", None), "contexts_open", None),
-            backoff_until=not_before.isoformat() if not_before else None,
-        )
+        for index, (each_id, each_key) in enumerate(keys.items()):
+            own = for_target(result, each_key)
+            recorded = await asyncio.to_thread(
+                _after_check,
+                each_id,
+                each_key,
+                own,
+                duration_ms,
+                requests_made,
+                check_key if each_id == target_id else f"{check_key}:{each_id}",
+                quota,
+                charge=index == 0,
+            )
+            not_before[each_id] = recorded.backoff_until
+            log.info(
+                "check_done",
+                target_id=each_id,
+                group_of=len(keys) if len(keys) > 1 else None,
+                outcome=_outcome(own),
+                slots=len(own.slots) if isinstance(own, Observation) else 0,
+                queued=recorded.queued,
+                duplicate=recorded.duplicate,
+                duration_ms=duration_ms,
+                requests=requests_made if index == 0 else 0,
+                budget_left=recorded.budget_left,
+                contexts=getattr(getattr(rt.pool, "stats", None), "contexts_open", None),
+                backoff_until=recorded.backoff_until.isoformat() if recorded.backoff_until else None,
+            )
     finally:
-        with _redis_step("mark_done", target_id):  # else its in-flight mark expires by itself
-            mark_done(_client(), target_id, not_before=not_before)
+        for each_id in target_ids:  # else their in-flight marks expire by themselves
+            with _redis_step("mark_done", each_id):
+                mark_done(_client(), each_id, not_before=not_before.get(each_id))
 
 
 from worker import bookings  # noqa: E402,F401  (registers book_slot)

@@ -1,10 +1,13 @@
 """The scheduler: one leader turns subscriptions into targets and dispatches checks politely.
 
 Politeness is decided here, once for the whole farm:
-- subscriptions watching the same (site, service, count, office set) share one target, so the city
-  sees one request stream per target however many people wait for it;
+- subscriptions watching the same (site, service, count, office set) share one target, and the
+  targets of one (site, service, count) share one check: the calendar request names a set of
+  offices, so one request for the union of their offices serves them all (a person on the page
+  ticks several offices the same way). The city sees one request stream per service and count,
+  however many people wait and however they combine offices;
 - every dispatch spends a token of the site's budget (Redis, shared by all processes);
-- each target gets an equal share of the budget (its interval), the most overdue goes first, and
+- each such group gets an equal share of the budget (its interval), the most overdue goes first, and
   the first check of a target in each minute fires just after the minute boundary plus jitter,
   because the city releases freed slots on minute ticks;
 - targets backing off (429 reset time, maintenance) are skipped until their time has come, and a
@@ -59,6 +62,13 @@ class TargetView:
     id: int
     site: str
     backoff_until: datetime | None
+    service_id: int = 0
+    service_count: int = 1
+
+    @property
+    def group(self) -> tuple[str, int, int]:
+        """Targets with the same group are checked together, by one request."""
+        return (self.site, self.service_id, self.service_count)
 
 
 @dataclass
@@ -78,8 +88,9 @@ class Scheduler:
     settings: Settings
     db: Database
     client: redis.Redis
-    send: Callable[[int, str], None]
-    """Enqueue one check of a target with its dispatch id (``check_target.send`` in production)."""
+    send: Callable[[int, str, list[int]], None]
+    """Enqueue one check of a target, with its dispatch id and the other targets of its group that
+    ride along (``check_target.send`` in production)."""
     sync_interval_s: float = 5.0
     min_interval_s: float | None = None
     """No target is checked more often than this (default: the ``check_min_interval_s`` setting)."""
@@ -108,7 +119,9 @@ class Scheduler:
         with self.db.transaction() as session:
             sync_targets(session)
             rows = session.scalars(select(Target).where(Target.active.is_(True)).order_by(Target.id))
-            self._targets = [TargetView(t.id, t.site, t.backoff_until) for t in rows]
+            self._targets = [
+                TargetView(t.id, t.site, t.backoff_until, t.service_id, t.service_count) for t in rows
+            ]
         self._synced_at = self._backoff_read_at = time.monotonic()
         return self._targets
 
@@ -118,9 +131,9 @@ class Scheduler:
         return self._budgets[site]
 
     def interval_s(self, site: str) -> float:
-        """Each target's equal share of its site's budget, as seconds between checks."""
+        """Each group's equal share of its site's budget, as seconds between checks."""
         assert self.min_interval_s is not None
-        count = sum(1 for t in self._targets if t.site == site)
+        count = len({t.group for t in self._targets if t.site == site})
         return max(self.min_interval_s, 60.0 * count / self.settings.site_budget_per_minute)
 
     def _minute_start(self, now_s: float) -> float:
@@ -166,24 +179,36 @@ class Scheduler:
         candidates.sort(key=lambda item: item[0])
         dispatched: list[int] = []
         exhausted: set[str] = set()
+        sent_groups: set[tuple[str, int, int]] = set()
         for _, target in candidates:
-            if target.site in exhausted:
+            if target.site in exhausted or target.group in sent_groups:
                 continue
-            inflight_key = f"{INFLIGHT_PREFIX}{target.id}"
-            if self.client.exists(inflight_key):
+            if self.client.exists(f"{INFLIGHT_PREFIX}{target.id}"):
                 continue
+            # the rest of the group rides along: not backing off, not in flight
+            riders = [
+                t.id
+                for t in self._targets
+                if t.group == target.group
+                and t.id != target.id
+                and not (t.backoff_until is not None and t.backoff_until > now_dt)
+                and not self.client.exists(f"{INFLIGHT_PREFIX}{t.id}")
+            ]
             if not self.budget(target.site).try_take():
                 exhausted.add(target.site)
                 continue
             dispatch_id = uuid.uuid4().hex
-            self.client.set(inflight_key, dispatch_id, ex=self.inflight_ttl_s)
+            keys = [f"{INFLIGHT_PREFIX}{i}" for i in (target.id, *riders)]
+            for key in keys:
+                self.client.set(key, dispatch_id, ex=self.inflight_ttl_s)
             try:
-                self.send(target.id, dispatch_id)
+                self.send(target.id, dispatch_id, riders)
             except Exception:
-                self.client.delete(inflight_key)
+                self.client.delete(*keys)
                 raise
-            self.client.hset(LAST_DISPATCH_KEY, str(target.id), now_s)
-            dispatched.append(target.id)
+            self.client.hset(LAST_DISPATCH_KEY, mapping={str(i): now_s for i in (target.id, *riders)})
+            sent_groups.add(target.group)
+            dispatched.extend([target.id, *riders])
         if dispatched:
             self.dispatched_total += len(dispatched)
             self.last_dispatch_at = now_s

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -93,7 +94,7 @@ def test_faults_and_blocks(fake_telegram: FakeBotApi) -> None:
         async with _bot(fake_telegram, read_timeout_s=0.5) as bot:
             with pytest.raises(RetryAfter) as retry:
                 await bot.send_message(1, "a")
-            assert retry.value.retry_after == 3
+            assert retry.value.retry_after == timedelta(seconds=3)
             with pytest.raises(Exception, match="Internal Server Error"):
                 await bot.send_message(1, "b")
             with pytest.raises(TimedOut):

@@ -35,7 +35,12 @@ def _subscribe(db: Database, count: int) -> None:
 def _scheduler(settings: Settings, db: Database, sent: list[int], **kw: object) -> Scheduler:
     client = redis.Redis.from_url(settings.redis_url)
     return Scheduler(
-        settings, db, client, lambda target_id, _dispatch: sent.append(target_id), rng=random.Random(1), **kw
+        settings,
+        db,
+        client,
+        lambda target_id, _dispatch, riders: sent.extend([target_id, *riders]),
+        rng=random.Random(1),
+        **kw,
     )  # type: ignore[arg-type]
 
 
@@ -154,7 +159,7 @@ def test_dispatch_ids_are_unique_and_a_failed_send_frees_the_target(
     ids: list[str] = []
     fail = [True]
 
-    def send(target_id: int, dispatch_id: str) -> None:
+    def send(target_id: int, dispatch_id: str, _riders: list[int]) -> None:
         if fail[0]:
             raise ConnectionError("redis went away")
         ids.append(dispatch_id)
@@ -187,3 +192,47 @@ def test_periodic_jobs_run_when_due_and_survive_failures() -> None:
     assert scheduler.run_due_jobs(now_s=111) == []
     assert calls == ["boom", "ok", "boom"]
     assert scheduler.run_due_jobs(now_s=131) == ["ok"]
+
+
+def test_targets_of_one_service_are_checked_together(worker_settings: Settings, db: Database) -> None:
+    """Injected: three targets of one service at different office sets, and one of another service;
+    a 2-per-minute budget. Asserted: one tick sends two checks (one token each): the first target
+    of the service carries the other two as riders, all three are in flight and dispatched; the
+    interval is the share of 2 groups, not 4 targets; a rider backing off stays behind."""
+    with db.transaction() as session:
+        for user_id, service_id, offices in [
+            (1, WOHNSITZ, [102522]),
+            (2, WOHNSITZ, [102523]),
+            (3, WOHNSITZ, [102522, 102523]),
+            (4, FS_UMSCHREIBUNG, [10308174]),
+        ]:
+            session.add(User(id=user_id, language="en"))
+            session.add(Subscription(user_id=user_id, service_id=service_id, office_ids=offices))
+    messages: list[tuple[int, list[int]]] = []
+    settings = worker_settings.model_copy(update={"site_budget_per_minute": 2})
+    client = redis.Redis.from_url(settings.redis_url)
+    scheduler = Scheduler(
+        settings, db, client, lambda target_id, _d, riders: messages.append((target_id, riders))
+    )
+    targets = scheduler.sync()
+    wohnsitz = [t.id for t in targets if t.service_id == WOHNSITZ]
+    assert len(targets) == 4 and len(wohnsitz) == 3
+    assert scheduler.interval_s("munich") == max(settings.check_min_interval_s, 60.0 * 2 / 2)
+    sent = scheduler.tick(now_s=3_000_000.0)
+    assert sorted(sent) == sorted(t.id for t in targets)
+    assert len(messages) == 2 and scheduler.budget("munich").used() == 2
+    grouped = next(m for m in messages if m[0] in wohnsitz)
+    assert sorted([grouped[0], *grouped[1]]) == sorted(wohnsitz)
+
+    for target_id in sent:
+        mark_done(client, target_id)
+    with db.transaction() as session:
+        rider = session.get(Target, wohnsitz[1])
+        assert rider is not None
+        rider.backoff_until = datetime.now(UTC) + timedelta(minutes=5)
+    scheduler.sync()
+    messages.clear()
+    scheduler.budget("munich").client.flushdb()
+    sent = scheduler.tick(now_s=3_000_100.0)
+    grouped = next(m for m in messages if m[0] in wohnsitz)
+    assert wohnsitz[1] not in [grouped[0], *grouped[1]] and wohnsitz[1] not in sent
