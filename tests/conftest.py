@@ -22,6 +22,9 @@ import pytest
 from shared.chromium import LAUNCH_ARGS, find_chromium
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from tests.support.farm import Farm
     from tests.support.replica import Replica
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -168,6 +171,23 @@ def replica(replica_server: str) -> Iterator[Replica]:
         handle = Replica(base_url=replica_server, client=client)
         handle.reset()
         yield handle
+
+
+@pytest.fixture
+def make_farm(tmp_path: Path, redis_url: str, replica: Replica) -> Iterator[Callable[..., Farm]]:
+    """Build the worker farm as real processes (SQLite in ``tmp_path``, the private Redis, the
+    replica) with extra ``MTA_*`` settings; every process it started is stopped afterwards, killed
+    if need be."""
+    from contextlib import ExitStack
+
+    from tests.support.farm import running_farm
+
+    with ExitStack() as stack:
+
+        def make(**env: str) -> Farm:
+            return stack.enter_context(running_farm(tmp_path / "farm", redis_url, replica.page_url, **env))
+
+        yield make
 
 
 # --- pytest-playwright, scoped per module ------------------------------------------------------

@@ -11,11 +11,9 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
-from pathlib import Path
 from urllib.parse import parse_qs
 
 import pytest
@@ -28,7 +26,6 @@ from tests.support.farm import (
     command_name,
     descendants,
     parent_of,
-    running_farm,
     wait_until,
 )
 from tests.support.replica import (
@@ -55,17 +52,6 @@ FS_OFFICE = FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE
 
 def outcomes(farm: Farm) -> list[str]:
     return [c.outcome.value for c in farm.checks()]
-
-
-@pytest.fixture
-def make_farm(tmp_path: Path, redis_url: str, replica: Replica) -> Iterator[Callable[..., Farm]]:
-    """Build the farm with extra ``MTA_*`` settings; every process is stopped afterwards."""
-    with ExitStack() as stack:
-
-        def make(**env: str) -> Farm:
-            return stack.enter_context(running_farm(tmp_path / "farm", redis_url, replica.page_url, **env))
-
-        yield make
 
 
 def test_released_slot_alerts_matching_subscribers_once(
