@@ -43,13 +43,12 @@ from shared.db.models import (
     BookingStatus,
     Notification,
     Subscription,
-    Target,
     User,
 )
-from shared.domain import SITE_TIMEZONE, Observation, SlotSeen, office_key
+from shared.domain import SITE_TIMEZONE
 from shared.logging import configure_logging
-from shared.recording import record_observation, sync_targets
 from shared.settings import Settings, load_settings, reset_settings_cache
+from tests.booking.conftest import observe
 from tests.conftest import free_port, wait_for_port
 from tests.support.replica import berlin_slot
 from worker.sites import munich_booking_selectors as bsel
@@ -162,28 +161,6 @@ def add_person(db: Database, user_id: int, service_id: int, office_id: int) -> i
         session.add(sub)
         session.flush()
         return int(sub.id)
-
-
-def observe(db: Database, office_id: int, service_id: int, starts: list[int]) -> list[int]:
-    """Record a check that saw ``starts`` free (as a worker does); returns the new slot ids."""
-    with db.transaction() as session:
-        sync_targets(session)
-        target = (
-            session.query(Target)
-            .filter_by(service_id=service_id, service_count=1, office_key=office_key([office_id]))
-            .one()
-        )
-        observation = Observation(
-            site="munich",
-            service_id=service_id,
-            service_count=1,
-            office_ids=(office_id,),
-            observed_at=datetime.now(UTC),
-            slots=[SlotSeen(office_id, service_id, datetime.fromtimestamp(ts, UTC)) for ts in starts],
-        )
-        return list(
-            record_observation(session, target.id, observation, worker_id="bench", duration_ms=5).new_slot_ids
-        )
 
 
 def bookings_module(redis_url: str) -> Any:
@@ -307,7 +284,11 @@ def _walks(repetitions: int) -> Walks:
                                     add_person, db, user_id, WOHNSITZANMELDUNG, ORLEANSPLATZ
                                 )
                                 (slot_id,) = await asyncio.to_thread(
-                                    observe, db, ORLEANSPLATZ, WOHNSITZANMELDUNG, [start]
+                                    observe,
+                                    db,
+                                    office_id=ORLEANSPLATZ,
+                                    service_id=WOHNSITZANMELDUNG,
+                                    starts=[start],
                                 )
                                 report = await bookings.run_booking(
                                     way_deps,
@@ -431,7 +412,7 @@ def _contention(users: int, slots: int, threads: int) -> dict[str, Any]:
             people = [70_000 + i for i in range(users)]
             for user_id in people:
                 add_person(db, user_id, FS_SERVICE, FS_OFFICE)
-            slot_ids = observe(db, FS_OFFICE, FS_SERVICE, starts)
+            slot_ids = observe(db, office_id=FS_OFFICE, service_id=FS_SERVICE, starts=starts)
             started = time.monotonic()
             queued = bookings.dispatch_autobook(db, slot_ids)
             deadline = started + 120 + users * 6
