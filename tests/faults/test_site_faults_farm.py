@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -81,6 +83,33 @@ def assert_alerted_once(farm: Farm, sub: int, start: int) -> None:
     assert farm.count(Slot, Slot.gone_at.is_not(None)) == 0
 
 
+@dataclass
+class Started:
+    """A farm started with one subscriber watching a free Führerschein slot, a fault already on."""
+
+    farm: Farm
+    sub: int | None
+    start: int
+    began: datetime
+    worker: Any
+    process_id: str
+    pid: int
+
+
+def start_with_fault(
+    make_farm: Callable[..., Farm], replica: Replica, hour: int, days_ahead: int = 2, **fault: Any
+) -> Started:
+    farm = make_farm()
+    sub = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
+    start = berlin_slot(days_ahead=days_ahead, hour=hour)
+    replica.add_slots(FS_OFFICE, units(start))
+    replica.faults(**fault)
+    began = datetime.now(UTC) - timedelta(seconds=1)
+    worker, _scheduler = farm.start()
+    process_id, pid = checking_process(farm)
+    return Started(farm, sub, start, began, worker, process_id, pid)
+
+
 def test_500_storm_backs_off_then_the_slot_is_alerted_once(
     make_farm: Callable[..., Farm], replica: Replica
 ) -> None:
@@ -95,14 +124,9 @@ def test_500_storm_backs_off_then_the_slot_is_alerted_once(
     (the only outbox row), unchanged by three further checks, which are all ``ok`` and leave the
     target ``ok``; every check ran in the same worker process.
     """
-    farm = make_farm()
-    sub = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
-    start = berlin_slot(days_ahead=2, hour=9)
-    replica.add_slots(FS_OFFICE, units(start))
-    replica.faults(error_500_s=0)
-    began = datetime.now(UTC) - timedelta(seconds=1)
-    worker, _scheduler = farm.start()
-    process_id, _pid = checking_process(farm)
+    run = start_with_fault(make_farm, replica, hour=9, days_ahead=2, error_500_s=0)
+    farm, sub, start, began, worker = run.farm, run.sub, run.start, run.began, run.worker
+    process_id = run.process_id
 
     # the storm
     (failed,) = wait_until(farm.checks, 90, "the first check under the 500 storm")
@@ -142,14 +166,9 @@ def test_garbage_calendar_is_no_false_slot_and_no_crash(
     After the clear: the slot is recorded once and exactly one alert queued, unchanged by three
     further ``ok`` checks run by that same process.
     """
-    farm = make_farm()
-    sub = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
-    start = berlin_slot(days_ahead=3, hour=11)
-    replica.add_slots(FS_OFFICE, units(start))
-    replica.faults(garbage_s=0, endpoints=[CALENDAR])
-    began = datetime.now(UTC) - timedelta(seconds=1)
-    worker, _scheduler = farm.start()
-    process_id, pid = checking_process(farm)
+    run = start_with_fault(make_farm, replica, hour=11, days_ahead=3, garbage_s=0, endpoints=[CALENDAR])
+    farm, sub, start, began, worker = run.farm, run.sub, run.start, run.began, run.worker
+    process_id, pid = run.process_id, run.pid
 
     # the garbage
     (failed,) = wait_until(farm.checks, 90, "the first check against the garbage calendar")
@@ -195,14 +214,9 @@ def test_slow_site_alerts_once_and_a_timeout_loses_nothing(
     3. The fault cleared. Asserted: the checks are ``ok`` again and leave the target ``ok``; still one
        slot row (the same episode 1) and one alert in all; the same worker process ran everything.
     """
-    farm = make_farm()
-    sub = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
-    start = berlin_slot(days_ahead=2, hour=14)
-    replica.add_slots(FS_OFFICE, units(start))
-    replica.faults(slow_ms=1500)
-    began = datetime.now(UTC) - timedelta(seconds=1)
-    worker, _scheduler = farm.start()
-    process_id, _pid = checking_process(farm)
+    run = start_with_fault(make_farm, replica, hour=14, days_ahead=2, slow_ms=1500)
+    farm, sub, start, began, worker = run.farm, run.sub, run.start, run.began, run.worker
+    process_id = run.process_id
 
     # 1. merely slow
     wait_until(farm.alerts, 120, "the alert from a slow walk")

@@ -800,9 +800,8 @@ class MunichAdapter:
         seen (the last counted request + 60 s), else a full window from now (spec §2.11)."""
         now = utcnow()
         for header in (sel.RATE_LIMIT_RESET_HEADER, "retry-after"):
-            value = exchange.headers.get(header)
-            if value and value.strip().isascii() and value.strip().isdigit():
-                number = int(value.strip())
+            number = _header_int(exchange, header)
+            if number is not None:
                 at = (
                     now + timedelta(seconds=number) if number < 10**9 else datetime.fromtimestamp(number, UTC)
                 )
