@@ -41,7 +41,7 @@ from shared import booking as policy
 from shared.db.database import Database, open_database
 from shared.db.models import Booking, BookingProfile, BookingStatus, Notification, NotificationKind, Slot
 from shared.domain import CheckFailure, RateLimited, ensure_utc, utcnow
-from shared.logging import get_logger
+from shared.logging import get_logger, scrub_text
 from shared.settings import Settings, get_settings
 from worker import actors as _actors  # noqa: F401  (sets up the broker before the actors below)
 from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL
@@ -341,7 +341,12 @@ async def _attempt(
                 session, deps.site_url, _slot_of(booking), contact, on_reserved=on_reserved
             )
         except CheckFailure as failure:
-            log.warning("booking_site_trouble", booking_id=booking_id, failure=type(failure).__name__)
+            log.warning(
+                "booking_site_trouble",
+                booking_id=booking_id,
+                failure=type(failure).__name__,
+                detail=scrub_text(str(failure)),
+            )
             await asyncio.to_thread(_site_trouble, deps, booking.site, failure, int(session.requests_made))
             await _cancel_quietly(deps, session.page, booking_id)
             await asyncio.to_thread(

@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
 log = get_logger("mta.captcha")
 
+LABEL_GRACE_S = 5.0  # how long a mounted widget may take to render its label
+
 AskUser = Callable[[bytes, str], Awaitable[str]]
 """``ask_user(image_png, prompt) -> answer``: shows the challenge to a person and returns their text."""
 
@@ -155,9 +157,12 @@ class InPageAltchaSolver:
         texts = self.texts
         label = page.get_by_text(texts.label, exact=True)
         if not await label.count():
-            if await page.locator(texts.widget).count():
-                raise CaptchaRequired("captcha widget present without its label")
-            return None
+            if not await page.locator(texts.widget).count():
+                return None
+            try:  # the widget element mounts a moment before it renders its label
+                await label.first.wait_for(state="visible", timeout=LABEL_GRACE_S * 1000)
+            except PlaywrightTimeoutError:
+                raise CaptchaRequired("captcha widget present without its label") from None
         label = label.first
 
         def is_verify(response: Response) -> bool:

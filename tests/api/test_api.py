@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi.testclient import TestClient
 
+from api.queries import berlin_day_start
 from shared.db.database import Database
-from shared.db.models import Notification, NotificationStatus, Target, TargetState
+from shared.db.models import Notification, NotificationStatus, Slot, Target, TargetState
+from shared.domain import utcnow
 from tests.api.conftest import ADMIN_TOKEN, PERSONAL_STRINGS, SERVICE_ID, USER_ID, seed
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -35,7 +37,11 @@ def test_targets_show_state_last_check_and_latency(client: TestClient, db: Datab
     assert target["service_name"] == "Wohnsitzanmeldung"
     assert target["state_text"] == "ok"
     assert target["last_check_outcome"] == "no_slots"  # the newest by start time, not by id
-    assert target["slots_seen_today"] >= 1
+    # "today" is the Berlin day: just after midnight the seeded episodes (10-90 min old) are yesterday's
+    day_start = berlin_day_start(utcnow())
+    with db.transaction() as session:
+        first_seen = [session.get(Slot, i).first_seen_at for i in seeded.slot_ids]  # type: ignore[union-attr]
+    assert target["slots_seen_today"] == sum(t >= day_start for t in first_seen)
     # checks every 10 min, slots seen right after one: the bound is about one interval
     assert 590 <= target["latency_p50_s"] <= 620
     assert client.get(f"/api/v1/targets/{seeded.target_id}").json()["id"] == seeded.target_id

@@ -382,6 +382,7 @@ class MunichBooker:
         )
         next_button = page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True)
         await self._wait_visible(page, next_button.first, "the service step's Weiter button")
+        await self._wait_ready_or_captcha(page, next_button.first)
         for n in range(2, slot.service_count + 1):
             plus = page.locator(f'button[aria-label*="{sel.COUNTER_INCREASE.format(n=n)}"]')
             await self._click(page, plus.first, f"the counter's + button (count {n})")
@@ -717,6 +718,21 @@ class MunichBooker:
             await self._check_fatal(page, _NO_RECORDER, 0)
             if time.monotonic() > deadline:
                 raise LayoutChanged(f"{what} did not appear")
+            await asyncio.sleep(POLL_S)
+
+    async def _wait_ready_or_captcha(self, page: Page, next_button: Locator) -> None:
+        """Wait until "Weiter" is enabled or the captcha widget shows its label: the widget mounts
+        a moment after the button, and a solver asked before that would see a widget without a label
+        (or none at all) and give up."""
+        label = page.get_by_text(sel.CAPTCHA_LABEL, exact=True).first
+        deadline = time.monotonic() + self.step_timeout_s
+        while True:
+            with contextlib.suppress(PlaywrightError):
+                if await label.is_visible() or await next_button.get_attribute("aria-disabled") != "true":
+                    return
+            await self._check_fatal(page, _NO_RECORDER, 0)
+            if time.monotonic() > deadline:
+                raise CaptchaRequired("Weiter stayed disabled and no captcha widget appeared")
             await asyncio.sleep(POLL_S)
 
     async def _wait_enabled(self, page: Page, locator: Locator, what: str) -> None:
