@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -125,32 +126,47 @@ def _token_from_verify(data: object) -> str:
     return token
 
 
+async def _visible_text(locators: list[Locator]) -> str | None:
+    for locator in locators:
+        if await locator.count() and await locator.first.is_visible():
+            return await locator.first.inner_text()
+    return None
+
+
 async def _wait_for_verdict(page: Page, verified: Locator, failures: list[Locator], timeout_s: float) -> None:
     """Wait until the widget shows success; a failure text or the deadline raises CaptchaRequired."""
     deadline = time.monotonic() + timeout_s
     while True:
         if await verified.count() and await verified.first.is_visible():
             return
-        for failure in failures:
-            if await failure.count() and await failure.first.is_visible():
-                raise CaptchaRequired(f"captcha widget says: {await failure.first.inner_text()}")
+        said = await _visible_text(failures)
+        if said:
+            raise CaptchaRequired(f"captcha widget says: {said}")
         if time.monotonic() >= deadline:
             raise CaptchaRequired("captcha widget did not report success in time")
         await asyncio.sleep(0.05)
 
 
 class InPageAltchaSolver:
-    """Clicks the widget's label and lets the page's own ALTCHA widget do the proof of work."""
+    """Clicks the widget's label and lets the page's own ALTCHA widget do the proof of work.
+
+    A click can be lost (the widget still wiring itself up, a busy renderer): when the widget still
+    shows its unticked label ``reclick_after_s`` after a click, it is clicked again, as a person
+    would, at most ``max_clicks`` times in all."""
 
     def __init__(
         self,
         *,
         texts: AltchaWidgetTexts | None = None,
         timeout_s: float = 60.0,
+        reclick_after_s: float = 5.0,
+        max_clicks: int = 3,
         pacer: Pacer | None = None,
     ) -> None:
         self.texts = texts or AltchaWidgetTexts()
         self.timeout_s = timeout_s
+        self.reclick_after_s = reclick_after_s
+        self.max_clicks = max_clicks
         self.pacer: Pacer = pacer or NoPacer()
 
     async def solve(self, page: Page, session: BrowserSession) -> str | None:
@@ -164,28 +180,56 @@ class InPageAltchaSolver:
             except PlaywrightTimeoutError:
                 raise CaptchaRequired("captcha widget present without its label") from None
         label = label.first
+        failures = [page.get_by_text(text, exact=True) for text in texts.failures]
+        verifies: list[Response] = []
 
-        def is_verify(response: Response) -> bool:
-            return texts.verify_marker in response.url and response.request.method == "POST"
+        def on_response(response: Response) -> None:
+            if texts.verify_marker in response.url and response.request.method == "POST":
+                verifies.append(response)
 
+        page.on("response", on_response)
         try:
             await self.pacer.move_to(page, label)
-            async with page.expect_response(is_verify, timeout=self.timeout_s * 1000) as verify:
-                await label.click()
-            response = await verify.value
+            await self._click_until_verified(label, failures, verifies)
             try:
-                data = await response.json()
+                data = await verifies[0].json()
             except (PlaywrightError, ValueError):
                 raise CaptchaRequired("captcha verify answered no JSON") from None
             token = _token_from_verify(data)
-            failures = [page.get_by_text(text, exact=True) for text in texts.failures]
             await _wait_for_verdict(
                 page, page.get_by_text(texts.verified, exact=True), failures, self.timeout_s
             )
-        except PlaywrightTimeoutError:
-            raise CaptchaRequired("captcha widget did not verify in time") from None
+        finally:
+            page.remove_listener("response", on_response)
         log.debug("captcha_passed", key=session.key, lifetime_s=token_lifetime_s(token))
         return token
+
+    async def _click_until_verified(
+        self, label: Locator, failures: list[Locator], verifies: list[Response]
+    ) -> int:
+        """Click the label until the page posts its solution; returns the clicks it took."""
+        deadline = time.monotonic() + self.timeout_s
+        clicks = 0
+        clicked_at = -float("inf")
+        while not verifies:
+            now = time.monotonic()
+            unticked = await label.count() and await label.is_visible()
+            if unticked and now - clicked_at >= self.reclick_after_s:
+                if clicks >= self.max_clicks:
+                    said = await _visible_text(failures)
+                    raise CaptchaRequired(
+                        f"captcha widget says: {said}" if said else f"captcha widget ignored {clicks} clicks"
+                    )
+                if clicks:
+                    log.debug("captcha_reclick", clicks=clicks)
+                with contextlib.suppress(PlaywrightTimeoutError):
+                    await label.click(timeout=self.reclick_after_s * 1000)
+                clicks += 1
+                clicked_at = time.monotonic()
+            elif now >= deadline:
+                raise CaptchaRequired("captcha widget did not verify in time")
+            await asyncio.sleep(0.05)
+        return clicks
 
 
 class RelaySolver:

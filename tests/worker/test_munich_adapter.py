@@ -41,6 +41,7 @@ from worker.browser import BrowserPool
 from worker.captcha import InPageAltchaSolver
 from worker.checks import CheckResult, run_check, session_key
 from worker.pacer import NoPacer
+from worker.sites import munich_selectors as sel
 from worker.sites.base import SiteQuota
 from worker.sites.munich import MunichAdapter, read_calendar
 
@@ -159,6 +160,30 @@ async def test_captcha_office_walk_then_warm_checks(
     limiter = replica.control("GET", "/ratelimit")
     (count,) = [int(c["count"]) for c in limiter["clients"].values()]
     assert adapter.quota == SiteQuota(limit=limiter["limit"], counted=count)
+
+
+async def test_in_page_captcha_clicks_again_when_a_click_is_lost(pool: BrowserPool, replica: Replica) -> None:
+    """Injected: the widget's checkbox swallows the first click (as when the widget is still wiring
+    itself up). Asserted: the solver clicks again after its pause, the page's own proof of work runs
+    once and its token comes back; nothing is verified twice."""
+    solver = InPageAltchaSolver(timeout_s=30, reclick_after_s=0.5)
+    async with pool.session("test:lost-click") as session:
+        page = session.page
+        await page.goto(sel.deep_link(replica.page_url, WOHNSITZANMELDUNG, ORLEANSPLATZ))
+        await page.get_by_text(sel.CAPTCHA_LABEL, exact=True).first.wait_for()
+        await page.locator("altcha-widget input[type=checkbox]").first.evaluate(
+            """(box) => {
+                    window.mtaClicks = 0;
+                    box.addEventListener("click", (event) => {
+                        if (window.mtaClicks++ === 0) event.preventDefault();
+                    });
+                }"""
+        )
+        token = await solver.solve(page, session)
+        assert token
+        assert await page.evaluate("window.mtaClicks") == 2
+        await pool.retire(session, "test done")
+    assert api_calls(replica).count("captcha-verify") == 1
 
 
 async def test_fuehrerscheinstelle_without_captcha(
