@@ -79,6 +79,8 @@ class BudgetUse:
     """Requests in a streak before the farm pauses (0: no pause)."""
     announced_limit: int | None = None
     """The limit the site's X-RateLimit-Limit header stated last (None: not seen lately)."""
+    carried: int = 0
+    """Requests charged to the coming minutes (``SiteBudget.charge``: a walk being paid back)."""
 
 
 @dataclass(frozen=True)
@@ -206,19 +208,24 @@ async def _read_queues(client: aioredis.Redis) -> list[QueueDepth]:
 async def _read_budgets(client: aioredis.Redis, limit: int, before_pause: int) -> list[BudgetUse]:
     """Sum each budget's one-second buckets (``worker.budget.SiteBudget.used``) over the window."""
     names: set[str] = set()
+    now = int(time.time())
+    ahead: dict[str, list[str]] = {}
     async for raw in client.scan_iter(match=BUDGET_PREFIX + "*", count=_SCAN_COUNT):
         key = _text(raw)
         if "@" in key:
-            names.add(key.rpartition("@")[0])
+            name, _, second = key.rpartition("@")
+            names.add(name)
+            if second.isdigit() and int(second) > now:
+                ahead.setdefault(name, []).append(key)
         elif key.endswith(":streak"):
             names.add(key.removesuffix(":streak"))
         elif key.endswith(":announced_limit"):
             names.add(key.removesuffix(":announced_limit"))
-    now = int(time.time())
     budgets = []
     for name in sorted(names):
         values = await client.mget([f"{name}@{now - i}" for i in range(BUDGET_WINDOW_S)])
         used = sum(int(v) for v in values if v)
+        carried = sum(int(v) for v in await client.mget(ahead[name]) if v) if name in ahead else 0
         streak_raw, announced_raw = await client.mget([f"{name}:streak", f"{name}:announced_limit"])
         streak = int(streak_raw) if streak_raw else 0
         announced = int(announced_raw) if announced_raw else None
@@ -228,7 +235,9 @@ async def _read_budgets(client: aioredis.Redis, limit: int, before_pause: int) -
             pause_s = max(0.0, int(await client.pttl(f"{name}:streak")) / 1000)
         site, _, egress = name[len(BUDGET_PREFIX) :].partition(":")
         budgets.append(
-            BudgetUse(site, egress or "default", used, limit, streak, pause_s, pause_after, announced)
+            BudgetUse(
+                site, egress or "default", used, limit, streak, pause_s, pause_after, announced, carried
+            )
         )
     return budgets
 

@@ -171,6 +171,9 @@ class BudgetOut(BaseModel):
     announced_limit: int | None = Field(
         description="the site's own X-RateLimit-Limit, as last seen; null: not seen in the last hour"
     )
+    carried: int = Field(
+        default=0, description="requests charged to the coming minutes (a walk's cost being paid back)"
+    )
 
 
 class PartStatus(BaseModel):

@@ -182,6 +182,12 @@ async def human_walk(page: Any, site: Site, office_id: int, service_id: int, tim
     await next_button.first.wait_for(state="visible")
     await asyncio.sleep(READ_S)
     label = page.get_by_text(sel.CAPTCHA_LABEL, exact=True)
+    # a person waits until the page shows the captcha or lets them go on
+    deadline = time.monotonic() + 60
+    while not await label.count() and await next_button.first.get_attribute("aria-disabled") == "true":
+        if time.monotonic() > deadline:
+            raise TimeoutError("the service step showed neither the captcha nor an enabled Weiter")
+        await asyncio.sleep(0.1)
     if await label.count():
         await label.first.click()
         await page.get_by_text(sel.CAPTCHA_VERIFIED, exact=True).first.wait_for(

@@ -88,19 +88,43 @@ class SiteBudget:
             return bool(acquired)
 
     def charge(self, requests: int) -> None:
-        """Record requests already made (a full walk costs several); may overdraw the window.
+        """Record requests already made (a walk costs several) against the window.
 
-        An overdraw is deliberate: it makes the scheduler wait until the window has room again,
-        so the site's view of us stays within the budget on average.
+        What the current window has no room for is carried into the coming minutes: one bucket a
+        minute on, another two minutes on, each at most ``per_minute``. A walk that overdraws the
+        window is so paid back by the checks after it, and the farm stays within the budget over
+        any few minutes, however low the budget (a plain overdraw would be forgotten after 60 s).
         """
         if requests <= 0:
             return
-        key = f"{self.key}@{int(time.time())}"
+        now = int(time.time())
+        room = max(0, self.per_minute - self.used())
+        parts = [(now, min(requests, room))] if room else []
+        carried = requests - min(requests, room)
+        minute = 1
+        while carried > 0:
+            part = min(carried, self.per_minute)
+            parts.append((now + minute * WINDOW_S, part))
+            carried -= part
+            minute += 1
         with self.client.pipeline() as pipe:
-            pipe.incrby(key, requests)
-            pipe.pexpire(key, WINDOW_S * 1000)
+            for second, count in parts:
+                key = f"{self.key}@{second}"
+                pipe.incrby(key, count)
+                pipe.pexpire(key, (second - now + WINDOW_S) * 1000)
             pipe.execute()
         self._extend_streak(requests)
+
+    def carried(self) -> int:
+        """Requests charged to the coming minutes (a walk's cost being paid back)."""
+        now = int(time.time())
+        total = 0
+        for raw in self.client.scan_iter(match=f"{self.key}@*", count=500):
+            key = raw.decode() if isinstance(raw, bytes) else str(raw)
+            second = key.rpartition("@")[2]
+            if second.isdigit() and int(second) > now:
+                total += int(self.client.get(key) or 0)
+        return total
 
     def _extend_streak(self, requests: int) -> None:
         if self.before_pause <= 0:

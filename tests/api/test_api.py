@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import redis
 from fastapi.testclient import TestClient
 
 from api.queries import berlin_day_start
 from shared.db.database import Database
 from shared.db.models import Notification, NotificationStatus, Slot, Target, TargetState
 from shared.domain import utcnow
+from shared.settings import Settings
 from tests.api.conftest import ADMIN_TOKEN, PERSONAL_STRINGS, SERVICE_ID, USER_ID, seed
+from worker.budget import site_budget
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -45,6 +48,21 @@ def test_targets_show_state_last_check_and_latency(client: TestClient, db: Datab
     # checks every 10 min, slots seen right after one: the bound is about one interval
     assert 590 <= target["latency_p50_s"] <= 620
     assert client.get(f"/api/v1/targets/{seeded.target_id}").json()["id"] == seeded.target_id
+
+
+def test_status_shows_the_budget_and_what_a_walk_carried(
+    client: TestClient, db: Database, api_settings: Settings, redis_url: str
+) -> None:
+    """Tried: a dispatch and a walk of nine requests more than the minute's budget. The status shows
+    the window full and the nine carried into the coming minutes; the dashboard says so too."""
+    seed(db)
+    per_minute = api_settings.site_budget_per_minute
+    budget = site_budget(redis.Redis.from_url(redis_url), api_settings, "munich")
+    assert budget.try_take()
+    budget.charge(per_minute + 8)
+    (munich,) = [b for b in client.get("/api/v1/status").json()["budgets"] if b["site"] == "munich"]
+    assert (munich["used"], munich["limit"], munich["carried"]) == (per_minute, per_minute, 9)
+    assert "+9 carried" in client.get("/").text
 
 
 def test_backing_off_target_says_until_when(client: TestClient, db: Database) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import redis
 
 from worker.budget import SiteBudget, pause_after
@@ -30,6 +32,28 @@ def test_charge_overdraws_so_next_take_waits(redis_url: str) -> None:
     budget.charge(9)  # a full walk made nine more requests
     assert budget.used() == 10
     assert not budget.try_take()
+
+
+def test_walk_overdraw_is_carried_into_the_coming_minutes(redis_url: str) -> None:
+    """Tried: a walk of 25 more requests at a budget of 10/min. The window fills and the 16 it has no
+    room for are carried, 10 a minute on and 6 two minutes on, so the checks after the walk pay it
+    back instead of the overdraw being forgotten when it leaves the window."""
+    client = redis.Redis.from_url(redis_url)
+    budget = SiteBudget(client, "munich", per_minute=10)
+    assert budget.try_take()
+    budget.charge(25)
+    assert budget.used() == 10 and budget.remaining() == 0 and not budget.try_take()
+    assert budget.carried() == 16
+    now = int(time.time())
+    future = sorted(
+        (int(key.rpartition(b"@")[2]) - now, int(client.get(key) or 0), client.pttl(key))
+        for key in client.scan_iter(match=f"{budget.key}@*")
+        if int(key.rpartition(b"@")[2]) > now
+    )
+    assert [count for _, count, _ in future] == [10, 6]
+    (in_one, _, ttl_one), (in_two, _, ttl_two) = future
+    assert 58 <= in_one <= 60 and 118 <= in_two <= 120
+    assert ttl_one > in_one * 1000 and ttl_two > in_two * 1000  # each lives a full window once due
 
 
 def test_one_leader_and_takeover(redis_url: str) -> None:
