@@ -28,6 +28,7 @@ CAPTCHA_COST = 50
 
 # Offices and services used by the browser tests (spec §5).
 ORLEANSPLATZ = 102522
+LEONRODSTRASSE = 102523
 """Bürgerbüro Orleansplatz: captcha required, telephone field."""
 WOHNSITZANMELDUNG = 1063475
 FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE = 10308174

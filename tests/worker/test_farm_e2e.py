@@ -31,6 +31,7 @@ from tests.support.farm import (
 from tests.support.replica import (
     FUEHRERSCHEIN_UMSCHREIBUNG,
     FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,
+    LEONRODSTRASSE,
     ORLEANSPLATZ,
     WOHNSITZANMELDUNG,
     Replica,
@@ -46,7 +47,6 @@ from worker.scheduler import site_paused_s
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-LEONRODSTRASSE = 102523
 FS_OFFICE = FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 import pytest
@@ -31,6 +32,7 @@ from tests.support.replica import (
     CAPTCHA_COST,
     FUEHRERSCHEIN_UMSCHREIBUNG,
     FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE,
+    LEONRODSTRASSE,
     ORLEANSPLATZ,
     WOHNSITZANMELDUNG,
     Replica,
@@ -184,6 +186,30 @@ async def test_in_page_captcha_clicks_again_when_a_click_is_lost(pool: BrowserPo
         assert await page.evaluate("window.mtaClicks") == 2
         await pool.retire(session, "test done")
     assert api_calls(replica).count("captcha-verify") == 1
+
+
+async def test_walk_for_several_offices_asks_their_union_once(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """A target watching two Bürgerbüros, slots at both: the walk lets the page load the deep link's
+    office, then asks for both offices in one request, as the page does when both are ticked (not a
+    click and a calendar load per office). Both offices' slots are read."""
+    key = TargetKey("munich", WOHNSITZANMELDUNG, 1, (ORLEANSPLATZ, LEONRODSTRASSE))
+    await fresh(pool, key)
+    at = berlin_slot(days_ahead=2, hour=9)
+    replica.add_slots(ORLEANSPLATZ, [at])
+    replica.add_slots(LEONRODSTRASSE, [at + 900])
+    before = len(request_log(replica))
+    walked = await check(pool, adapter, key, replica)
+    assert walked.walked
+    assert starts(walked.observation) == {(ORLEANSPLATZ, at), (LEONRODSTRASSE, at + 900)}
+    asked = [
+        parse_qs(r["query"])["officeIds"][0]
+        for r in request_log(replica)[before:]
+        if r["path"].rstrip("/").endswith("available-calendar")
+    ]
+    # the page's own request(s) for its landing view, then ours for the union, once
+    assert asked[-1] == f"{ORLEANSPLATZ},{LEONRODSTRASSE}" and set(asked[:-1]) == {str(ORLEANSPLATZ)}, asked
 
 
 async def test_fuehrerscheinstelle_without_captcha(

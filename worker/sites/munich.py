@@ -513,7 +513,6 @@ class MunichAdapter:
         seen_before = len(recorder.exchanges)
         await next_button.click(timeout=self.step_timeout_s * 1000)
         shown = await self._settle_calendar(page, recorder, since=seen_before)
-        shown = await self._select_offices(page, recorder, key, shown)
 
         page_exchanges = self._availability(recorder.exchanges)
         if not page_exchanges:
@@ -533,7 +532,10 @@ class MunichAdapter:
             for exchange in page_exchanges:
                 if self._matches(exchange, key):
                     reading.merge(self._read(exchange, wanted))
-        else:  # the page could not show exactly the target's offices: ask as the page would
+        else:
+            # The page shows the deep link's office; the others of the target are asked for in one
+            # request the way the page asks when they are ticked (one request, not a click and a
+            # calendar load per office; the boxes only exist when several offices have slots).
             reading = await self._ask(session, key, self._focus_day(session, key))
         self._remember_days(session, key, reading, None)
         return self._observation(key, reading, source="walk")
@@ -565,27 +567,6 @@ class MunichAdapter:
             what="the calendar",
             api_done=answered,
         )
-
-    async def _select_offices(self, page: Page, recorder: ApiRecorder, key: TargetKey, shown: str) -> str:
-        """Tick the target's other offices on the appointment step (spec §4.3 "Ort"), untick others."""
-        if len(key.office_ids) < 2:
-            return shown
-        boxes = page.locator(sel.PROVIDER_CHECKBOX_ANY)
-        ids: list[str] = await boxes.evaluate_all("els => els.map(e => e.id)")
-        tails = [i.rsplit("-", 1)[1] for i in ids]
-        present = {int(t) for t in tails if t.isascii() and t.isdigit()}
-        wanted = set(key.office_ids)
-        # tick first, untick after: the selection must never become empty on the way
-        for office_id in [*sorted(present & wanted), *sorted(present - wanted)]:
-            box = page.locator(sel.provider_checkbox(office_id)).first
-            if (office_id in wanted) == await box.is_checked():
-                continue
-            await self.pacer.think()
-            await self.pacer.move_to(page, box)
-            before = len(recorder.exchanges)
-            await box.click()
-            shown = await self._settle_calendar(page, recorder, since=before)
-        return shown
 
     # === the warm check ==================================================================
     async def warm_check(self, session: BrowserSession, key: TargetKey) -> Observation:

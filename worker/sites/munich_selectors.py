@@ -85,10 +85,6 @@ def counter_value(service_id: int) -> str:
     return f"#service-{service_id}"
 
 
-PROVIDER_CHECKBOX_ANY = "input[id^='checkbox-provider-']"
-"""Every office checkbox on the appointment step (ids ``checkbox-provider-<officeId>``, §4.3)."""
-
-
 def provider_checkbox(office_id: int) -> str:
     """One office on the appointment step, when several offer the service (§4.3)."""
     return f"#checkbox-provider-{office_id}"
@@ -148,7 +144,6 @@ __all__ = [
     "NEXT_BUTTON",
     "NO_SCOPE_CODE",
     "NO_SLOTS",
-    "PROVIDER_CHECKBOX_ANY",
     "QL_COUNT",
     "QL_DATE",
     "QL_OFFICE",
