@@ -10,7 +10,7 @@ Two things make a replay reproducible:
 
 - time: the page computes "today" (and the calendar's date range) from the browser clock, so the
   replay installs Playwright's clock at the moment the recording started; the adapter's own idea of
-  today (``worker.sites.munich.berlin_today``) is pinned to the same day;
+  today (``MunichAdapter.today``) is pinned to the same day;
 - POST bodies: Playwright matches a recorded POST only with a byte-identical body, but the
   captcha's proof-of-work payload carries the solving time, so the recording drops POST bodies and a
   POST then matches on its URL (the answer is what counts, not what we sent).
@@ -27,7 +27,6 @@ import contextlib
 import json
 import time
 import zipfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -260,37 +259,32 @@ class HarLauncher(BrowserLauncher):
         return context
 
 
-@contextlib.contextmanager
-def _adapter_today(day: date | None) -> Iterator[None]:
-    """Pin the Munich adapter's "today" to the recording's day during a replay."""
-    if day is None:
-        yield
-        return
-    from worker.sites import munich
-
-    original = munich.berlin_today
-    munich.berlin_today = lambda: day
-    try:
-        yield
-    finally:
-        munich.berlin_today = original
-
-
-def _adapter(settings: Settings) -> Any:
+def _adapter(settings: Settings, day: date | None = None) -> Any:
+    """The worker's Munich adapter; ``day`` pins its "today" (a replay: the recording's day)."""
     from worker.captcha import InPageAltchaSolver
     from worker.pacer import pacer_from_settings
-    from worker.sites.munich import MunichAdapter
+    from worker.sites.munich import MunichAdapter, berlin_today
 
-    return MunichAdapter(solver=InPageAltchaSolver(), pacer=pacer_from_settings(settings), settings=settings)
+    return MunichAdapter(
+        solver=InPageAltchaSolver(),
+        pacer=pacer_from_settings(settings),
+        settings=settings,
+        today=berlin_today if day is None else lambda: day,
+    )
 
 
 async def _walk(
-    settings: Settings, launcher: HarLauncher, key: TargetKey, site_url: str, trace_path: Path | None
+    settings: Settings,
+    launcher: HarLauncher,
+    key: TargetKey,
+    site_url: str,
+    trace_path: Path | None,
+    day: date | None = None,
 ) -> Observation | CheckFailure:
     """One walk in a fresh session of the worker's pool; the trace is saved before the context closes."""
     from worker.checks import session_key
 
-    adapter = _adapter(settings)
+    adapter = _adapter(settings, day)
     # the pool's own failure traces stay off: this walk is traced from start to end by the launcher
     result: Observation | CheckFailure
     async with (
@@ -391,8 +385,8 @@ async def replay(
         trace=trace_path is not None,
         playwright=playwright,
     )
-    with _adapter_today(meta.browser_time.astimezone(SITE_TIMEZONE).date()):
-        result = await _walk(cfg, launcher, meta.target, meta.site_url, trace_path)
+    day = meta.browser_time.astimezone(SITE_TIMEZONE).date()
+    result = await _walk(cfg, launcher, meta.target, meta.site_url, trace_path, day)
     return Replay(meta=meta, result=result_to_dict(result), trace=trace_path)
 
 

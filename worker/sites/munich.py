@@ -420,8 +420,12 @@ class MunichAdapter:
         dom_grace_s: float = 5.0,
         quiet_s: float = 0.25,
         request_timeout_s: float = 30.0,
+        today: Callable[[], date] = berlin_today,
     ) -> None:
         self.solver = solver
+        self.today = today
+        """The site's current day (a replay pins it to the recording's; per adapter, so concurrent
+        replays of different days do not meet)."""
         self.pacer = pacer
         self.settings = settings
         self.step_timeout_s = step_timeout_s
@@ -579,7 +583,7 @@ class MunichAdapter:
     def _focus_day(self, session: BrowserSession, key: TargetKey) -> date:
         """The day to ask for: a listed day never loaded first, else the least recently loaded one
         (today stands for "the first bookable day", the page's landing view)."""
-        today = berlin_today()
+        today = self.today()
         memory = day_memory(session, key)
         asked, bookable = memory.asked_at, memory.bookable
         candidates = [today, *sorted(d for d in bookable if d > today)]
@@ -599,14 +603,14 @@ class MunichAdapter:
             if not slots and day not in reading.bookable:
                 bookable.discard(day)
         bookable |= reading.bookable
-        today = berlin_today()
+        today = self.today()
         for day in [d for d in bookable if d < today]:
             bookable.discard(day)
 
     async def _ask(self, session: BrowserSession, key: TargetKey, day: date) -> DayReading:
         """Ask the calendar for ``day`` with the page's own request(s); legacy sites need two."""
         wanted = set(key.office_ids)
-        today = berlin_today()
+        today = self.today()
         if CALENDAR in session.templates:
             template = session.templates[CALENDAR]
             span = self._span_days(template.query, sel.Q_START, sel.Q_END)
