@@ -115,17 +115,6 @@ class SiteBudget:
             pipe.execute()
         self._extend_streak(requests)
 
-    def carried(self) -> int:
-        """Requests charged to the coming minutes (a walk's cost being paid back)."""
-        now = int(time.time())
-        total = 0
-        for raw in self.client.scan_iter(match=f"{self.key}@*", count=500):
-            key = raw.decode() if isinstance(raw, bytes) else str(raw)
-            second = key.rpartition("@")[2]
-            if second.isdigit() and int(second) > now:
-                total += int(self.client.get(key) or 0)
-        return total
-
     def _extend_streak(self, requests: int) -> None:
         if self.before_pause <= 0:
             return

@@ -206,8 +206,8 @@ class InPageAltchaSolver:
 
     async def _click_until_verified(
         self, label: Locator, failures: list[Locator], verifies: list[Response]
-    ) -> int:
-        """Click the label until the page posts its solution; returns the clicks it took."""
+    ) -> None:
+        """Click the label until the page posts its solution."""
         deadline = time.monotonic() + self.timeout_s
         clicks = 0
         clicked_at = -float("inf")
@@ -229,7 +229,6 @@ class InPageAltchaSolver:
             elif now >= deadline:
                 raise CaptchaRequired("captcha widget did not verify in time")
             await asyncio.sleep(0.05)
-        return clicks
 
 
 class RelaySolver:

@@ -43,14 +43,13 @@ def test_walk_overdraw_is_carried_into_the_coming_minutes(redis_url: str) -> Non
     assert budget.try_take()
     budget.charge(25)
     assert budget.used() == 10 and budget.remaining() == 0 and not budget.try_take()
-    assert budget.carried() == 16
     now = int(time.time())
     future = sorted(
         (int(key.rpartition(b"@")[2]) - now, int(client.get(key) or 0), client.pttl(key))
         for key in client.scan_iter(match=f"{budget.key}@*")
         if int(key.rpartition(b"@")[2]) > now
     )
-    assert [count for _, count, _ in future] == [10, 6]
+    assert [count for _, count, _ in future] == [10, 6]  # 16 carried
     (in_one, _, ttl_one), (in_two, _, ttl_two) = future
     assert 58 <= in_one <= 60 and 118 <= in_two <= 120
     assert ttl_one > in_one * 1000 and ttl_two > in_two * 1000  # each lives a full window once due
