@@ -188,6 +188,23 @@ async def test_in_page_captcha_clicks_again_when_a_click_is_lost(pool: BrowserPo
     assert api_calls(replica).count("captcha-verify") == 1
 
 
+async def test_in_page_captcha_already_passed_is_not_clicked_again(
+    pool: BrowserPool, replica: Replica
+) -> None:
+    """Injected: the widget is ticked before the solver looks (as a widget that verifies on load
+    would be). Asserted: the solver sees the success, clicks nothing and returns no token of its
+    own (the page keeps its pass); the site verified one solution only."""
+    solver = InPageAltchaSolver(timeout_s=30)
+    async with pool.session("test:passed") as session:
+        page = session.page
+        await page.goto(sel.deep_link(replica.page_url, WOHNSITZANMELDUNG, ORLEANSPLATZ))
+        await page.get_by_text(sel.CAPTCHA_LABEL, exact=True).first.click()
+        await page.get_by_text(sel.CAPTCHA_VERIFIED, exact=True).first.wait_for()
+        assert await solver.solve(page, session) is None
+        await pool.retire(session, "test done")
+    assert api_calls(replica).count("captcha-verify") == 1
+
+
 async def test_walk_for_several_offices_asks_their_union_once(
     pool: BrowserPool, adapter: MunichAdapter, replica: Replica
 ) -> None:
