@@ -6,6 +6,7 @@ tests); a test that needs a fresh walk retires the warm sessions first.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -45,7 +46,7 @@ from worker.checks import CheckResult, run_check, session_key
 from worker.pacer import NoPacer
 from worker.sites import munich_selectors as sel
 from worker.sites.base import SiteQuota
-from worker.sites.munich import MunichAdapter, read_calendar
+from worker.sites.munich import Exchange, MunichAdapter, _verified_token, read_calendar
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -419,3 +420,19 @@ async def test_unreachable_site_and_slow_calendar(
     replica.faults(slow_ms=3000, endpoints=["available-calendar"])
     with pytest.raises(CheckTimeout):
         await check(pool, impatient, FUEHRERSCHEIN, replica)
+
+
+async def test_token_of_a_widget_that_verified_on_its_own() -> None:
+    """A widget that verifies before the solver looks leaves its answer among the walk's exchanges:
+    the walk takes the last successful verify's token from there; a refused verify gives none."""
+    api = "https://example.invalid/buergeransicht/api/citizen"
+
+    def verify(body: dict[str, Any]) -> Exchange:
+        return Exchange.build(f"{api}/captcha-verify/", "POST", 200, {}, {}, json.dumps(body))
+
+    calendar = Exchange.build(f"{api}/available-calendar/?officeIds=1", "GET", 200, {}, {}, "{}")
+    passed = verify({"meta": {"success": True}, "data": {"valid": True}, "token": "t-2"})
+    earlier = verify({"meta": {"success": True}, "data": {"valid": True}, "token": "t-1"})
+    refused = verify({"meta": {"success": False, "error": "Captcha verification failed"}, "data": None})
+    assert _verified_token([earlier, passed, calendar]) == "t-2"
+    assert _verified_token([refused, calendar]) is None
