@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = get_logger("mta.captcha")
 
-LABEL_GRACE_S = 5.0  # how long a mounted widget may take to render its label
+LABEL_GRACE_S = 5.0  # how long a mounted widget may take to show its label (or its progress)
 
 AskUser = Callable[[bytes, str], Awaitable[str]]
 """``ask_user(image_png, prompt) -> answer``: shows the challenge to a person and returns their text."""
@@ -107,6 +107,7 @@ class AltchaWidgetTexts:
 
     widget: str = sel.CAPTCHA_WIDGET
     label: str = sel.CAPTCHA_LABEL
+    verifying: str = sel.CAPTCHA_VERIFYING
     verified: str = sel.CAPTCHA_VERIFIED
     failures: tuple[str, ...] = (sel.CAPTCHA_FAILED, sel.CAPTCHA_EXPIRED, sel.CAPTCHA_LOAD_FAILED)
     verify_marker: str = f"/{sel.CAPTCHA_VERIFY_ENDPOINT}"
@@ -124,6 +125,13 @@ def _token_from_verify(data: object) -> str:
     if not isinstance(token, str) or not token:
         raise CaptchaRequired("captcha verification succeeded but returned no token")
     return token
+
+
+async def _shown(locator: Locator) -> bool:
+    try:
+        return bool(await locator.count()) and await locator.is_visible()
+    except PlaywrightError:
+        return False
 
 
 async def _visible_text(locators: list[Locator]) -> str | None:
@@ -171,16 +179,11 @@ class InPageAltchaSolver:
 
     async def solve(self, page: Page, session: BrowserSession) -> str | None:
         texts = self.texts
-        label = page.get_by_text(texts.label, exact=True)
-        if not await label.count():
-            if not await page.locator(texts.widget).count():
-                return None
-            try:  # the widget element mounts a moment before it renders its label
-                await label.first.wait_for(state="visible", timeout=LABEL_GRACE_S * 1000)
-            except PlaywrightTimeoutError:
-                raise CaptchaRequired("captcha widget present without its label") from None
-        label = label.first
+        label = page.get_by_text(texts.label, exact=True).first
+        if not await label.count() and not await page.locator(texts.widget).count():
+            return None
         failures = [page.get_by_text(text, exact=True) for text in texts.failures]
+        verified = page.get_by_text(texts.verified, exact=True)
         verifies: list[Response] = []
 
         def on_response(response: Response) -> None:
@@ -189,46 +192,58 @@ class InPageAltchaSolver:
 
         page.on("response", on_response)
         try:
-            await self.pacer.move_to(page, label)
-            await self._click_until_verified(label, failures, verifies)
+            if not await self._click_until_verified(page, label, failures, verifies):
+                log.debug("captcha_passed_by_page", key=session.key)
+                return None  # the widget verified on its own; the page keeps its pass
             try:
                 data = await verifies[0].json()
             except (PlaywrightError, ValueError):
                 raise CaptchaRequired("captcha verify answered no JSON") from None
             token = _token_from_verify(data)
-            await _wait_for_verdict(
-                page, page.get_by_text(texts.verified, exact=True), failures, self.timeout_s
-            )
+            await _wait_for_verdict(page, verified, failures, self.timeout_s)
         finally:
             page.remove_listener("response", on_response)
         log.debug("captcha_passed", key=session.key, lifetime_s=token_lifetime_s(token))
         return token
 
     async def _click_until_verified(
-        self, label: Locator, failures: list[Locator], verifies: list[Response]
-    ) -> None:
-        """Click the label until the page posts its solution."""
-        deadline = time.monotonic() + self.timeout_s
+        self, page: Page, label: Locator, failures: list[Locator], verifies: list[Response]
+    ) -> bool:
+        """Click the label until the page posts its solution (True). A widget that is already
+        verifying is left to finish; one that shows success before any click verified on its own
+        (False: no verify answer to read)."""
+        verifying = page.get_by_text(self.texts.verifying, exact=True)
+        verified = page.get_by_text(self.texts.verified, exact=True)
+        started = time.monotonic()
         clicks = 0
         clicked_at = -float("inf")
         while not verifies:
             now = time.monotonic()
-            unticked = await label.count() and await label.is_visible()
-            if unticked and now - clicked_at >= self.reclick_after_s:
-                if clicks >= self.max_clicks:
-                    said = await _visible_text(failures)
-                    raise CaptchaRequired(
-                        f"captcha widget says: {said}" if said else f"captcha widget ignored {clicks} clicks"
-                    )
-                if clicks:
-                    log.debug("captcha_reclick", clicks=clicks)
-                with contextlib.suppress(PlaywrightTimeoutError):
-                    await label.click(timeout=self.reclick_after_s * 1000)
-                clicks += 1
-                clicked_at = time.monotonic()
-            elif now >= deadline:
+            if await _shown(label):
+                if now - clicked_at >= self.reclick_after_s:
+                    if clicks >= self.max_clicks:
+                        said = await _visible_text(failures)
+                        raise CaptchaRequired(
+                            f"captcha widget says: {said}"
+                            if said
+                            else f"captcha widget ignored {clicks} clicks"
+                        )
+                    if clicks:
+                        log.debug("captcha_reclick", clicks=clicks)
+                    else:
+                        await self.pacer.move_to(page, label)
+                    with contextlib.suppress(PlaywrightTimeoutError):
+                        await label.click(timeout=self.reclick_after_s * 1000)
+                    clicks += 1
+                    clicked_at = time.monotonic()
+            elif not clicks and await _shown(verified.first):
+                return False
+            elif not clicks and now - started >= LABEL_GRACE_S and not await _shown(verifying.first):
+                raise CaptchaRequired("captcha widget present without its label")
+            if now - started >= self.timeout_s:
                 raise CaptchaRequired("captcha widget did not verify in time")
             await asyncio.sleep(0.05)
+        return True
 
 
 class RelaySolver:

@@ -6,6 +6,7 @@ tests); a test that needs a fresh walk retires the warm sessions first.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, date, datetime
 from typing import Any
@@ -45,7 +46,7 @@ from worker.checks import CheckResult, run_check, session_key
 from worker.pacer import NoPacer
 from worker.sites import munich_selectors as sel
 from worker.sites.base import SiteQuota
-from worker.sites.munich import MunichAdapter, read_calendar
+from worker.sites.munich import Exchange, MunichAdapter, _verified_token, read_calendar
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 
@@ -184,6 +185,23 @@ async def test_in_page_captcha_clicks_again_when_a_click_is_lost(pool: BrowserPo
         token = await solver.solve(page, session)
         assert token
         assert await page.evaluate("window.mtaClicks") == 2
+        await pool.retire(session, "test done")
+    assert api_calls(replica).count("captcha-verify") == 1
+
+
+async def test_in_page_captcha_already_passed_is_not_clicked_again(
+    pool: BrowserPool, replica: Replica
+) -> None:
+    """Injected: the widget is ticked before the solver looks (as a widget that verifies on load
+    would be). Asserted: the solver sees the success, clicks nothing and returns no token of its
+    own (the page keeps its pass); the site verified one solution only."""
+    solver = InPageAltchaSolver(timeout_s=30)
+    async with pool.session("test:passed") as session:
+        page = session.page
+        await page.goto(sel.deep_link(replica.page_url, WOHNSITZANMELDUNG, ORLEANSPLATZ))
+        await page.get_by_text(sel.CAPTCHA_LABEL, exact=True).first.click()
+        await page.get_by_text(sel.CAPTCHA_VERIFIED, exact=True).first.wait_for()
+        assert await solver.solve(page, session) is None
         await pool.retire(session, "test done")
     assert api_calls(replica).count("captcha-verify") == 1
 
@@ -402,3 +420,19 @@ async def test_unreachable_site_and_slow_calendar(
     replica.faults(slow_ms=3000, endpoints=["available-calendar"])
     with pytest.raises(CheckTimeout):
         await check(pool, impatient, FUEHRERSCHEIN, replica)
+
+
+async def test_token_of_a_widget_that_verified_on_its_own() -> None:
+    """A widget that verifies before the solver looks leaves its answer among the walk's exchanges:
+    the walk takes the last successful verify's token from there; a refused verify gives none."""
+    api = "https://example.invalid/buergeransicht/api/citizen"
+
+    def verify(body: dict[str, Any]) -> Exchange:
+        return Exchange.build(f"{api}/captcha-verify/", "POST", 200, {}, {}, json.dumps(body))
+
+    calendar = Exchange.build(f"{api}/available-calendar/?officeIds=1", "GET", 200, {}, {}, "{}")
+    passed = verify({"meta": {"success": True}, "data": {"valid": True}, "token": "t-2"})
+    earlier = verify({"meta": {"success": True}, "data": {"valid": True}, "token": "t-1"})
+    refused = verify({"meta": {"success": False, "error": "Captcha verification failed"}, "data": None})
+    assert _verified_token([earlier, passed, calendar]) == "t-2"
+    assert _verified_token([refused, calendar]) is None

@@ -501,7 +501,7 @@ class MunichAdapter:
             token = await self.solver.solve(page, session)
             await recorder.drain()
             self._raise_for_api(recorder.exchanges)
-            session.set_token(token)
+            session.set_token(token or _verified_token(recorder.exchanges))
             await self._settle(
                 page,
                 recorder,
@@ -905,6 +905,17 @@ class MunichAdapter:
 
 
 _NO_EXCHANGE = Exchange("", "", "GET", 0, {}, {}, None)
+
+
+def _verified_token(exchanges: list[Exchange]) -> str | None:
+    """The token of the page's last successful captcha verify (a widget that verified on its own,
+    before the solver looked, still left its answer in the walk's exchanges)."""
+    for exchange in reversed(exchanges):
+        if exchange.endpoint == sel.CAPTCHA_VERIFY_ENDPOINT and isinstance(exchange.data, dict):
+            token = exchange.data.get("token")
+            if isinstance(token, str) and token:
+                return token
+    return None
 
 
 def _visible(locator: Locator) -> Probe:
