@@ -64,7 +64,6 @@ UNIT_S = 900
 PERSON = {
     "first_name": "Erika",
     "last_name": "Mustermann",
-    "email": "erika.m@example.org",
     "phone": "+491511234567",
 }
 READ_S = 1.0
@@ -173,8 +172,11 @@ def bookings_module(redis_url: str) -> Any:
 
 
 # --- the fast human ------------------------------------------------------------------------------
-async def human_walk(page: Any, site: Site, office_id: int, service_id: int, timestamp: int) -> None:
-    """A person who knows the form: reads each page for a second, types 8 characters/s."""
+async def human_walk(
+    page: Any, site: Site, office_id: int, service_id: int, timestamp: int, email: str
+) -> None:
+    """A person who knows the form: reads each page for a second, types 8 characters/s. Each walk
+    is another person, with their own e-mail address (the city caps appointments per address)."""
     delay_ms = 1000 / TYPE_CHARS_PER_S
     page.set_default_timeout(60_000)
     await page.goto(sel.deep_link(site.page_url, service_id, office_id), wait_until="domcontentloaded")
@@ -223,7 +225,7 @@ async def human_walk(page: Any, site: Site, office_id: int, service_id: int, tim
     for selector, value in (
         (bsel.FIRST_NAME_INPUT, PERSON["first_name"]),
         (bsel.LAST_NAME_INPUT, PERSON["last_name"]),
-        (bsel.EMAIL_INPUT, PERSON["email"]),
+        (bsel.EMAIL_INPUT, email),
         (bsel.PHONE_INPUT, PERSON["phone"]),
     ):
         field = page.locator(selector)
@@ -289,7 +291,12 @@ def _walks(repetitions: int) -> Walks:
                             if way_deps is None:
                                 async with pool.session(f"human-{rep}") as session:
                                     await human_walk(
-                                        session.page, site, ORLEANSPLATZ, WOHNSITZANMELDUNG, start
+                                        session.page,
+                                        site,
+                                        ORLEANSPLATZ,
+                                        WOHNSITZANMELDUNG,
+                                        start,
+                                        f"person{60_000 + n}@example.org",
                                     )
                                 outcomes[way]["preconfirmed"] += 1
                             else:
