@@ -103,7 +103,7 @@ def _add(farm: Farm, subscribers: int) -> None:
 
 def run(quick: bool) -> list[Table]:
     table = Table(
-        "Politeness: requests/min the replica received, by subscribers (one site, budget 30/min)",
+        f"Politeness: requests/min the replica received, by subscribers (one site, budget {BUDGET_PER_MINUTE}/min)",
         [
             "subscribers",
             "targets",
