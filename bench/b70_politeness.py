@@ -103,7 +103,8 @@ def _add(farm: Farm, subscribers: int) -> None:
 
 def run(quick: bool) -> list[Table]:
     table = Table(
-        f"Politeness: requests/min the replica received, by subscribers (one site, budget {BUDGET_PER_MINUTE}/min)",
+        "Politeness: requests/min the replica received, by subscribers "
+        f"(one site, budget {BUDGET_PER_MINUTE}/min)",
         [
             "subscribers",
             "targets",
