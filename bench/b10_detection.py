@@ -78,8 +78,8 @@ MTA_ENV: dict[str, str] = {
 """The production politeness settings (tests.support.farm's are test-sized)."""
 MTA_ENV_NOTE = (
     f"MTA settings: production defaults for politeness (budget {BUDGET_PER_MINUTE}/min, min interval "
-    "10 s, jitter 2 s, a 61 s pause after 50 requests, human pacer), 1 worker process with 2 threads; its one warm "
-    "browser session serves all 12 targets."
+    "10 s, jitter 2 s, a 61 s pause after 50 requests, human pacer), 1 worker process with 2 "
+    "threads; its one warm browser session serves all 12 targets."
 )
 
 
