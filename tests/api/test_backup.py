@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from typer.testing import CliRunner
 
 from shared.backup import BackupError, backup_database, restore_database
@@ -50,8 +50,8 @@ def test_backup_and_restore_round_trip(cli_env: Settings, db: Database, tmp_path
     assert "encryption key" in made.output and backup_file.is_file()
 
     with db.transaction() as s:  # life goes on after the backup: rows deleted
-        s.execute(Check.__table__.delete())
-        s.execute(Slot.__table__.delete())
+        s.execute(delete(Check))
+        s.execute(delete(Slot))
     assert _counts(db) == (0, 0)
 
     restored = runner.invoke(cli, ["db", "restore", str(backup_file)])

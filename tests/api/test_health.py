@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,12 +112,12 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, api_settings: Settings) -> Settings:
+def cli_env(monkeypatch: pytest.MonkeyPatch, api_settings: Settings) -> Iterator[Settings]:
     monkeypatch.setenv("MTA_DATA_DIR", str(api_settings.data_dir))
     monkeypatch.setenv("MTA_REDIS_URL", api_settings.redis_url)
     monkeypatch.setenv("MTA_ENV", "test")
     reset_settings_cache()
-    yield api_settings  # type: ignore[misc]
+    yield api_settings
     reset_settings_cache()
 
 

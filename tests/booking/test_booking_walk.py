@@ -304,7 +304,7 @@ async def test_too_many_appointments_for_one_email_is_reported_on_the_email_fiel
         replica.add_slots(EINBUERGERUNG_OFFICE, [start + k * UNIT_S for k in range(4)])
     async with httpx.AsyncClient(base_url=replica.api_url, timeout=10) as api:
         for start in starts[:4]:
-            body = {"timestamp": start, "officeId": EINBUERGERUNG_OFFICE}
+            body: dict[str, Any] = {"timestamp": start, "officeId": EINBUERGERUNG_OFFICE}
             body |= {"serviceId": [EINBUERGERUNG], "serviceCount": [1]}
             held = (await api.post("/reserve-appointment/", json=body)).json()
             customer = {"familyName": "Viele Termine", "email": email, "customTextfield": "F-1 Frau Beispiel"}

@@ -94,28 +94,10 @@ class RunningBot:
 
 
 def build_conversation_application(settings: Settings, db: Database) -> Any:
-    """B1's ``build_application`` when it is there; else the same wiring by hand."""
-    try:
-        from bot.app import build_application
-    except ImportError:
-        build_application = None
-    if build_application is not None:
-        return build_application(settings, db=db)
-    from telegram.ext import ApplicationBuilder
+    """The bot's own ``build_application``, as ``mta bot`` builds it."""
+    from bot.app import build_application
 
-    from bot.handlers import register
-
-    assert settings.telegram_token is not None
-    application = (
-        ApplicationBuilder()
-        .token(settings.telegram_token.get_secret_value())
-        .base_url(settings.telegram_api_base_url)
-        .build()
-    )
-    application.bot_data["db"] = db
-    application.bot_data["settings"] = settings
-    register(application)
-    return application
+    return build_application(settings, db=db)
 
 
 @pytest.fixture

@@ -225,8 +225,8 @@ def test_rotation_moves_the_start_between_slots() -> None:
             )
             for s in subscribers
         ]
-        order = [j.subscription_id for j in rotated(jobs)]
-        assert sorted(order) == subscribers
+        order = [j.subscription_id for j in rotated(jobs) if j.subscription_id is not None]
+        assert sorted(order) == subscribers  # every one, once (a lost id would shorten the list)
         firsts[order[0]] += 1
         lasts[order[-1]] += 1
     assert set(firsts) == set(subscribers) and set(lasts) == set(subscribers)

@@ -75,7 +75,7 @@ def assert_backs_off_quietly(farm: Farm, replica: Replica, target_id: int) -> No
     assert len(farm.checks()) == checks_before
 
 
-def assert_alerted_once(farm: Farm, sub: int, start: int) -> None:
+def assert_alerted_once(farm: Farm, sub: int | None, start: int) -> None:
     """One slot row (episode 1) and one outbox row in all: the subscriber's alert for it."""
     assert farm.slots() == [(FS_OFFICE, start, 1)]
     assert [(s, episode) for s, _slot, episode in farm.alerts()] == [(sub, 1)]

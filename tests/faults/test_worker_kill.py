@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import dramatiq
 import pytest
@@ -71,7 +71,7 @@ def test_check_of_a_killed_worker_is_delivered_again_and_recorded_once(
             options={},
         )
     )
-    holder = wait_until(lambda: _holder(farm), 60, "a worker to take the check")
+    holder = cast(dict[str, Any], wait_until(lambda: _holder(farm), 60, "a worker to take the check"))
     wait_until(lambda: replica.control("GET", "/requests/stats")["total"] > 0, 60, "the walk to start")
     os.kill(int(holder["pid"]), signal.SIGKILL)
     replica.faults(clear=["slow"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import pytest
 import redis
@@ -32,7 +33,7 @@ def _subscribe(db: Database, count: int) -> None:
             session.add(Subscription(user_id=1000 + i, service_id=service_id, office_ids=offices))
 
 
-def _scheduler(settings: Settings, db: Database, sent: list[int], **kw: object) -> Scheduler:
+def _scheduler(settings: Settings, db: Database, sent: list[int], **kw: Any) -> Scheduler:
     client = redis.Redis.from_url(settings.redis_url)
     return Scheduler(
         settings,
@@ -41,7 +42,7 @@ def _scheduler(settings: Settings, db: Database, sent: list[int], **kw: object) 
         lambda target_id, _dispatch, riders: sent.extend([target_id, *riders]),
         rng=random.Random(1),
         **kw,
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_hundred_subscribers_three_targets(worker_settings: Settings, db: Database) -> None:
@@ -172,7 +173,8 @@ def test_dispatch_ids_are_unique_and_a_failed_send_frees_the_target(
     fail[0] = False
     assert len(scheduler.tick(now_s=5_000_000.5)) == 2
     assert len(set(ids)) == 2
-    assert {v.decode() for v in client.mget(client.keys("mta:inflight:*"))} == set(ids)
+    inflight = cast(list[bytes], client.mget(client.keys("mta:inflight:*")))
+    assert {v.decode() for v in inflight} == set(ids)
 
 
 def test_periodic_jobs_run_when_due_and_survive_failures() -> None:
