@@ -208,15 +208,7 @@ async def human_walk(
             await page.get_by_role("button", name=bsel.NEXT_MONTH, exact=True).first.click()
             await asyncio.sleep(0.3)
         await tile.first.click()
-    # the day's times come a few at a time: a person pages "Später" until theirs is shown
-    later = page.get_by_role("button", name=sel.TIMESLOT_PAGING[1], exact=True)
-    for _ in range(8):
-        if await button.count():
-            break
-        await asyncio.sleep(0.3)
-        if await later.count() and await later.first.get_attribute("aria-disabled") != "true":
-            await later.first.click()
-    await button.first.wait_for(state="visible", timeout=30_000)
+        await button.first.wait_for(state="visible", timeout=30_000)
     await button.first.click()
     await page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True).last.click()
     first = page.locator(bsel.FIRST_NAME_INPUT).first

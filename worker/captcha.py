@@ -113,7 +113,7 @@ class AltchaWidgetTexts:
     verify_marker: str = f"/{sel.CAPTCHA_VERIFY_ENDPOINT}"
 
 
-def _token_from_verify(data: object) -> str:
+def token_from_verify(data: object) -> str:
     """The ``token`` of a verify answer (always HTTP 200; ``meta.success`` false means refused)."""
     if not isinstance(data, dict):
         raise CaptchaRequired("captcha verify answered something other than a JSON object")
@@ -192,14 +192,14 @@ class InPageAltchaSolver:
 
         page.on("response", on_response)
         try:
-            if not await self._click_until_verified(page, label, failures, verifies):
+            if not await self._click_until_verified(page, label, verified, failures, verifies):
                 log.debug("captcha_passed_by_page", key=session.key)
                 return None  # the widget verified on its own; the page keeps its pass
             try:
                 data = await verifies[0].json()
             except (PlaywrightError, ValueError):
                 raise CaptchaRequired("captcha verify answered no JSON") from None
-            token = _token_from_verify(data)
+            token = token_from_verify(data)
             await _wait_for_verdict(page, verified, failures, self.timeout_s)
         finally:
             page.remove_listener("response", on_response)
@@ -207,13 +207,17 @@ class InPageAltchaSolver:
         return token
 
     async def _click_until_verified(
-        self, page: Page, label: Locator, failures: list[Locator], verifies: list[Response]
+        self,
+        page: Page,
+        label: Locator,
+        verified: Locator,
+        failures: list[Locator],
+        verifies: list[Response],
     ) -> bool:
         """Click the label until the page posts its solution (True). A widget that is already
         verifying is left to finish; one that shows success before any click verified on its own
         (False: no verify answer to read)."""
         verifying = page.get_by_text(self.texts.verifying, exact=True)
-        verified = page.get_by_text(self.texts.verified, exact=True)
         started = time.monotonic()
         clicks = 0
         clicked_at = -float("inf")
@@ -307,7 +311,7 @@ class RelaySolver:
                     lambda r: marker in r.url, timeout=self.verdict_timeout_s * 1000
                 ) as info:
                     await self._submit(page)
-                token = _token_from_verify(await (await info.value).json())
+                token = token_from_verify(await (await info.value).json())
             else:
                 await self._submit(page)
             if self.success_text is not None:

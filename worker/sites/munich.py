@@ -55,7 +55,7 @@ from shared.domain import (
 from shared.logging import get_logger
 from shared.settings import Settings
 from worker.browser._session import RequestTemplate
-from worker.captcha import CaptchaSolver
+from worker.captcha import CaptchaSolver, token_from_verify
 from worker.pacer import Pacer
 from worker.sites import munich_selectors as sel
 from worker.sites.base import SiteQuota
@@ -911,10 +911,9 @@ def _verified_token(exchanges: list[Exchange]) -> str | None:
     """The token of the page's last successful captcha verify (a widget that verified on its own,
     before the solver looked, still left its answer in the walk's exchanges)."""
     for exchange in reversed(exchanges):
-        if exchange.endpoint == sel.CAPTCHA_VERIFY_ENDPOINT and isinstance(exchange.data, dict):
-            token = exchange.data.get("token")
-            if isinstance(token, str) and token:
-                return token
+        if exchange.endpoint == sel.CAPTCHA_VERIFY_ENDPOINT:
+            with contextlib.suppress(CaptchaRequired):
+                return token_from_verify(exchange.data)
     return None
 
 
