@@ -29,6 +29,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from telegram.request import HTTPXRequest
 
 from bot import captcha_relay
+from bot.persistence import DatabasePersistence
 from bot.sender import OutboxRequest, Sender, SenderConfig
 from bot.watchdog import queue_site_blocked_alerts
 from shared.db.database import Database, open_database
@@ -76,6 +77,7 @@ def build_application(
         )
         .get_updates_request(HTTPXRequest(connection_pool_size=2, read_timeout=timeout_s + 30))
         .rate_limiter(AIORateLimiter(max_retries=RATE_LIMIT_RETRIES))
+        .persistence(DatabasePersistence(lambda: _database_of(application)))
         .post_init(_post_init)
         .post_stop(_post_stop)
         .post_shutdown(_post_shutdown)
@@ -87,6 +89,15 @@ def build_application(
     application.bot_data["_owned"] = {"db": db is None, "redis": redis is None}
     register_handlers(application)
     return application
+
+
+def _database_of(application: Application[Any, Any, Any, Any, Any, Any]) -> Database:
+    """The bot's database, opened here when PTB's persistence needs it before ``post_init``."""
+    data = application.bot_data
+    if data.get("db") is None:
+        data["db"] = open_database(data["settings"])
+    database: Database = data["db"]
+    return database
 
 
 def register_handlers(application: Application[Any, Any, Any, Any, Any, Any]) -> None:

@@ -53,10 +53,11 @@ class Flow:
     nonce: str = field(default_factory=lambda: secrets.token_urlsafe(4))
     data: dict[str, Any] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
-    touched_at: float = field(default_factory=time.monotonic)
+    touched_at: float = field(default_factory=time.time)
+    """Wall-clock seconds: a kept conversation's age counts across bot restarts."""
 
     def touch(self) -> None:
-        self.touched_at = time.monotonic()
+        self.touched_at = time.time()
 
     def go(self, step: str) -> None:
         """Move forward; Back returns here."""
@@ -94,7 +95,7 @@ def current_flow(context: ContextTypes.DEFAULT_TYPE) -> Flow | None:
     flow = context.user_data.get(FLOW_KEY)
     if not isinstance(flow, Flow):
         return None
-    if time.monotonic() - flow.touched_at > FLOW_IDLE_TIMEOUT_S:
+    if time.time() - flow.touched_at > FLOW_IDLE_TIMEOUT_S:
         context.user_data.pop(FLOW_KEY, None)
         return None
     return flow

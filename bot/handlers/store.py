@@ -20,6 +20,7 @@ from shared.db.database import Database
 from shared.db.models import (
     Booking,
     BookingProfile,
+    Conversation,
     Notification,
     SiteState,
     Slot,
@@ -297,7 +298,8 @@ def _row(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def export_user(db: Database, user_id: int) -> dict[str, Any]:
-    """Every row about the user, decrypted: the user, profile, subscriptions, bookings, messages."""
+    """Every row about the user, decrypted: the user, profile, subscriptions, bookings, messages and
+    the conversation in progress, if the bot has kept one."""
     with db.transaction() as session:
         user = session.get(User, user_id)
         profile = session.scalar(select(BookingProfile).where(BookingProfile.user_id == user_id))
@@ -305,6 +307,7 @@ def export_user(db: Database, user_id: int) -> dict[str, Any]:
             select(Subscription).where(Subscription.user_id == user_id).order_by(Subscription.id)
         )
         bookings = session.scalars(select(Booking).where(Booking.user_id == user_id).order_by(Booking.id))
+        conversation = session.get(Conversation, user_id)
         sub_ids = select(Subscription.id).where(Subscription.user_id == user_id)
         notes = session.scalars(
             select(Notification)
@@ -319,6 +322,7 @@ def export_user(db: Database, user_id: int) -> dict[str, Any]:
             "subscriptions": [_row(s) for s in subs],
             "bookings": [_row(b) for b in bookings],
             "notifications": [_row(n) for n in notes],
+            "conversation": conversation.state if conversation else None,
         }
 
 
@@ -331,6 +335,7 @@ def erase_user(db: Database, user_id: int) -> None:
         session.execute(delete(Booking).where(Booking.user_id == user_id))
         session.execute(delete(BookingProfile).where(BookingProfile.user_id == user_id))
         session.execute(delete(Subscription).where(Subscription.user_id == user_id))
+        session.execute(delete(Conversation).where(Conversation.user_id == user_id))
         session.execute(delete(User).where(User.id == user_id))
         session.flush()
         sync_targets(session)
@@ -352,6 +357,10 @@ def count_rows_of(db: Database, user_id: int) -> dict[str, int]:
             or 0,
             "bookings": session.scalar(
                 select(func.count()).select_from(Booking).where(Booking.user_id == user_id)
+            )
+            or 0,
+            "conversations": session.scalar(
+                select(func.count()).select_from(Conversation).where(Conversation.user_id == user_id)
             )
             or 0,
             "notifications": session.scalar(

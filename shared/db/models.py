@@ -140,6 +140,23 @@ class BookingProfile(Base):
         return f"BookingProfile(id={self.id!r}, user_id={self.user_id!r})"
 
 
+class Conversation(Base):
+    """A conversation in progress with the bot (what ``/subscribe`` or ``/profile`` has asked so far),
+    kept so that a restarted bot carries on where the person left off. It may hold the booking
+    profile being typed, so the whole state is one encrypted value."""
+
+    __tablename__ = "conversations"
+
+    user_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    state: Mapped[dict[str, Any]] = mapped_column(EncryptedJSON())
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    def __repr__(self) -> str:  # never show personal data
+        return f"Conversation(user_id={self.user_id!r})"
+
+
 class Subscription(Base):
     """One person's wish: a service at some offices, with date/weekday/time-of-day filters.
 
@@ -378,6 +395,7 @@ __all__ = [
     "BookingStatus",
     "Check",
     "CheckOutcome",
+    "Conversation",
     "Notification",
     "NotificationKind",
     "NotificationStatus",

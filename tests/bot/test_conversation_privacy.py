@@ -92,6 +92,7 @@ def test_export_contains_every_row_of_the_user(
         "subscriptions": len(data["subscriptions"]),
         "bookings": len(data["bookings"]),
         "notifications": len(data["notifications"]),
+        "conversations": 0 if data["conversation"] is None else 1,
     }
 
 
@@ -129,6 +130,6 @@ def test_delete_erases_every_row_of_the_user_after_confirmation(
     chat.press("Yes, erase everything", expect="everything about you is erased")
     assert _rows_mentioning(bot_db, 4003) == {}
     assert store.count_rows_of(bot_db, 4003) == dict.fromkeys(
-        ("users", "booking_profiles", "subscriptions", "bookings", "notifications"), 0
+        ("users", "booking_profiles", "subscriptions", "bookings", "notifications", "conversations"), 0
     )
     assert _rows_mentioning(bot_db, 4004) == before_other
