@@ -28,6 +28,13 @@ def _raw_conversations(db: Database) -> list[tuple[int, str]]:
         return [(int(u), str(s)) for u, s in raw.execute("SELECT user_id, state FROM conversations")]
 
 
+def _profile_up_to_phone(chat: UserChat, first: str, last: str, email: str) -> None:
+    chat.send("/profile", expect="Your first name")
+    chat.send(first, expect="Your last name?")
+    chat.send(last, expect="Your e-mail address?")
+    chat.send(email, expect="Your phone number")
+
+
 def test_profile_conversation_carries_on_after_a_restart(
     fake_telegram: FakeBotApi, bot_settings: Settings, bot_db: Database
 ) -> None:
@@ -40,10 +47,7 @@ def test_profile_conversation_carries_on_after_a_restart(
     chat = UserChat(fake_telegram, 3101)
     bot = RunningBot(build_conversation_application(bot_settings, bot_db)).start()
     try:
-        chat.send("/profile", expect="Your first name")
-        chat.send("Erika", expect="Your last name?")
-        chat.send("Mustermann", expect="Your e-mail address?")
-        chat.send(EMAIL, expect="Your phone number")
+        _profile_up_to_phone(chat, "Erika", "Mustermann", EMAIL)
     finally:
         bot.stop()
 
@@ -77,10 +81,7 @@ def test_delete_erases_a_kept_conversation(
     chat = UserChat(fake_telegram, 3102)
     bot = RunningBot(build_conversation_application(bot_settings, bot_db)).start()
     try:
-        chat.send("/profile", expect="Your first name")
-        chat.send("Max", expect="Your last name?")
-        chat.send("Muster", expect="Your e-mail address?")
-        chat.send("max.muster@example.org", expect="Your phone number")
+        _profile_up_to_phone(chat, "Max", "Muster", "max.muster@example.org")
         wait_until(lambda: _raw_conversations(bot_db), 20, "the conversation kept")
         chat.send("/cancel", expect="Cancelled.")
         wait_until(lambda: not _raw_conversations(bot_db), 20, "the cancelled conversation dropped")
