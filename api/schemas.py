@@ -226,6 +226,7 @@ class PurgeOut(BaseModel):
     slots_kept: int
     subscriptions_ended: int
     notifications_queued: int
+    conversations_deleted: int
 
 
 class TargetActionOut(BaseModel):

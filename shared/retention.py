@@ -9,7 +9,10 @@
 - active subscriptions whose ``date_to`` lies before today (Europe/Berlin) cannot match anything
   any more: they are marked done and their owner gets one notice (a ``REMINDER`` outbox row with a
   ready text and ``payload.reason == "subscription_ended"``; dedup key per subscription, so a second
-  run never notifies twice).
+  run never notifies twice);
+- conversations the bot kept (``conversations``) untouched for ``CONVERSATION_KEEP`` are deleted:
+  the bot forgets a conversation after an hour's silence anyway, and an abandoned one may hold
+  half a booking profile.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from shared.db.models import (
     ACTIVE_BOOKING_STATUSES,
     Booking,
     Check,
+    Conversation,
     Notification,
     NotificationKind,
     NotificationStatus,
@@ -42,6 +46,8 @@ log = get_logger(__name__)
 UNSETTLED = (NotificationStatus.PENDING, NotificationStatus.FAILED)
 ENDED_REASON = "subscription_ended"
 _BATCH = 500
+CONVERSATION_KEEP = timedelta(days=1)
+"""Well past the bot's idle timeout, so no conversation in use is ever deleted under it."""
 
 _ENDED_TEXT = {
     "de": (
@@ -63,6 +69,7 @@ class PurgeReport:
     """Old slot episodes kept because an unsent notification or an active booking refers to them."""
     subscriptions_ended: int
     notifications_queued: int
+    conversations_deleted: int = 0
 
 
 def _service_name(site: str, service_id: int) -> str:
@@ -106,8 +113,11 @@ def purge(session: Session, now: datetime, retention_days: int) -> PurgeReport:
     slots_deleted = _delete_in_batches(session, Slot, slot_ids)
 
     ended, queued = _end_expired_subscriptions(session, now)
+    forgotten = session.execute(delete(Conversation).where(Conversation.updated_at < now - CONVERSATION_KEEP))
     session.flush()
-    report = PurgeReport(checks_deleted, slots_deleted, slots_kept, ended, queued)
+    report = PurgeReport(
+        checks_deleted, slots_deleted, slots_kept, ended, queued, int(getattr(forgotten, "rowcount", 0) or 0)
+    )
     log.info("retention_purge", retention_days=retention_days, **vars(report))
     return report
 
@@ -154,4 +164,4 @@ def _end_expired_subscriptions(session: Session, now: datetime) -> tuple[int, in
     return len(rows), queued
 
 
-__all__ = ["ENDED_REASON", "PurgeReport", "purge"]
+__all__ = ["CONVERSATION_KEEP", "ENDED_REASON", "PurgeReport", "purge"]

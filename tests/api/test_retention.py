@@ -11,6 +11,7 @@ from shared.db.models import (
     Booking,
     BookingStatus,
     Check,
+    Conversation,
     Notification,
     NotificationKind,
     NotificationStatus,
@@ -152,3 +153,22 @@ def test_expired_subscriptions_end_and_their_owner_is_told_once(db: Database) ->
     with db.transaction() as s:
         again = purge(s, NOW, retention_days=30)
     assert (again.subscriptions_ended, again.notifications_queued) == (1, 0)
+
+
+def test_abandoned_conversations_go_and_recent_ones_stay(db: Database) -> None:
+    """Kept conversations: one last written two days ago (abandoned), one an hour ago. Asserted: the
+    purge deletes only the abandoned one, and says so."""
+    with db.transaction() as s:
+        s.add_all([User(id=1), User(id=2)])
+        s.flush()
+        s.add_all(
+            [
+                Conversation(user_id=1, state={"flow": {}}, updated_at=NOW - timedelta(days=2)),
+                Conversation(user_id=2, state={"flow": {}}, updated_at=NOW - timedelta(hours=1)),
+            ]
+        )
+    with db.transaction() as s:
+        report = purge(s, NOW, retention_days=30)
+    assert report.conversations_deleted == 1
+    with db.transaction() as s:
+        assert list(s.scalars(select(Conversation.user_id))) == [2]
