@@ -23,7 +23,8 @@ Actions (one per event):
 
 - ``release``: make slots free. ``office`` or ``offices``; ``services`` (``all``, default, or ids:
   the slots fit only those services); ``day`` (``D``, ``D+k`` from the event's local date,
-  ``W+k`` the k-th working day, or ``YYYY-MM-DD``) or ``days: "D+1..D+14"``; then either
+  ``W+k`` the k-th working day, or ``YYYY-MM-DD``) or ``days: "D+1..D+14"`` (every day between;
+  ``"W+1..W+10"``: the working days only, as the offices open Monday to Friday); then either
   ``times: [HH:MM, ...]``, or ``time`` + ``count`` + ``step`` ("n slots from HH:MM every 15m"),
   or ``random: n`` with ``between: "08:00-16:00"`` (n random slots on random days/offices).
   ``vanish_after`` (duration or range): a competing booker takes each released slot after that.
@@ -161,8 +162,12 @@ def parse_days(value: object, today: date) -> list[date]:
         return [parse_day(v, today) for v in value]
     text = str(value)
     if ".." in text:
-        low, high = (parse_day(p, today) for p in text.split("..", 1))
-        return [low + timedelta(days=i) for i in range((high - low).days + 1)]
+        ends = [p.strip() for p in text.split("..", 1)]
+        low, high = (parse_day(p, today) for p in ends)
+        days = [low + timedelta(days=i) for i in range((high - low).days + 1)]
+        if all(end.startswith("W") for end in ends):
+            days = [d for d in days if d.weekday() < 5]
+        return days
     return [parse_day(text, today)]
 
 

@@ -15,6 +15,7 @@ from replica.scenarios import (
     load_into,
     parse_at,
     parse_day,
+    parse_days,
     parse_duration_s,
     parse_start,
     shipped_scenarios,
@@ -237,6 +238,9 @@ def test_parsers() -> None:
     assert parse_day("W+0", date(2026, 11, 28)) == date(2026, 11, 30)  # Saturday -> Monday
     assert parse_day("W+1", date(2026, 11, 27)) == date(2026, 11, 30)  # Friday -> Monday
     assert parse_day("2026-12-24", date(2026, 11, 27)) == date(2026, 12, 24)
+    thursday = date(2026, 11, 26)  # a range of working days skips the weekend; a D range keeps it
+    assert parse_days("W+1..W+3", thursday) == [date(2026, 11, 27), date(2026, 11, 30), date(2026, 12, 1)]
+    assert len(parse_days("D+1..D+5", thursday)) == 5
     fri = datetime(2026, 11, 27, 12, 0, tzinfo=BERLIN)
     assert parse_start("next-weekday 06:55", fri) == datetime(2026, 11, 30, 6, 55, tzinfo=BERLIN)
     assert parse_start("tomorrow 07:00", fri) == datetime(2026, 11, 28, 7, 0, tzinfo=BERLIN)
