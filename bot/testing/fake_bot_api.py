@@ -29,6 +29,7 @@ import re
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -268,6 +269,7 @@ class FakeBotApi:
         self._group_sends: dict[int, list[float]] = {}
         self._closing = False
         self._inflight: set[asyncio.Future[tuple[dict[str, Any], int]]] = set()
+        self._answering: Counter[str] = Counter()
         self.webhook: dict[str, Any] | None = None
         self.webhook_deliveries: list[tuple[int, int]] = []
         """(update_id, HTTP status) of each update POSTed to the bot's webhook."""
@@ -490,6 +492,11 @@ class FakeBotApi:
         with self._lock:
             return [r for r in self._attempts if method is None or r["method"] == method]
 
+    def in_flight(self, method: str) -> int:
+        """Calls of ``method`` that arrived and are not answered yet (held by a delay fault)."""
+        with self._lock:
+            return self._answering[method]
+
     def texts(self, chat_id: int) -> list[str]:
         """Texts of the messages sent to ``chat_id`` (sendMessage only), oldest first."""
         return [r["params"].get("text", "") for r in self.sent(chat_id, "sendMessage")]
@@ -659,6 +666,15 @@ class FakeBotApi:
         return JSONResponse(body, status_code=status)
 
     async def _answer(self, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        with self._lock:
+            self._answering[method] += 1
+        try:
+            return await self._answer_call(method, params)
+        finally:
+            with self._lock:
+                self._answering[method] -= 1
+
+    async def _answer_call(self, method: str, params: dict[str, Any]) -> tuple[dict[str, Any], int]:
         status = 200
         chat_id: int | None = None
         try:

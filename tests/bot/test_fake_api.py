@@ -87,11 +87,11 @@ def test_faults_and_blocks(fake_telegram: FakeBotApi) -> None:
     """Injected 429 (with retry_after), 500, slow answers and a blocked user surface as PTB errors."""
     fake_telegram.fail("sendMessage", status=429, retry_after=3, times=1)
     fake_telegram.fail("sendMessage", status=500, times=1)
-    fake_telegram.fail("sendMessage", status=200, delay_s=1.5, times=1)
+    fake_telegram.fail("sendMessage", status=200, delay_s=4.0, times=1)
     fake_telegram.block(99)
 
     async def run() -> None:
-        async with _bot(fake_telegram, read_timeout_s=0.5) as bot:
+        async with _bot(fake_telegram, read_timeout_s=2.0) as bot:  # the slow answer takes 4 s
             with pytest.raises(RetryAfter) as retry:
                 await bot.send_message(1, "a")
             assert retry.value.retry_after == timedelta(seconds=3)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,7 +45,7 @@ def settings(tmp_path: Path, redis_url: str, fake_telegram: FakeBotApi) -> Setti
         pacer="none",
         telegram_token=fake_telegram.token,
         telegram_api_base_url=fake_telegram.base_url,
-        telegram_timeout_s=1.0,
+        telegram_timeout_s=3.0,
         outbox_sweep_s=0.5,
     )
 
@@ -66,11 +66,11 @@ def test_a_fifth_of_calls_failing_still_delivers_everything_once(
     settings: Settings, db: Database, fake_telegram: FakeBotApi
 ) -> None:
     """Injected on sendMessage, each for ~7% of calls (20% together): 429 with retry_after 1 s, 500,
-    and a timeout (the answer held 1.5 s, past the bot's 1 s read timeout, then 504 — not performed).
+    and a timeout (the answer held 4 s, past the bot's 3 s read timeout, then 504 — not performed).
     Asserted: each of 30 subscribers gets exactly one alert, and every outbox row ends ``sent``."""
     fake_telegram.fail("sendMessage", status=429, retry_after=1, ratio=0.07, seed=1)
     fake_telegram.fail("sendMessage", status=500, ratio=0.075, seed=2)
-    fake_telegram.fail("sendMessage", status=504, delay_s=1.5, ratio=0.08, seed=3)
+    fake_telegram.fail("sendMessage", status=504, delay_s=4.0, ratio=0.08, seed=3)
     seeded = seed_slot_alerts(db, 30)
 
     async def main() -> None:
@@ -113,6 +113,15 @@ def _start_bot(settings: Settings) -> subprocess.Popen[bytes]:
     )
 
 
+HOLD_S = 8.0
+"""How long the fake holds the kill test's requests: the kill comes while they are held."""
+
+
+def _after(delay_s: float, condition: Callable[[], object]) -> object:
+    time.sleep(delay_s)
+    return condition()
+
+
 def _wait(condition: object, timeout_s: float, what: str) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():  # type: ignore[operator]
@@ -124,28 +133,39 @@ def _wait(condition: object, timeout_s: float, what: str) -> None:
 def test_killed_mid_batch_and_restarted_sends_nothing_twice_and_loses_nothing(
     settings: Settings, db: Database, fake_telegram: FakeBotApi
 ) -> None:
-    """Injected: every sendMessage answered after 0.3 s (slow, but performed even if the client hangs
-    up, as Telegram does), and SIGKILL of the `mta bot` process 0.1 s after 8 of 40 alerts were
-    accepted, i.e. while the next requests are in flight. Asserted after a restart of the
-    Application: each subscriber got exactly one alert, every outbox row ends ``sent``, and some
-    rows were settled as "delivery unconfirmed" (in flight at the kill, not resent).
+    """Injected: the first 8 sendMessage calls answered after 0.3 s, every later one held by the
+    fake for 8 s (slow, but performed even if the client hangs up, as Telegram does), and SIGKILL
+    of the `mta bot` process once 8 alerts were accepted and every row the sender marked
+    ``sending`` has its request held by the fake, i.e. with requests in flight. Asserted after a
+    restart of the Application: each subscriber got exactly one alert, every outbox row ends
+    ``sent``, and some rows were settled as "delivery unconfirmed" (in flight at the kill, not
+    resent).
 
     Not covered (documented in bot/sender.py): a kill in the millisecond between marking a row
-    ``sending`` and its request reaching Telegram loses that alert rather than risk a double."""
-    fake_telegram.fail("sendMessage", status=200, delay_s=0.3)
+    ``sending`` and its request reaching Telegram loses that alert rather than risk a double; the
+    kill waits for a state where no row is in that millisecond (a timer could hit it)."""
+    fake_telegram.fail("sendMessage", status=200, delay_s=0.3, times=8)
+    fake_telegram.fail("sendMessage", status=200, delay_s=HOLD_S)
     seeded = seed_slot_alerts(db, 40)
     bot = _start_bot(settings)
+
+    def on_the_wire() -> int:
+        """Rows marked ``sending`` when each has its request held by the fake, else 0."""
+        sending = statuses(db).get("sending", 0)
+        return sending if sending == fake_telegram.in_flight("sendMessage") else 0
+
     try:
         _wait(lambda: len(fake_telegram.sent(method="sendMessage")) >= 8, 30, "the first alerts")
-        time.sleep(0.1)  # the next requests are now held by the fake: in flight
+        _wait(lambda: on_the_wire() and _after(0.3, on_the_wire), 30, "requests on the wire, settled")
         bot.send_signal(signal.SIGKILL)
         bot.wait(timeout=10)
     finally:
         if bot.poll() is None:
             bot.kill()
+    # requests still held by the fake when the bot died are performed now
+    _wait(lambda: fake_telegram.in_flight("sendMessage") == 0, HOLD_S + 10, "the held requests")
     delivered_before = len(fake_telegram.sent(method="sendMessage"))
-    time.sleep(0.5)  # requests still held by the fake when the bot died are performed now
-    assert 8 <= len(fake_telegram.sent(method="sendMessage")) < 40, "killed mid-batch"
+    assert 8 < delivered_before < 40, "killed mid-batch, with requests in flight"
     fake_telegram.clear_faults()
 
     async def restart() -> None:  # the real Application again, in this process (one import less)

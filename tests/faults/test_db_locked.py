@@ -9,6 +9,7 @@ lock up to ``MTA_DB_BUSY_TIMEOUT_MS`` and then fails with "database is locked".
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -44,17 +46,30 @@ connection = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)
 connection.execute("BEGIN IMMEDIATE")
 print("locked", flush=True)
 time.sleep(float(sys.argv[2]))
+if sys.argv[3] == "until-told":
+    sys.stdin.readline()
 connection.execute("COMMIT")
 connection.close()
 """
 
 
 @contextmanager
-def write_lock(database_file: Path, hold_s: float) -> Iterator[subprocess.Popen[str]]:
-    """Another process holds SQLite's write lock on ``database_file`` for ``hold_s`` seconds
-    (from when this returns); the block may wait for it with ``.wait()``."""
+def write_lock(
+    database_file: Path, hold_s: float, *, until_block_ends: bool = False
+) -> Iterator[subprocess.Popen[str]]:
+    """Another process holds SQLite's write lock on ``database_file`` for ``hold_s`` seconds (from
+    when this returns); the block may wait for it with ``.wait()``. With ``until_block_ends`` it
+    holds at least ``hold_s`` and until the block has ended (so the block can wait for an effect)."""
     holder = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(database_file), str(hold_s)],
+        [
+            sys.executable,
+            "-c",
+            _HOLDER,
+            str(database_file),
+            str(hold_s),
+            "until-told" if until_block_ends else "timed",
+        ],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -62,6 +77,9 @@ def write_lock(database_file: Path, hold_s: float) -> Iterator[subprocess.Popen[
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         yield holder
     finally:
+        if holder.stdin is not None:
+            with contextlib.suppress(OSError):
+                holder.stdin.close()  # "until-told": end of input releases it
         if holder.poll() is None:
             holder.wait(hold_s + 30)
 
@@ -205,16 +223,17 @@ def _dead_lettered(farm: Farm) -> list[str]:
 def test_checks_wait_out_a_short_lock_and_fail_visibly_on_a_long_one(
     make_farm: Callable[..., Farm], replica: Replica
 ) -> None:
-    """Injected, into a running ``mta scheduler`` + ``mta worker`` (busy timeout 1.5 s): a slot
+    """Injected, into a running ``mta scheduler`` + ``mta worker`` (busy timeout 2.5 s): a slot
     released and the write lock held 1 s (longer than a check, shorter than the busy timeout);
-    then a second slot released during a 4 s lock (longer than the busy timeout).
+    then a second slot released during a lock held at least 4 s and until a scheduler tick has
+    failed on it (longer than the busy timeout).
     Asserted: the short lock only delays: the first slot is recorded once and alerted once. During
     the long lock the scheduler's ticks fail with "database is locked" (so it dispatches nothing);
     a check that was under way when the lock came also fails: its message goes to the dead-letter
     queue (``max_retries=0``) and it has no check row; the scheduler and the worker keep running,
     and after the release the next checks record the second slot once with one alert. Every check
     the worker finished has exactly one row (none doubled)."""
-    farm = make_farm(MTA_DB_BUSY_TIMEOUT_MS="1500")
+    farm = make_farm(MTA_DB_BUSY_TIMEOUT_MS="2500")
     sub = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
     worker, scheduler = farm.start()
     wait_until(lambda: len(farm.checks()) >= 2, 90, "two checks before the lock")
@@ -229,9 +248,15 @@ def test_checks_wait_out_a_short_lock_and_fail_visibly_on_a_long_one(
     assert _dead_lettered(farm) == [], "a lock within the busy timeout fails nothing"
 
     second = berlin_slot(days_ahead=3, hour=9)
-    with write_lock(database_file, 4.0) as holder:
+
+    def locked_ticks() -> list[dict[str, Any]]:
+        return [e for e in scheduler.events("scheduler_tick_failed") if "locked" in e["error"]]
+
+    # held at least 4 s and until a scheduler tick has met it (the scheduler writes only when it
+    # re-reads the targets, every 5 s: a fixed 4 s lock could fall between two such writes)
+    with write_lock(database_file, 4.0, until_block_ends=True):
         replica.add_slots(FS_OFFICE, [second, second + 900])
-        holder.wait()
+        wait_until(locked_ticks, 30, "a scheduler tick to meet the lock")
     released_at = datetime.now(UTC)
     wait_until(lambda: len(farm.slots()) == 2, 60, "the second slot after the release")
     seen = len(farm.checks())
@@ -241,8 +266,7 @@ def test_checks_wait_out_a_short_lock_and_fail_visibly_on_a_long_one(
     assert farm.slots() == sorted([(FS_OFFICE, first, 1), (FS_OFFICE, second, 1)])
     assert sorted((s, ep) for s, _slot, ep in farm.alerts()) == [(sub, 1), (sub, 1)]
     assert len({slot for _s, slot, _ep in farm.alerts()}) == 2
-    locked_ticks = [e for e in scheduler.events("scheduler_tick_failed") if "locked" in e["error"]]
-    assert locked_ticks, "the scheduler met the long lock (and kept running)"
+    assert locked_ticks(), "the scheduler met the long lock (and kept running)"
     failed = _dead_lettered(farm)  # a check dispatched just before the lock: timing decides
     keys = {c.check_key for c in farm.checks()}
     assert not keys & set(failed), "a failed check left no row"
