@@ -68,8 +68,19 @@ class _NeedsToken(Exception):
     check is retried at once in a session walked at that office)."""
 
 
-def _browser_gone(session: BrowserSession) -> bool:
-    return session.bad_reason == "browser disconnected" or session.page.is_closed()
+_CLOSED_MARKERS = ("has been closed", "Target closed", "Browser closed", "browser has disconnected")
+"""Playwright's words for a page, context or browser that went away under a call."""
+
+
+def _browser_gone(session: BrowserSession, exc: BaseException | None = None) -> bool:
+    """The browser under ``session`` died (killed, crashed). Checked on the error itself too: a
+    call can fail on a dead browser before Playwright's "disconnected" event has been handled."""
+    if session.bad_reason == "browser disconnected" or session.page.is_closed():
+        return True
+    browser = session.context.browser
+    if browser is not None and not browser.is_connected():
+        return True
+    return exc is not None and any(marker in str(exc) for marker in _CLOSED_MARKERS)
 
 
 async def run_check(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, *, site_url: str) -> CheckResult:
@@ -174,7 +185,7 @@ async def _attempt(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, site
             await _keep_evidence(pool, session, type(failure).__name__)
             raise
         except PlaywrightError as exc:
-            if _browser_gone(session):
+            if _browser_gone(session, exc):
                 died = _BrowserDied(str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__)
                 died.requests_made = session.requests_made  # type: ignore[attr-defined]
                 raise died from None

@@ -20,7 +20,8 @@ def test_standby_scheduler_takes_over_when_the_leader_is_killed(make_farm: Calla
     (it cannot release its lease). Asserted: while the leader lives the standby dispatches
     nothing; after the kill the lease (``MTA_SCHEDULER_LEASE_MS``) runs out, the standby becomes
     the leader, and checks of the target go on being dispatched and recorded."""
-    farm = make_farm()
+    # a lease long enough that a leader slowed by a loaded machine never loses it while it lives
+    farm = make_farm(MTA_SCHEDULER_LEASE_MS="5000")
     farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE])
     schedulers = [farm.start_scheduler(), farm.start_scheduler()]
     farm.start_worker()

@@ -56,16 +56,18 @@ def test_walk_overdraw_is_carried_into_the_coming_minutes(redis_url: str) -> Non
 
 
 def test_one_leader_and_takeover(redis_url: str) -> None:
-    first = LeaderLock(redis.Redis.from_url(redis_url), ttl_ms=300)
-    second = LeaderLock(redis.Redis.from_url(redis_url), ttl_ms=300)
+    client = redis.Redis.from_url(redis_url)
+    first = LeaderLock(client, ttl_ms=10_000)
+    second = LeaderLock(redis.Redis.from_url(redis_url), ttl_ms=10_000)
     assert first.acquire_or_renew()
     assert not second.acquire_or_renew()
     assert first.acquire_or_renew(), "renewal keeps the lease"
     assert second.current_leader() == first.identity
-    # the leader dies without releasing: the lease runs out and the standby takes over
+    # the leader dies without releasing: the lease runs out (fast-forwarded) and the standby takes over
+    client.pexpire(first.key, 1)
     import time
 
-    time.sleep(0.4)
+    time.sleep(0.05)
     assert second.acquire_or_renew()
     assert not first.acquire_or_renew(), "a stale leader cannot renew its successor's lease"
     second.release()

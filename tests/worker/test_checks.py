@@ -13,6 +13,7 @@ from time import time
 
 import pytest
 import pytest_asyncio
+from playwright.async_api import Error as PlaywrightError
 from prometheus_client import REGISTRY
 
 from shared.domain import SiteUnavailable, TargetKey
@@ -27,7 +28,7 @@ from tests.support.replica import (
 )
 from worker.browser import BrowserPool
 from worker.captcha import InPageAltchaSolver
-from worker.checks import run_check, session_key, walked_session
+from worker.checks import _browser_gone, run_check, session_key, walked_session
 from worker.pacer import NoPacer
 from worker.sites.munich import MunichAdapter
 
@@ -173,6 +174,21 @@ async def test_killed_chromium_is_relaunched(
     assert pool.stats.browsers_launched == launched + 1
     assert pool.stats.crashes == crashes + 1
     assert metric("mta_browser_restarts_total", reason="crashed") == restarts + 1
+
+
+async def test_an_error_naming_a_closed_target_counts_as_a_dead_browser(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """A call can fail on a killed browser before Playwright has handled its "disconnected" event:
+    the error's own words then say the browser is gone (so the check is retried in a relaunched
+    one); any other error on a live session does not."""
+    await run_check(pool, adapter, FUEHRERSCHEIN, site_url=replica.page_url)
+    session = pool.warm_session(session_key(FUEHRERSCHEIN))
+    assert session is not None
+    closed = PlaywrightError("Page.evaluate: Target page, context or browser has been closed")
+    assert _browser_gone(session, closed)
+    assert not _browser_gone(session, PlaywrightError("net::ERR_CONNECTION_RESET"))
+    assert not _browser_gone(session)
 
 
 async def test_session_retired_after_max_checks(
