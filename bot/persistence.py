@@ -3,8 +3,9 @@
 Only ``user_data`` is kept, and of it only what the handlers put there (the ``Flow`` in progress and
 the cached language); each person's state is one ``EncryptedJSON`` value, because a ``/profile``
 conversation holds the name and e-mail being typed. PTB writes the people whose data changed every
-``update_interval_s`` and at shutdown, so a deploy or a crash loses at most that much; a state
-left alone longer than a conversation's idle timeout is dropped at the next start.
+``update_interval_s`` and at shutdown, so a clean stop (a deploy) loses nothing and a crash at
+most that much; a state left alone longer than a conversation's idle timeout is dropped at the
+next start (and by the retention purge after a day, whichever comes first).
 
 Why a table rather than PTB's ``PicklePersistence``: one database for everything (PostgreSQL when
 the bot runs in a container without a volume), encryption at rest, and ``/delete`` erases it in
