@@ -42,6 +42,8 @@ class Office:
     house_number: str = ""
     postal_code: str = ""
     city: str = ""
+    coordinates: tuple[float, float] | None = None
+    """(latitude, longitude) from the catalogue's ``geo``; for "the offices nearest to me"."""
 
     @property
     def address(self) -> str:
@@ -65,6 +67,16 @@ def _fold(text: str) -> str:
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
+def _coordinates(geo: object) -> tuple[float, float] | None:
+    """``{"lat": .., "lon": ..}`` as a pair; None when missing or not numbers."""
+    if not isinstance(geo, dict):
+        return None
+    try:
+        return float(geo["lat"]), float(geo["lon"])
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 class Catalog:
     """Offices and services of one site, with lookups in both directions."""
 
@@ -82,6 +94,7 @@ class Catalog:
                 house_number=str(address.get("house_number", "")),
                 postal_code=str(address.get("postal_code", "")),
                 city=str(address.get("city", "")),
+                coordinates=_coordinates(raw.get("geo")),
             )
             self.offices[office.id] = office
         self.services: dict[int, Service] = {}

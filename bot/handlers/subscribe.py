@@ -22,11 +22,8 @@ answered with a hint to use the buttons; the step stays where it was.
 
 from __future__ import annotations
 
-import json
 import math
 from datetime import date, time
-from functools import cache
-from importlib import resources
 from typing import Any
 
 from bot.callbacks import Callback
@@ -88,20 +85,6 @@ def frequent_services() -> list[Service]:
     return [s for s in found if s is not None and s.public and catalog.offices_for_service(s.id)]
 
 
-@cache
-def office_coordinates() -> dict[int, tuple[float, float]]:
-    """(lat, lon) per office from the catalogue's ``geo`` entries (``Office`` does not carry them)."""
-    raw = json.loads(resources.files("shared").joinpath("data", "munich-catalog.json").read_text("utf-8"))
-    found: dict[int, tuple[float, float]] = {}
-    for office in raw.get("offices", []):
-        geo = office.get("geo") or {}
-        try:
-            found[int(office["id"])] = (float(geo["lat"]), float(geo["lon"]))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return found
-
-
 def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
     """Great-circle distance (haversine)."""
     lat1, lon1, lat2, lon2 = map(math.radians, (*a, *b))
@@ -110,8 +93,7 @@ def distance_km(a: tuple[float, float], b: tuple[float, float]) -> float:
 
 
 def offices_by_distance(offices: list[Office], here: tuple[float, float]) -> dict[int, float]:
-    coordinates = office_coordinates()
-    return {o.id: distance_km(here, coordinates[o.id]) for o in offices if o.id in coordinates}
+    return {o.id: distance_km(here, o.coordinates) for o in offices if o.coordinates is not None}
 
 
 # --- the draft ------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bot.callbacks import MAX_CALLBACK_BYTES, Callback, CallbackDataError, CallbackSigner
-from bot.handlers.subscribe import distance_km, frequent_services, office_coordinates
+from bot.handlers.subscribe import distance_km, frequent_services
 from bot.i18n import translator
 from bot.keyboards import KeyboardMaker, offices_keyboard, people_keyboard, subscription_keyboard
 from bot.validation import (
@@ -203,11 +203,12 @@ def test_custom_field_by_service() -> None:
 def test_frequent_services_and_coordinates() -> None:
     names = [s.name for s in frequent_services()]
     assert "Wohnsitzanmeldung" in names and "Reisepass" in names
-    coordinates = office_coordinates()
-    assert len(coordinates) > 50
+    catalog = get_catalog()
+    assert len([o for o in catalog.offices.values() if o.coordinates is not None]) > 50
     marienplatz = (48.1374, 11.5755)
-    orleansplatz = coordinates[102522]
-    assert 1.5 < distance_km(marienplatz, orleansplatz) < 3.5
+    orleansplatz = catalog.office(102522)
+    assert orleansplatz is not None and orleansplatz.coordinates is not None
+    assert 1.5 < distance_km(marienplatz, orleansplatz.coordinates) < 3.5
 
 
 @given(st.text(max_size=400))
