@@ -15,6 +15,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from shared import use_metrics_dir
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, SettingsError, get_settings
 
@@ -211,6 +212,7 @@ def scheduler() -> None:
     if not cfg.redis_url:
         _fail("MTA_REDIS_URL is empty: the scheduler needs Redis (or use `mta up`, which starts one).")
     _require_schema(cfg)
+    use_metrics_dir(cfg.metrics_dir)  # the budget gauge, for /metrics
     import redis
 
     from shared.db.database import open_database
@@ -253,6 +255,7 @@ def bot() -> None:
     if cfg.telegram_token is None or not cfg.telegram_token.get_secret_value():
         _fail("MTA_TELEGRAM_TOKEN is empty: the bot needs a token from @BotFather.")
     _require_schema(cfg)
+    use_metrics_dir(cfg.metrics_dir)  # alerts and detection latency, for /metrics
     from bot.app import run_bot
 
     run_bot(cfg)

@@ -15,12 +15,15 @@ import redis.asyncio as aioredis
 from telegram import Update
 from telegram.ext import ContextTypes, MessageHandler, filters
 
+from api.app import render_metrics
 from bot.app import HEARTBEAT_KEY, build_application, running
 from bot.testing import FakeBotApi
+from bot.testing.outbox import seed_slot_alerts, statuses
 from shared.captcha_relay import ask_via_bot
 from shared.db.database import Database
 from shared.settings import Settings
 from tests.conftest import free_port
+from tests.support.farm import wait_until
 
 
 async def _pong(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
@@ -108,6 +111,35 @@ def test_mta_bot_without_token_says_so(tmp_path: Any, redis_url: str) -> None:
         check=False,
     )
     assert result.returncode == 2 and "MTA_TELEGRAM_TOKEN" in result.stderr
+
+
+def test_mta_bot_writes_its_metrics_where_the_api_serves_them(
+    bot_settings: Settings, bot_db: Database, fake_telegram: FakeBotApi
+) -> None:
+    """The `mta bot` command, started as the farm starts it (no Prometheus folder in its
+    environment), sends three alerts; the status service's /metrics rendering of the data folder
+    then shows them as sent, with their detection latencies."""
+    seed_slot_alerts(bot_db, 3)
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"},
+        "MTA_ENV": "test",
+        "MTA_DATA_DIR": str(bot_settings.data_dir),
+        "MTA_REDIS_URL": bot_settings.redis_url,
+        "MTA_TELEGRAM_TOKEN": fake_telegram.token,
+        "MTA_TELEGRAM_API_BASE_URL": bot_settings.telegram_api_base_url,
+        "MTA_OUTBOX_SWEEP_S": "0.5",
+    }
+    process = subprocess.Popen([sys.executable, "-m", "shared", "bot"], env=env)
+    try:
+        wait_until(lambda: statuses(bot_db).get("sent") == 3, 60, "three alerts sent")
+        process.terminate()
+        assert process.wait(30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    text = render_metrics(bot_settings.metrics_dir).decode()
+    assert 'mta_alerts_total{status="sent"} 3.0' in text
+    assert "mta_detection_latency_seconds_count 3.0" in text
 
 
 def test_captcha_relay_shows_the_picture_and_passes_the_reply_back(
