@@ -354,20 +354,25 @@ def _queue_slot_alerts(
     rows = []
     for slot in new_slots:
         payload = _slot_payload(target, slot, observation)
-        for sub in subscriptions:
-            if subscription_matches(sub, slot.office_id, slot.start_at):
-                rows.append(
-                    {
-                        "subscription_id": sub.id,
-                        "user_id": sub.user_id,
-                        "chat_id": sub.user_id,
-                        "slot_id": slot.id,
-                        "episode": slot.episode,
-                        "kind": NotificationKind.SLOT,
-                        "payload": {**payload, "autobook": sub.autobook},
-                        "next_attempt_at": observation.observed_at,
-                    }
-                )
+        matching = [sub for sub in subscriptions if subscription_matches(sub, slot.office_id, slot.start_at)]
+        # one alert per person and slot, even when several of their subscriptions fit it: the one
+        # that may book it if any may, else the oldest
+        chosen: dict[int, Subscription] = {}
+        for sub in sorted(matching, key=lambda s: (not s.autobook, s.id)):
+            chosen.setdefault(sub.user_id, sub)
+        for sub in sorted(chosen.values(), key=lambda s: s.id):
+            rows.append(
+                {
+                    "subscription_id": sub.id,
+                    "user_id": sub.user_id,
+                    "chat_id": sub.user_id,
+                    "slot_id": slot.id,
+                    "episode": slot.episode,
+                    "kind": NotificationKind.SLOT,
+                    "payload": {**payload, "autobook": sub.autobook},
+                    "next_attempt_at": observation.observed_at,
+                }
+            )
     return len(enqueue_notifications(session, rows))
 
 

@@ -193,6 +193,31 @@ def test_new_slot_alerts_exactly_the_matching_subscriptions(db: Database) -> Non
     assert datetime.fromisoformat(payload["start"]) == WED_10
 
 
+def test_a_person_with_overlapping_subscriptions_is_alerted_once_per_slot(db: Database) -> None:
+    """One person with three subscriptions that all fit the slot (any office; its office; the
+    same, may book) and another person with one: two alerts, the first person's on the
+    subscription that may book it."""
+    target = add_target(db)
+    with session_scope(db.sessions) as session:
+        person = User(id=next(_next_user))
+        subs = [
+            Subscription(service_id=SERVICE),
+            Subscription(service_id=SERVICE, office_ids=[ORLEANS]),
+            Subscription(service_id=SERVICE, office_ids=[ORLEANS], autobook=True),
+        ]
+        person.subscriptions.extend(subs)
+        session.add(person)
+        session.flush()
+        may_book = subs[2].id
+    other = add_sub(db, office_ids=[ORLEANS])
+
+    result = observe(db, target, [(ORLEANS, WED_10)])
+
+    assert result.notifications_inserted == 2
+    assert alerted_subs(db) == {may_book, other}
+    assert next(n.payload for n in notifications(db) if n.subscription_id == may_book)["autobook"] is True
+
+
 def test_filters_use_munich_local_time(db: Database) -> None:
     target = add_target(db)
     just_after_midnight = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)  # Wed 00:30 in Munich, Tue in UTC
