@@ -173,6 +173,7 @@ def latency_samples(session: Session, since: datetime, targets: Sequence[Target]
         .where(
             Notification.kind == NotificationKind.SLOT,
             Notification.sent_at.is_not(None),
+            Notification.payload["late"].as_boolean().is_(None),  # told a subscriber who came later
             Notification.slot_id.in_([s.id for s in slots]),
         )
         .group_by(Notification.slot_id)

@@ -1,10 +1,11 @@
 """Turning check results into rows: ARCHITECTURE §3 steps 4 and 5.
 
 ``record_observation`` records one successful check in the caller's transaction: the check row,
-the slot episodes (new / still there / gone / back), one outbox row per matching subscription for
-each new episode and a "gone" row for each alerted episode that ended. ``record_failure`` records a
-failed check and moves the target's state and back-off. ``sync_targets`` derives the watched
-targets from the active subscriptions.
+the slot episodes (new / still there / gone / back), one outbox row per person with a matching
+subscription for each new episode (and for an open one, to a person not yet told of it: their
+subscription is new, resumed or changed) and a "gone" row for each alerted episode that ended.
+``record_failure`` records a failed check and moves the target's state and back-off.
+``sync_targets`` derives the watched targets from the active subscriptions.
 
 Call each inside one ``session_scope`` (one transaction); they flush but do not commit. Everything
 is idempotent: the same observation recorded twice adds no slot and no outbox row, and concurrent
@@ -265,7 +266,11 @@ def record_observation(
             ).all()
         )
 
+    # alerts: every new episode, and every open one a person whose subscription fits it has not
+    # been told of (their subscription is new, resumed or changed since it appeared)
+    still_slots = [open_slots[key] for key in seen if key in open_slots]
     inserted = _queue_slot_alerts(session, target, new_slots, observation)
+    inserted += _queue_slot_alerts(session, target, still_slots, observation, late=True)
     inserted += _queue_gone_notices(session, gone_ids, now)
 
     if target.last_check_at is None or target.last_check_at < now:
@@ -337,10 +342,24 @@ def _open_episodes(
 
 
 def _queue_slot_alerts(
-    session: Session, target: Target, new_slots: Sequence[Slot], observation: Observation
+    session: Session, target: Target, slots: Sequence[Slot], observation: Observation, *, late: bool = False
 ) -> int:
-    if not new_slots:
+    """One alert per person whose active subscription fits a slot episode and who has not been
+    alerted to that episode yet. ``late``: the episode is older than this check (the payload says
+    so, and detection latency leaves such alerts out: they measure when someone subscribed)."""
+    if not slots:
         return 0
+    told: set[tuple[int, int]] = set()
+    for chunk in _chunks([s.id for s in slots]):
+        told.update(
+            (slot_id, user_id)
+            for slot_id, user_id in session.execute(
+                select(Notification.slot_id, Notification.user_id).where(
+                    Notification.slot_id.in_(chunk), Notification.kind == NotificationKind.SLOT
+                )
+            ).all()
+            if slot_id is not None and user_id is not None
+        )
     subscriptions = session.scalars(
         select(Subscription)
         .where(
@@ -352,9 +371,15 @@ def _queue_slot_alerts(
         .order_by(Subscription.id)
     ).all()
     rows = []
-    for slot in new_slots:
+    for slot in slots:
+        matching = [
+            sub
+            for sub in subscriptions
+            if (slot.id, sub.user_id) not in told and subscription_matches(sub, slot.office_id, slot.start_at)
+        ]
+        if not matching:
+            continue
         payload = _slot_payload(target, slot, observation)
-        matching = [sub for sub in subscriptions if subscription_matches(sub, slot.office_id, slot.start_at)]
         # one alert per person and slot, even when several of their subscriptions fit it: the one
         # that may book it if any may, else the oldest
         chosen: dict[int, Subscription] = {}
@@ -369,7 +394,7 @@ def _queue_slot_alerts(
                     "slot_id": slot.id,
                     "episode": slot.episode,
                     "kind": NotificationKind.SLOT,
-                    "payload": {**payload, "autobook": sub.autobook},
+                    "payload": {**payload, "autobook": sub.autobook, **({"late": True} if late else {})},
                     "next_attempt_at": observation.observed_at,
                 }
             )

@@ -218,6 +218,31 @@ def test_a_person_with_overlapping_subscriptions_is_alerted_once_per_slot(db: Da
     assert next(n.payload for n in notifications(db) if n.subscription_id == may_book)["autobook"] is True
 
 
+def test_a_slot_still_open_is_alerted_to_a_subscription_made_after_it_appeared(db: Database) -> None:
+    """A slot seen by a check; then a new subscription that fits it, and one paused during the
+    first check and resumed. Asserted: the next check that still sees the slot alerts both once
+    (marked late, so detection latency leaves them out), the first subscriber not again; later
+    checks add nothing; the slot stays one episode."""
+    target = add_target(db)
+    first = add_sub(db)
+    paused = add_sub(db, state=SubscriptionState.PAUSED)
+    observe(db, target, [(ORLEANS, WED_10)])
+    assert alerted_subs(db) == {first}
+    newcomer = add_sub(db, office_ids=[ORLEANS])
+    with session_scope(db.sessions) as session:
+        resumed = session.get(Subscription, paused)
+        assert resumed is not None
+        resumed.state = SubscriptionState.ACTIVE
+
+    result = observe(db, target, [(ORLEANS, WED_10)], at=T0 + timedelta(minutes=1))
+    assert result.new_slot_ids == [] and result.notifications_inserted == 2
+    assert alerted_subs(db) == {first, newcomer, paused}
+    late = {n.subscription_id: n.payload.get("late") for n in notifications(db)}
+    assert late == {first: None, newcomer: True, paused: True}
+    again = observe(db, target, [(ORLEANS, WED_10)], at=T0 + timedelta(minutes=2))
+    assert again.notifications_inserted == 0 and count(db, Slot) == 1
+
+
 def test_filters_use_munich_local_time(db: Database) -> None:
     target = add_target(db)
     just_after_midnight = datetime(2026, 12, 1, 23, 30, tzinfo=UTC)  # Wed 00:30 in Munich, Tue in UTC
