@@ -32,13 +32,21 @@ async def export(turn: Turn) -> None:
 async def begin_erase(turn: Turn) -> None:
     """/delete"""
     _ = turn._
+    active = await turn.run(store.count_active_bookings, turn.user_id)
     flow = start_flow(turn.context, KIND, "confirm")
     kb = turn.keys(flow)
+    text = _(
+        "Erase everything MTA keeps about you: your subscriptions, booking profile, bookings and "
+        "messages? This cannot be undone."
+    )
+    if active:
+        # erasing drops the keys MTA would need to cancel them: say so before it is too late
+        text += "\n\n" + _(
+            "⚠️ You have {count} appointment(s) held at the city. Erasing does not cancel them, and "
+            "afterwards MTA cannot: cancel them first with /bookings if you do not want them."
+        ).format(count=active)
     await turn.say(
-        _(
-            "Erase everything MTA keeps about you: your subscriptions, booking profile, bookings and "
-            "messages? This cannot be undone."
-        ),
+        text,
         kb.markup([[("🗑 " + _("Yes, erase everything"), "ek", "")], nav_row(_, back=False)]),
     )
 

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from shared.db.database import Database
 from shared.db.models import (
+    ACTIVE_BOOKING_STATUSES,
     Booking,
     BookingProfile,
     Conversation,
@@ -150,6 +151,19 @@ def delete_subscription(db: Database, user_id: int, sub_id: int) -> bool:
         session.flush()
         sync_targets(session)
         return True
+
+
+def count_active_bookings(db: Database, user_id: int) -> int:
+    """Bookings still held at the city (holding, reserved, preconfirmed)."""
+    with db.transaction() as session:
+        return int(
+            session.scalar(
+                select(func.count())
+                .select_from(Booking)
+                .where(Booking.user_id == user_id, Booking.status.in_(ACTIVE_BOOKING_STATUSES))
+            )
+            or 0
+        )
 
 
 def has_profile(db: Database, user_id: int) -> bool:

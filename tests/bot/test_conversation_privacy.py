@@ -117,13 +117,15 @@ def _rows_mentioning(db: Database, user_id: int) -> dict[str, int]:
 def test_delete_erases_every_row_of_the_user_after_confirmation(
     fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database
 ) -> None:
-    """/delete asks first (Cancel keeps everything); confirming removes every row of the user —
-    profile, subscriptions, bookings, alerts, the user — and leaves another user's rows alone."""
+    """/delete asks first, warning that the reserved appointment stays held at the city (Cancel
+    keeps everything); confirming removes every row of the user — profile, subscriptions,
+    bookings, alerts, the user — and leaves another user's rows alone."""
     _seed(bot_db, 4003)
     _seed(bot_db, 4004)
     before_other = _rows_mentioning(bot_db, 4004)
     chat = UserChat(fake_telegram, 4003)
-    chat.send("/delete", expect="This cannot be undone.")
+    asked = chat.send("/delete", expect="This cannot be undone.")
+    assert asked is not None and "1 appointment(s) held at the city" in asked["params"]["text"]
     chat.press("Cancel", expect="Cancelled.")
     assert _rows_mentioning(bot_db, 4003)["subscriptions"] == 2
     chat.send("/delete", expect="This cannot be undone.")
