@@ -257,6 +257,11 @@ def target_rows(
         .where(Slot.first_seen_at >= day_start)
         .group_by(Slot.site, Slot.service_id, Slot.service_count, Slot.office_id)
     ).all()
+    last_rows = session.execute(
+        select(
+            Slot.site, Slot.service_id, Slot.service_count, Slot.office_id, func.max(Slot.first_seen_at)
+        ).group_by(Slot.site, Slot.service_id, Slot.service_count, Slot.office_id)
+    ).all()
     out = []
     for t in targets:
         mine = [
@@ -282,6 +287,10 @@ def target_rows(
                 last_error=scrub_text(t.last_error) if t.last_error else None,
                 open_slots=_count_covered(t, open_rows),
                 slots_seen_today=_count_covered(t, today_rows),
+                last_slot_at=max(
+                    (at for site, sid, n, office, at in last_rows if at and _covers(t, site, sid, n, office)),
+                    default=None,
+                ),
                 latency_p50_s=percentile(mine, 50),
                 latency_p95_s=percentile(mine, 95),
                 latency_samples=len(mine),

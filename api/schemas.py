@@ -57,6 +57,7 @@ class TargetOut(BaseModel):
     last_error: str | None
     open_slots: int
     slots_seen_today: int = Field(description="slot episodes first seen today (Europe/Berlin)")
+    last_slot_at: datetime | None = Field(description="when the newest slot episode it covers was first seen")
     latency_p50_s: float | None = Field(description="detection latency median, last 24 h (upper bound)")
     latency_p95_s: float | None
     latency_samples: int

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import redis
 from fastapi.testclient import TestClient
 
@@ -45,6 +47,7 @@ def test_targets_show_state_last_check_and_latency(client: TestClient, db: Datab
     with db.transaction() as session:
         first_seen = [session.get(Slot, i).first_seen_at for i in seeded.slot_ids]  # type: ignore[union-attr]
     assert target["slots_seen_today"] == sum(t >= day_start for t in first_seen)
+    assert datetime.fromisoformat(target["last_slot_at"]) == max(first_seen)
     # checks every 10 min, slots seen right after one: the bound is about one interval
     assert 590 <= target["latency_p50_s"] <= 620
     assert client.get(f"/api/v1/targets/{seeded.target_id}").json()["id"] == seeded.target_id
@@ -72,9 +75,13 @@ def test_backing_off_target_says_until_when(client: TestClient, db: Database) ->
         assert target is not None
         target.state = TargetState.BACKING_OFF
         target.backoff_until = seeded.now.replace(year=seeded.now.year + 1)
+        target.consecutive_failures = 3
+        target.last_error = "HTTP 503 from available-calendar"
     target_json = client.get(f"/api/v1/targets/{seeded.target_id}").json()
     assert target_json["state"] == "backing_off"
     assert target_json["state_text"].startswith("backing off until ")
+    # the dashboard shows the error in the row, not only on hover
+    assert "3 failed in a row: HTTP 503 from available-calendar" in client.get("/").text
 
 
 def test_lists_page_newest_first(client: TestClient, db: Database) -> None:
