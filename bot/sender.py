@@ -488,8 +488,13 @@ class OutboxStore:
     def mark_sent(self, notification_id: int, message_id: int | None, note: str | None = None) -> None:
         with self.db.transaction() as session:
             row = session.get(Notification, notification_id)
-            timely = row is not None and not (row.payload or {}).get("late")  # late: a new subscriber
-            if row is not None and timely and row.kind == NotificationKind.SLOT and row.slot_id is not None:
+            # a "late" alert went to someone who subscribed after the slot appeared: no detection
+            if (
+                row is not None
+                and row.kind == NotificationKind.SLOT
+                and row.slot_id is not None
+                and not (row.payload or {}).get("late")
+            ):
                 slot = session.get(Slot, row.slot_id)
                 if slot is not None:
                     DETECTION_LATENCY.observe(max(0.0, (utcnow() - slot.first_seen_at).total_seconds()))
