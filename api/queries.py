@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Select
 
@@ -247,21 +247,17 @@ def target_rows(
     samples = latency_samples(session, now - LATENCY_WINDOW, all_targets)
     outcomes = _last_outcomes(session, (t.id for t in targets))
     day_start = berlin_day_start(now)
-    open_rows = session.execute(
-        select(Slot.site, Slot.service_id, Slot.service_count, Slot.office_id, func.count())
-        .where(Slot.gone_at.is_(None))
-        .group_by(Slot.site, Slot.service_id, Slot.service_count, Slot.office_id)
-    ).all()
-    today_rows = session.execute(
-        select(Slot.site, Slot.service_id, Slot.service_count, Slot.office_id, func.count())
-        .where(Slot.first_seen_at >= day_start)
-        .group_by(Slot.site, Slot.service_id, Slot.service_count, Slot.office_id)
-    ).all()
-    last_rows = session.execute(
+    where = (Slot.site, Slot.service_id, Slot.service_count, Slot.office_id)
+    per_place = session.execute(
         select(
-            Slot.site, Slot.service_id, Slot.service_count, Slot.office_id, func.max(Slot.first_seen_at)
-        ).group_by(Slot.site, Slot.service_id, Slot.service_count, Slot.office_id)
+            *where,
+            func.count(case((Slot.gone_at.is_(None), 1))),
+            func.count(case((Slot.first_seen_at >= day_start, 1))),
+            func.max(Slot.first_seen_at),
+        ).group_by(*where)
     ).all()
+    open_rows = [(site, sid, n, office, opened) for site, sid, n, office, opened, _, _ in per_place]
+    today_rows = [(site, sid, n, office, today) for site, sid, n, office, _, today, _ in per_place]
     out = []
     for t in targets:
         mine = [
@@ -288,7 +284,7 @@ def target_rows(
                 open_slots=_count_covered(t, open_rows),
                 slots_seen_today=_count_covered(t, today_rows),
                 last_slot_at=max(
-                    (at for site, sid, n, office, at in last_rows if at and _covers(t, site, sid, n, office)),
+                    (at for site, sid, n, office, _, _, at in per_place if _covers(t, site, sid, n, office)),
                     default=None,
                 ),
                 latency_p50_s=percentile(mine, 50),

@@ -77,6 +77,8 @@ class DatabasePersistence(BasePersistence[UserData, dict[Any, Any], dict[Any, An
             update_interval=update_interval_s,
         )
         self._database = database
+        self._kept: set[int] = set()
+        """Who has a row: PTB writes everyone it saw an update from, mostly with nothing to keep."""
 
     # --- user data: the part that is kept --------------------------------------------------------
     async def get_user_data(self) -> dict[int, UserData]:
@@ -84,6 +86,8 @@ class DatabasePersistence(BasePersistence[UserData, dict[Any, Any], dict[Any, An
 
     async def update_user_data(self, user_id: int, data: UserData) -> None:
         state = encode_user_data(data)
+        if state is None and user_id not in self._kept:
+            return  # nothing kept, nothing to keep: no database round trip
         try:
             await asyncio.to_thread(self._save, user_id, state)
         except Exception as exc:  # a database hiccup loses one save, not the bot; the next one retries
@@ -101,6 +105,7 @@ class DatabasePersistence(BasePersistence[UserData, dict[Any, Any], dict[Any, An
             session.execute(delete(Conversation).where(Conversation.updated_at < stale_before))
             rows = list(session.scalars(select(Conversation)))
             loaded = {row.user_id: decode_user_data(row.state) for row in rows}
+        self._kept = set(loaded)
         log.info("conversations_loaded", conversations=len(loaded))
         return loaded
 
@@ -110,12 +115,16 @@ class DatabasePersistence(BasePersistence[UserData, dict[Any, Any], dict[Any, An
             if state is None:
                 if row is not None:
                     session.delete(row)
+                self._kept.discard(user_id)
                 return
             if row is not None:
                 row.state = state
                 row.updated_at = utcnow()
             elif session.get(User, user_id) is not None:  # erased meanwhile: nothing to keep
                 session.add(Conversation(user_id=user_id, state=state))
+            else:
+                return
+        self._kept.add(user_id)
 
     async def flush(self) -> None:
         """Every write already went to the database."""

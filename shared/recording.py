@@ -269,8 +269,7 @@ def record_observation(
     # alerts: every new episode, and every open one a person whose subscription fits it has not
     # been told of (their subscription is new, resumed or changed since it appeared)
     still_slots = [open_slots[key] for key in seen if key in open_slots]
-    inserted = _queue_slot_alerts(session, target, new_slots, observation)
-    inserted += _queue_slot_alerts(session, target, still_slots, observation, late=True)
+    inserted = _queue_slot_alerts(session, target, observation, new_slots, still_slots)
     inserted += _queue_gone_notices(session, gone_ids, now)
 
     if target.last_check_at is None or target.last_check_at < now:
@@ -342,24 +341,18 @@ def _open_episodes(
 
 
 def _queue_slot_alerts(
-    session: Session, target: Target, slots: Sequence[Slot], observation: Observation, *, late: bool = False
+    session: Session,
+    target: Target,
+    observation: Observation,
+    new_slots: Sequence[Slot],
+    still_slots: Sequence[Slot],
 ) -> int:
     """One alert per person whose active subscription fits a slot episode and who has not been
-    alerted to that episode yet. ``late``: the episode is older than this check (the payload says
-    so, and detection latency leaves such alerts out: they measure when someone subscribed)."""
-    if not slots:
+    alerted to that episode yet: everyone for a new episode; for one still open, whoever was not
+    told (their subscription is new, resumed or changed). Those are marked ``late``, and
+    detection latency leaves them out: they measure when someone subscribed."""
+    if not new_slots and not still_slots:
         return 0
-    told: set[tuple[int, int]] = set()
-    for chunk in _chunks([s.id for s in slots]):
-        told.update(
-            (slot_id, user_id)
-            for slot_id, user_id in session.execute(
-                select(Notification.slot_id, Notification.user_id).where(
-                    Notification.slot_id.in_(chunk), Notification.kind == NotificationKind.SLOT
-                )
-            ).all()
-            if slot_id is not None and user_id is not None
-        )
     subscriptions = session.scalars(
         select(Subscription)
         .where(
@@ -370,8 +363,11 @@ def _queue_slot_alerts(
         )
         .order_by(Subscription.id)
     ).all()
+    if not subscriptions:
+        return 0
+    told = _told(session, still_slots)  # a new episode has no alerts yet
     rows = []
-    for slot in slots:
+    for slot, late in [*((s, False) for s in new_slots), *((s, True) for s in still_slots)]:
         matching = [
             sub
             for sub in subscriptions
@@ -380,6 +376,8 @@ def _queue_slot_alerts(
         if not matching:
             continue
         payload = _slot_payload(target, slot, observation)
+        if late:
+            payload["late"] = True
         # one alert per person and slot, even when several of their subscriptions fit it: the one
         # that may book it if any may, else the oldest
         chosen: dict[int, Subscription] = {}
@@ -394,11 +392,24 @@ def _queue_slot_alerts(
                     "slot_id": slot.id,
                     "episode": slot.episode,
                     "kind": NotificationKind.SLOT,
-                    "payload": {**payload, "autobook": sub.autobook, **({"late": True} if late else {})},
+                    "payload": {**payload, "autobook": sub.autobook},
                     "next_attempt_at": observation.observed_at,
                 }
             )
-    return len(enqueue_notifications(session, rows))
+    return len(enqueue_notifications(session, rows)) if rows else 0
+
+
+def _told(session: Session, slots: Sequence[Slot]) -> set[tuple[int, int]]:
+    """(slot id, user id) of every slot alert already queued for these episodes."""
+    told: set[tuple[int, int]] = set()
+    for chunk in _chunks([s.id for s in slots]):
+        rows = session.execute(
+            select(Notification.slot_id, Notification.user_id).where(
+                Notification.slot_id.in_(chunk), Notification.kind == NotificationKind.SLOT
+            )
+        )
+        told.update((slot_id, user_id) for slot_id, user_id in rows if slot_id and user_id)
+    return told
 
 
 def _queue_gone_notices(session: Session, gone_ids: Sequence[int], now: datetime) -> int:
