@@ -50,8 +50,8 @@ from worker.browser._session import RequestTemplate
 from worker.captcha import InPageAltchaSolver
 from worker.checks import run_check, session_key
 from worker.pacer import NoPacer
-from worker.sites.munich import CALENDAR, MunichAdapter
-from worker.sites.munich_selectors import Q_TOKEN
+from worker.sites.munich.adapter import CALENDAR, MunichAdapter
+from worker.sites.munich.selectors import Q_TOKEN
 
 ORLEANSPLATZ = 102522
 WOHNSITZANMELDUNG = 1063475

@@ -51,8 +51,8 @@ from shared.settings import Settings, load_settings, reset_settings_cache
 from tests.booking.conftest import observe
 from tests.conftest import free_port, wait_for_port
 from tests.support.replica import berlin_slot
-from worker.sites import munich_booking_selectors as bsel
-from worker.sites import munich_selectors as sel
+from worker.sites.munich import booking_selectors as bsel
+from worker.sites.munich import selectors as sel
 
 ORLEANSPLATZ = 102522
 WOHNSITZANMELDUNG = 1063475
@@ -251,7 +251,7 @@ def _walks(repetitions: int) -> Walks:
         from worker.browser import BrowserPool
         from worker.captcha import InPageAltchaSolver
         from worker.pacer import pacer_from_settings
-        from worker.sites.munich_booking import MunichBooker
+        from worker.sites.munich.booker import MunichBooker
 
         human_settings = bench_settings(Path(folder), redis_url, site, pacer="human")
         floor_settings = bench_settings(Path(folder), redis_url, site, pacer="none")
@@ -393,7 +393,7 @@ def _contention(users: int, slots: int, threads: int) -> dict[str, Any]:
         from worker.browser import BrowserPool
         from worker.captcha import InPageAltchaSolver
         from worker.pacer import NoPacer
-        from worker.sites.munich_booking import MunichBooker
+        from worker.sites.munich.booker import MunichBooker
 
         settings = bench_settings(Path(folder), redis_url, site, pacer="none")
         db = open_database(settings, migrate=True)

@@ -22,7 +22,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot.i18n import Gettext, normalize_language, translator
 from shared.catalog import get_catalog
 from shared.domain import SITE_TIMEZONE
-from worker.sites.munich_selectors import deep_link
+from worker.sites.munich.selectors import deep_link
 
 BOOK_CALLBACK_PREFIX = "book:"
 """Callback data of the "Book this" button: ``book:<slot_id>`` (the booking handler owns it)."""

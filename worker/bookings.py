@@ -1,7 +1,7 @@
 """Booking actors on the ``bookings`` queue: ``book_slot``, ``cancel_booking``, ``poll_booking_states``.
 
 ``book_slot(user_id, slot_id, subscription_id, requested_at, manual)`` books one slot for one
-subscriber in this worker's browser (``worker.sites.munich_booking``) under the policy of
+subscriber in this worker's browser (``worker.sites.munich.booker``) under the policy of
 ``shared.booking``. It spends its own budget (``MTA_BOOKING_BUDGET_PER_MINUTE`` per site, a
 ``SiteBudget`` keyed ``<site>:booking``, apart from the check budget).
 
@@ -46,7 +46,7 @@ from shared.settings import Settings, get_settings
 from worker import actors as _actors  # noqa: F401  (sets up the broker before the actors below)
 from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL
 from worker.budget import SiteBudget, site_budget
-from worker.sites.munich_booking import (
+from worker.sites.munich.booker import (
     CityHold,
     Contact,
     HoldLost,

@@ -31,7 +31,7 @@ from playwright.async_api import TimeoutError as PlaywrightTimeoutError
 from shared.domain import CaptchaRequired
 from shared.logging import get_logger
 from worker.pacer import NoPacer, Pacer
-from worker.sites import munich_selectors as sel
+from worker.sites.munich import selectors as sel
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page

@@ -263,7 +263,7 @@ def _adapter(settings: Settings, day: date | None = None) -> Any:
     """The worker's Munich adapter; ``day`` pins its "today" (a replay: the recording's day)."""
     from worker.captcha import InPageAltchaSolver
     from worker.pacer import pacer_from_settings
-    from worker.sites.munich import MunichAdapter, berlin_today
+    from worker.sites.munich.adapter import MunichAdapter, berlin_today
 
     return MunichAdapter(
         solver=InPageAltchaSolver(),

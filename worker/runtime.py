@@ -61,7 +61,7 @@ async def start(settings: Settings) -> Runtime:
     from worker.browser import BrowserPool
     from worker.captcha import InPageAltchaSolver
     from worker.pacer import pacer_from_settings
-    from worker.sites.munich import MunichAdapter
+    from worker.sites.munich.adapter import MunichAdapter
 
     stack = AsyncExitStack()
     try:

@@ -87,7 +87,7 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 def make_booker() -> Any:
     from worker.captcha import InPageAltchaSolver
     from worker.pacer import NoPacer
-    from worker.sites.munich_booking import MunichBooker
+    from worker.sites.munich.booker import MunichBooker
 
     return MunichBooker(solver=InPageAltchaSolver(), pacer=NoPacer())
 

@@ -8,9 +8,9 @@ from datetime import UTC, date, datetime
 import pytest
 
 from replica.mails import process_hash
-from shared.domain import CaptchaRequired, RateLimited, SiteUnavailable
-from worker.sites import munich_booking_selectors as bsel
-from worker.sites.munich_booking import ApiResponse, Contact, raise_for_site
+from shared.domain import CaptchaRequired, LayoutChanged, RateLimited, SiteUnavailable
+from worker.sites.munich import booking_selectors as bsel
+from worker.sites.munich.booker import ApiResponse, Contact, raise_for_site
 
 
 def test_day_labels_match_the_calendar_tiles() -> None:
@@ -45,8 +45,9 @@ def test_contact_finds_the_offices_custom_field_and_hides_personal_data() -> Non
         (429, "rateLimitExceeded", RateLimited),
         (400, "captchaExpired", CaptchaRequired),
         (503, "serviceUnavailable", SiteUnavailable),
-        (403, "IP_BLACKLISTED", SiteUnavailable),
+        (403, "IP_BLACKLISTED", RateLimited),
         (520, "unknownError", SiteUnavailable),
+        (400, "someCodeNobodyKnows", LayoutChanged),
     ],
 )
 def test_site_trouble_becomes_a_typed_failure(status: int, code: str, expected: type[Exception]) -> None:

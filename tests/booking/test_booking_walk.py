@@ -118,7 +118,7 @@ async def test_expired_reservation_is_detected_and_reported(
     then the replica clock jumps 16 minutes (Führerscheinstelle reservation: 15). Asserts: the poll
     marks the booking expired (reservation) and queues one "expired" message."""
     from worker.bookings import poll_bookings
-    from worker.sites.munich_booking import MunichBooker
+    from worker.sites.munich.booker import MunichBooker
 
     class DiesAfterReserve(MunichBooker):
         async def book(
@@ -220,7 +220,7 @@ async def test_redelivery_after_a_killed_worker_resumes_without_a_second_hold(
     """Injected: the worker dies right after the city reserved; the message is delivered again
     (same request time). Asserts: the second delivery finishes the same city process (update +
     preconfirm from the page), one booking row, one process, one activation mail."""
-    from worker.sites.munich_booking import MunichBooker
+    from worker.sites.munich.booker import MunichBooker
 
     real_booker = deps.booker
 
@@ -296,7 +296,7 @@ async def test_too_many_appointments_for_one_email_is_reported_on_the_email_fiel
     required custom field was filled from the profile's ``case_reference``. Also walks with the
     human pacer (tiny delays): clicks after mouse travel, key-by-key typing."""
     from worker.pacer import HumanPacer
-    from worker.sites.munich_booking import MunichBooker
+    from worker.sites.munich.booker import MunichBooker
 
     email = "viele.termine@example.org"
     starts = [berlin_slot(days_ahead=10 + i, hour=9) for i in range(5)]

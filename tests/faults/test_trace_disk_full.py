@@ -26,7 +26,7 @@ from worker.browser import BrowserPool
 from worker.captcha import InPageAltchaSolver
 from worker.checks import run_check
 from worker.pacer import NoPacer
-from worker.sites.munich import MunichAdapter
+from worker.sites.munich.adapter import MunichAdapter
 
 pytestmark = [pytest.mark.browser]
 

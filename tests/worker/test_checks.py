@@ -30,7 +30,7 @@ from worker.browser import BrowserPool
 from worker.captcha import InPageAltchaSolver
 from worker.checks import _browser_gone, run_check, session_key, walked_session
 from worker.pacer import NoPacer
-from worker.sites.munich import MunichAdapter
+from worker.sites.munich.adapter import MunichAdapter
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 

@@ -16,7 +16,7 @@ import pytest
 
 from shared.settings import load_settings
 from worker.browser import BrowserPool
-from worker.sites.munich_selectors import NEXT_BUTTON
+from worker.sites.munich.selectors import NEXT_BUTTON
 
 pytestmark = [
     pytest.mark.browser,

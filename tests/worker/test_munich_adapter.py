@@ -44,9 +44,9 @@ from worker.browser import BrowserPool
 from worker.captcha import InPageAltchaSolver
 from worker.checks import CheckResult, run_check, session_key
 from worker.pacer import NoPacer
-from worker.sites import munich_selectors as sel
 from worker.sites.base import SiteQuota
-from worker.sites.munich import Exchange, MunichAdapter, _verified_token, read_calendar
+from worker.sites.munich import selectors as sel
+from worker.sites.munich.adapter import Exchange, MunichAdapter, _verified_token, read_calendar
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
 

@@ -1,8 +1,8 @@
-"""What the booking walk needs to know about the city's page and API beyond ``munich_selectors``.
+"""What the booking walk needs to know about the city's page and API beyond ``selectors``.
 
 Each value is a fact from the site's fact sheet (``shared/site/munich-site.md``; section in the
 comment). The checking side's facts (deep link, calendar, captcha, error screens) stay in
-``munich_selectors``; this module only adds the contact and overview steps, the booking endpoints
+``selectors``; this module only adds the contact and overview steps, the booking endpoints
 and their error codes, and the e-mail link routes.
 """
 

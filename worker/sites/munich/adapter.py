@@ -1,7 +1,7 @@
 """The Munich adapter: reads free slots from the city's booking page (ZMS citizen view).
 
 Everything here is aimed at the facts in the site's fact sheet (``shared/site/munich-site.md``),
-kept in ``munich_selectors``: element ids and German labels, the citizen-API endpoints and their
+kept in ``selectors``: element ids and German labels, the citizen-API endpoints and their
 answers, the error codes. Nothing depends on how our replica happens to be built.
 
 The walk (a fresh context) does what a person does: open the deep link for the service and office,
@@ -57,8 +57,9 @@ from shared.settings import Settings
 from worker.browser._session import RequestTemplate
 from worker.captcha import CaptchaSolver, token_from_verify
 from worker.pacer import Pacer
-from worker.sites import munich_selectors as sel
 from worker.sites.base import SiteQuota
+from worker.sites.munich import selectors as sel
+from worker.sites.munich.failures import failure_for, header_int, reset_time
 
 if TYPE_CHECKING:
     from worker.browser._session import BrowserSession
@@ -381,8 +382,7 @@ Probe = Callable[[], Awaitable[bool]]
 
 
 def _header_int(exchange: Exchange, name: str) -> int | None:
-    value = exchange.headers.get(name, "").strip()
-    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else None
+    return header_int(exchange.headers, name)
 
 
 def berlin_today() -> date:
@@ -750,20 +750,7 @@ class MunichAdapter:
 
     def _failure(self, exchange: Exchange) -> CheckFailure | None:
         status, codes, endpoint = exchange.status, exchange.error_codes, exchange.endpoint
-        if status == 429 or sel.RATE_LIMIT_CODE in codes:
-            return RateLimited(
-                f"{endpoint}: HTTP {status} rateLimitExceeded", reset_at=self._reset_at(exchange)
-            )
-        if sel.BLOCKED_CODE in codes:
-            return RateLimited(f"{endpoint}: HTTP {status} {sel.BLOCKED_CODE}", reset_at=None)
-        if status == 503 or sel.MAINTENANCE_CODE in codes:
-            return SiteUnavailable(f"{endpoint}: HTTP {status} maintenance", status_code=status)
-        if status >= 500 or status == 0:
-            return SiteUnavailable(f"{endpoint}: HTTP {status} {','.join(codes)}".strip(), status_code=status)
-        if sel.CAPTCHA_CODES & set(codes):
-            return CaptchaRequired(f"{endpoint}: {','.join(sorted(sel.CAPTCHA_CODES & set(codes)))}")
-        if not exchange.parsed or not isinstance(exchange.data, dict):
-            return SiteUnavailable(f"{endpoint}: HTTP {status} answered no JSON object", status_code=status)
+        # "nothing free" answers are outcomes, not failures (fact sheet §2.4a, §2.4b)
         if status == 404 and endpoint == sel.CALENDAR_ENDPOINT and sel.NO_SCOPE_CODE in codes:
             return None
         if status == 404 and endpoint == sel.LEGACY_DAYS_ENDPOINT and sel.LEGACY_NO_DAYS_CODE in codes:
@@ -774,27 +761,17 @@ class MunichAdapter:
             and sel.LEGACY_NO_APPOINTMENTS_CODE in codes
         ):
             return None
-        if status >= 400:
-            return LayoutChanged(
-                f"{endpoint}: the site refused the page's own request: HTTP {status} {codes}"
-            )
-        return None
+        return failure_for(
+            endpoint,
+            status,
+            codes,
+            is_object=exchange.parsed and isinstance(exchange.data, dict),
+            headers=exchange.headers,
+            last_reset=self._last_reset,
+        )
 
     def _reset_at(self, exchange: Exchange) -> datetime:
-        """When the block lifts: the answer's own header if any, else the last ``X-RateLimit-Reset``
-        seen (the last counted request + 60 s), else a full window from now (spec §2.11)."""
-        now = utcnow()
-        for header in (sel.RATE_LIMIT_RESET_HEADER, "retry-after"):
-            number = _header_int(exchange, header)
-            if number is not None:
-                at = (
-                    now + timedelta(seconds=number) if number < 10**9 else datetime.fromtimestamp(number, UTC)
-                )
-                if at > now:
-                    return at
-        if self._last_reset is not None and self._last_reset > now:
-            return self._last_reset
-        return now + timedelta(seconds=sel.RATE_LIMIT_WINDOW_S)
+        return reset_time(exchange.headers, self._last_reset)
 
     def _remember_limits(self, exchanges: list[Exchange]) -> None:
         """Keep what successful answers say about the rate limit (spec §2.11): when the window resets,

@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from playwright.async_api import Error as PlaywrightError
@@ -42,8 +42,9 @@ from shared.domain import (
 )
 from shared.logging import get_logger
 from worker.pacer import NoPacer, Pacer
-from worker.sites import munich_booking_selectors as bsel
-from worker.sites import munich_selectors as sel
+from worker.sites.munich import booking_selectors as bsel
+from worker.sites.munich import selectors as sel
+from worker.sites.munich.failures import failure_for
 
 if TYPE_CHECKING:
     from playwright.async_api import Locator, Page, Response
@@ -273,28 +274,16 @@ class ApiRecorder:
 
 
 def raise_for_site(response: ApiResponse) -> None:
-    """Map a failed API response that is not a booking outcome onto a ``CheckFailure``."""
-    codes = set(response.codes)
-    if response.status == 429 or sel.RATE_LIMIT_CODE in codes:
-        reset = response.headers.get(sel.RATE_LIMIT_RESET_HEADER)
-        reset_at = (
-            datetime.fromtimestamp(int(reset), UTC) if reset and reset.isascii() and reset.isdigit() else None
-        )
-        raise RateLimited(f"{response.endpoint}: rate limited", reset_at=reset_at)
-    if codes & sel.CAPTCHA_CODES:
-        raise CaptchaRequired(f"{response.endpoint}: {sorted(codes & sel.CAPTCHA_CODES)[0]}")
-    if sel.BLOCKED_CODE in codes:
-        raise SiteUnavailable(f"{response.endpoint}: address blocked", status_code=response.status)
-    if response.status >= 500 or sel.MAINTENANCE_CODE in codes:
-        raise SiteUnavailable(f"{response.endpoint}: HTTP {response.status}", status_code=response.status)
-    if response.body is None:
-        raise SiteUnavailable(
-            f"{response.endpoint}: no JSON (HTTP {response.status})", status_code=response.status
-        )
-    raise SiteUnavailable(
-        f"{response.endpoint}: HTTP {response.status} {','.join(sorted(codes)) or 'no error code'}",
-        status_code=response.status,
+    """Raise what a failed API response that is not a booking outcome means (``failures``)."""
+    failure = failure_for(
+        response.endpoint,
+        response.status,
+        response.codes,
+        is_object=isinstance(response.body, dict),
+        headers=response.headers,
     )
+    codes = ",".join(response.codes) or "an answer not understood"
+    raise failure or LayoutChanged(f"{response.endpoint}: HTTP {response.status} {codes}")
 
 
 def _hold_from(body: dict[str, Any], fallback: CityHold | None = None) -> CityHold:
