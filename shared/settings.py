@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     X-RateLimit-Limit header announces a lower N (a sixth of N is kept back). 0 turns the pause off."""
     check_min_interval_s: float = Field(default=10.0, gt=0, le=3_600)
     """No target is checked more often than this, whatever the budget allows."""
+    check_day_requests_max: int = Field(default=12, ge=0, le=200)
+    """Day requests one check round may make beyond its horizon request: the free times of days
+    that became bookable (first) and of the least recently read half of the other open days that
+    someone wants. The round's cost is charged to the budget, and the scheduler spaces rounds by it."""
+    check_horizon_days: int = Field(default=183, ge=1, le=365)
+    """How far ahead the scheduler looks for days that subscribers want (the page asks 6 months)."""
     scheduler_lease_ms: int = Field(default=10_000, ge=500, le=600_000)
     """The scheduler leader's lease in Redis; a standby takes over this long after the leader died."""
 

@@ -23,6 +23,7 @@ import dramatiq
 import redis
 
 from shared.domain import CheckFailure, CheckTimeout, Observation, RateLimited, TargetKey
+from shared.horizon import decode_days
 from shared.logging import get_logger
 from shared.settings import get_settings
 from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL, setup_broker
@@ -207,17 +208,21 @@ def _outcome(result: Observation | CheckFailure) -> str:
     queue_name=CHECKS_QUEUE, max_retries=0, time_limit=CHECK_TIME_LIMIT_MS, max_age=CHECK_MAX_AGE_MS
 )
 async def check_target(
-    target_id: int, dispatch_id: str | None = None, riders: list[int] | None = None
+    target_id: int,
+    dispatch_id: str | None = None,
+    riders: list[int] | None = None,
+    days: str | None = None,
 ) -> None:
     """Check one target now, with the ``riders`` of its group (same site, service and count), by
-    one request for the union of their offices; record what each of them was shown.
+    one round of requests for the union of their offices; record what each of them was shown.
 
     ``dispatch_id`` (set by the scheduler) keys the check rows: a message delivered twice is
-    recorded once.
+    recorded once. ``days`` (``shared.horizon.encode_days``) are the days anyone in the group wants;
+    None asks the whole horizon.
     """
     from worker import metrics, runtime
     from worker.checks import run_check
-    from worker.scheduler import mark_done
+    from worker.scheduler import mark_done, note_round_cost
 
     check_key = dispatch_id or uuid.uuid4().hex
     target_ids = [target_id, *(riders or [])]
@@ -234,12 +239,17 @@ async def check_target(
         if adapter is None:
             raise LookupError(f"no site adapter for {key.site!r} (target {target_id})")
         requests_made = 0
+        wanted_days = decode_days(days) if days is not None else None
         try:
             outcome = await asyncio.wait_for(
-                run_check(rt.pool, adapter, key, site_url=rt.settings.site_url), timeout=CHECK_TIMEOUT_S
+                run_check(rt.pool, adapter, key, site_url=rt.settings.site_url, days=wanted_days),
+                timeout=CHECK_TIMEOUT_S,
             )
             result: Observation | CheckFailure = outcome.observation
             requests_made = outcome.requests_made
+            if not outcome.walked:
+                with _redis_step("round_cost", target_id):
+                    note_round_cost(_client(), key.site, key.service_id, key.service_count, requests_made)
         except CheckFailure as failure:
             result = failure
             requests_made = int(getattr(failure, "requests_made", 1))

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import date
 
 from playwright.async_api import Error as PlaywrightError
 
@@ -83,12 +84,20 @@ def _browser_gone(session: BrowserSession, exc: BaseException | None = None) -> 
     return exc is not None and any(marker in str(exc) for marker in _CLOSED_MARKERS)
 
 
-async def run_check(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, *, site_url: str) -> CheckResult:
-    """Check ``key`` once; raises a ``CheckFailure`` (with ``requests_made``) when it fails."""
+async def run_check(
+    pool: BrowserPool,
+    adapter: SiteAdapter,
+    key: TargetKey,
+    *,
+    site_url: str,
+    days: frozenset[date] | None = None,
+) -> CheckResult:
+    """Check ``key`` once, for the days in ``days`` someone wants (None: the whole horizon); raises
+    a ``CheckFailure`` (with ``requests_made``) when it fails."""
     spent = 0
     for attempt in range(1, BROWSER_ATTEMPTS + 1):
         try:
-            result = await _attempt(pool, adapter, key, site_url)
+            result = await _attempt(pool, adapter, key, site_url, days)
         except _NeedsToken as needs:
             spent += int(getattr(needs, "requests_made", 0))
             if attempt < BROWSER_ATTEMPTS:
@@ -150,7 +159,9 @@ async def walked_session(
             await pool.retire(session, f"{purpose} done")
 
 
-async def _attempt(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, site_url: str) -> CheckResult:
+async def _attempt(
+    pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, site_url: str, days: frozenset[date] | None
+) -> CheckResult:
     started = time.monotonic()
     captcha_targets = pool.captcha_targets
     async with pool.session(session_key(key), need_token=key in captcha_targets) as session:
@@ -159,14 +170,14 @@ async def _attempt(pool: BrowserPool, adapter: SiteAdapter, key: TargetKey, site
         await begin_check(session)
         try:
             if walked:
-                observation = await adapter.walk(session, key, site_url)
+                observation = await adapter.walk(session, key, site_url, days)
                 # a fresh context meets the captcha only where the office asks for one
                 if session.token is not None:
                     captcha_targets.add(key)
                 else:
                     captcha_targets.discard(key)
             else:
-                observation = await adapter.warm_check(session, key)
+                observation = await adapter.warm_check(session, key, days)
         except CheckFailure as failure:
             if isinstance(failure, CaptchaRequired) and not walked and session.token is None:
                 captcha_targets.add(key)

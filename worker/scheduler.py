@@ -7,9 +7,13 @@ Politeness is decided here, once for the whole farm:
   ticks several offices the same way). The city sees one request stream per service and count,
   however many people wait and however they combine offices;
 - every dispatch spends a token of the site's budget (Redis, shared by all processes);
-- each such group gets an equal share of the budget (its interval), the most overdue goes first, and
-  the first check of a target in each minute fires just after the minute boundary plus jitter,
-  because the city releases freed slots on minute ticks;
+- a check is a round of requests (``MunichAdapter.check_round``): the bookable days of the whole
+  horizon, then the times of the days someone wants. The scheduler works out those days from the
+  group's subscriptions (date windows, weekdays; ``shared.horizon``) and sends them with the check;
+  a round's cost varies with the open days, so the worker reports it and the intervals follow;
+- each such group gets a share of the budget in proportion to its round's cost (its interval),
+  the most overdue goes first, and the first check of a target in each minute fires just after
+  the minute boundary plus jitter, because the city releases freed slots on minute ticks;
 - targets backing off (429 reset time, maintenance) are skipped until their time has come, and a
   429 pauses the whole site (the city counts requests per client address, not per target);
 - a target is sent again only after its worker said it is done (``mark_done``), so checks of one
@@ -18,7 +22,9 @@ A second scheduler process stands by and takes over when the leader's lease runs
 
 Redis keys: ``mta:inflight:<target id>`` (a check is queued or running; or, after a failure, the
 target's back-off), ``mta:scheduler:last_dispatch`` (hash target id -> unix time),
-``mta:site_pause:<site>`` (the site answered 429; expires at its reset time), the leader lease
+``mta:site_pause:<site>`` (the site answered 429; expires at its reset time),
+``mta:scheduler:round_cost`` (hash ``site:service:count`` -> site requests of the group's last warm
+round, which sets how far apart its rounds are), the leader lease
 ``mta:scheduler:leader`` and the heartbeats (``worker.heartbeat``).
 """
 
@@ -31,13 +37,15 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
 from sqlalchemy import select
 
 from shared.db.database import Database
-from shared.db.models import Target
+from shared.db.models import Subscription, SubscriptionState, Target
+from shared.domain import SITE_TIMEZONE
+from shared.horizon import DayWish, encode_days, wanted_days
 from shared.logging import get_logger
 from shared.recording import sync_targets
 from shared.settings import Settings
@@ -50,6 +58,7 @@ log = get_logger("mta.scheduler")
 INFLIGHT_PREFIX = "mta:inflight:"
 LAST_DISPATCH_KEY = "mta:scheduler:last_dispatch"
 SITE_PAUSE_PREFIX = "mta:site_pause:"
+ROUND_COST_KEY = "mta:scheduler:round_cost"
 BOOKING_POLL_EVERY_S = 30.0
 """Reservations, activation deadlines and confirmations are read this often (one job at a time)."""
 RETENTION_EVERY_S = 3600.0
@@ -88,9 +97,10 @@ class Scheduler:
     settings: Settings
     db: Database
     client: redis.Redis
-    send: Callable[[int, str, list[int]], None]
-    """Enqueue one check of a target, with its dispatch id and the other targets of its group that
-    ride along (``check_target.send`` in production)."""
+    send: Callable[[int, str, list[int], str], None]
+    """Enqueue one check of a target, with its dispatch id, the other targets of its group that
+    ride along, and the days anyone in the group wants (``shared.horizon.encode_days``;
+    ``check_target.send`` in production)."""
     sync_interval_s: float = 5.0
     min_interval_s: float | None = None
     """No target is checked more often than this (default: the ``check_min_interval_s`` setting)."""
@@ -99,6 +109,9 @@ class Scheduler:
     rng: random.Random = field(default_factory=random.Random)
     leader: LeaderLock | None = None
     _targets: list[TargetView] = field(default_factory=list)
+    _wanted: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    """Per group, the days its subscribers want (encoded), worked out at each sync."""
+    _round_cost: dict[str, float] = field(default_factory=dict)
     _synced_at: float = float("-inf")
     _backoff_read_at: float = float("-inf")
     backoff_refresh_s: float = 1.0
@@ -122,8 +135,24 @@ class Scheduler:
             self._targets = [
                 TargetView(t.id, t.site, t.backoff_until, t.service_id, t.service_count) for t in rows
             ]
+            wishes: dict[tuple[str, int, int], list[DayWish]] = {}
+            for sub in session.scalars(
+                select(Subscription).where(Subscription.state == SubscriptionState.ACTIVE)
+            ):
+                wishes.setdefault((sub.site, sub.service_id, sub.service_count), []).append(
+                    DayWish(sub.date_from, sub.date_to, frozenset(sub.weekdays or ()))
+                )
+        today = datetime.now(SITE_TIMEZONE).date()
+        self._wanted = {
+            group: encode_days(wanted_days(group_wishes, today, self.settings.check_horizon_days))
+            for group, group_wishes in wishes.items()
+        }
         self._synced_at = self._backoff_read_at = time.monotonic()
         return self._targets
+
+    def wanted(self, group: tuple[str, int, int]) -> str:
+        """The days anyone in ``group`` wants, encoded (empty: none in the horizon)."""
+        return self._wanted.get(group, "")
 
     def budget(self, site: str) -> SiteBudget:
         if site not in self._budgets:
@@ -131,10 +160,12 @@ class Scheduler:
         return self._budgets[site]
 
     def interval_s(self, site: str) -> float:
-        """Each group's equal share of its site's budget, as seconds between checks."""
+        """Seconds between rounds of each group of ``site``: the budget spread over the rounds of
+        all its groups, each round costing what the group's last warm round cost (1 until known)."""
         assert self.min_interval_s is not None
-        count = len({t.group for t in self._targets if t.site == site})
-        return max(self.min_interval_s, 60.0 * count / self.settings.site_budget_per_minute)
+        groups = {t.group for t in self._targets if t.site == site}
+        cost = sum(self._round_cost.get(_cost_field(*group), 1.0) for group in groups)
+        return max(self.min_interval_s, 60.0 * cost / self.settings.site_budget_per_minute)
 
     def _minute_start(self, now_s: float) -> float:
         minute = int(now_s // 60)
@@ -164,6 +195,10 @@ class Scheduler:
         if not self._targets:
             return []
         now_dt = datetime.fromtimestamp(now_s, UTC)
+        self._round_cost = {
+            (k.decode() if isinstance(k, bytes) else str(k)): max(1.0, float(v))
+            for k, v in cast(dict[Any, Any], self.client.hgetall(ROUND_COST_KEY)).items()
+        }
         raw = self.client.hmget(LAST_DISPATCH_KEY, [str(t.id) for t in self._targets])
         last = {t.id: (float(v) if v else None) for t, v in zip(self._targets, raw, strict=True)}
         paused = {site for site in {t.site for t in self._targets} if site_paused_s(self.client, site) > 0}
@@ -202,7 +237,7 @@ class Scheduler:
             for key in keys:
                 self.client.set(key, dispatch_id, ex=self.inflight_ttl_s)
             try:
-                self.send(target.id, dispatch_id, riders)
+                self.send(target.id, dispatch_id, riders, self.wanted(target.group))
             except Exception:
                 self.client.delete(*keys)
                 raise
@@ -305,6 +340,18 @@ def mark_done(client: redis.Redis, target_id: int, *, not_before: datetime | Non
         client.set(key, "backoff", pxat=until_ms)
     else:
         client.delete(key)
+
+
+def _cost_field(site: str, service_id: int, service_count: int) -> str:
+    return f"{site}:{service_id}:{service_count}"
+
+
+def note_round_cost(
+    client: redis.Redis, site: str, service_id: int, service_count: int, requests: int
+) -> None:
+    """Called by the worker after a warm round: what it cost, so the scheduler spaces the group's
+    rounds to fit the budget (a round's cost grows with the open days someone wants)."""
+    client.hset(ROUND_COST_KEY, _cost_field(site, service_id, service_count), max(1, requests))
 
 
 def pause_site(client: redis.Redis, site: str, until: datetime) -> None:

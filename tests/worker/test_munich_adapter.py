@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -235,8 +235,9 @@ async def test_fuehrerscheinstelle_without_captcha(
 ) -> None:
     """Führerscheinstelle (no captcha): the walk never touches the captcha endpoints. Nothing free
     yet: the page shows its "no appointment" callout, the observation is empty and covers today
-    (so the recorder may close slots seen before). Slots released later on two days are all found
-    within a few warm checks of one request each (a newly listed day is asked for first)."""
+    (so the recorder may close slots seen before). Slots released later on two days are both found
+    by the next warm round: its horizon request lists both days and carries the first day's times,
+    one day request reads the second day's (two requests in all)."""
     await fresh(pool, FUEHRERSCHEIN)
     day_before = datetime.now(BERLIN).date()
     walked = await check(pool, adapter, FUEHRERSCHEIN, replica)
@@ -250,12 +251,11 @@ async def test_fuehrerscheinstelle_without_captcha(
     early = berlin_slot(days_ahead=3, hour=8, minute=30)
     later = berlin_slot(days_ahead=5, hour=9)
     replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(early) + units(later))
-    seen: set[tuple[int, int]] = set()
-    for _ in range(3):
-        result = await check(pool, adapter, FUEHRERSCHEIN, replica)
-        assert not result.walked and result.requests_made == 1
-        seen |= starts(result.observation)
-    assert {(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, early), (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, later)} <= seen
+    result = await check(pool, adapter, FUEHRERSCHEIN, replica)
+    assert not result.walked and result.requests_made == 2
+    assert {(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, early), (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, later)} <= starts(
+        result.observation
+    )
 
 
 async def test_rate_limit_storm_on_walk_and_on_warm_check(
@@ -437,3 +437,102 @@ async def test_token_of_a_widget_that_verified_on_its_own() -> None:
     refused = verify({"meta": {"success": False, "error": "Captcha verification failed"}, "data": None})
     assert _verified_token([earlier, passed, calendar]) == "t-2"
     assert _verified_token([refused, calendar]) is None
+
+
+# --- the whole horizon (issue 12) --------------------------------------------------------------------
+def _calendar_windows(records: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(slotsStartDate, slotsEndDate) of every available-calendar request in ``records``."""
+    windows = []
+    for record in records:
+        if "available-calendar" in record["path"]:
+            query = {k: v[0] for k, v in parse_qs(record["query"]).items()}
+            windows.append((query.get("slotsStartDate", ""), query.get("slotsEndDate", "")))
+    return windows
+
+
+def _month_after_next_slot(hour: int) -> int:
+    """A working day early in the month after next (Berlin), as an epoch."""
+    today = datetime.now(BERLIN).date()
+    first = (today.replace(day=1) + timedelta(days=62)).replace(day=1)
+    day = first + timedelta(days=2)
+    while day.weekday() >= 5:
+        day += timedelta(days=1)
+    return berlin_slot(days_ahead=(day - today).days, hour=hour)
+
+
+async def test_a_slot_in_the_month_after_next_is_seen_in_the_same_round_as_one_tomorrow(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Tried: a warm session on an office with nothing free; then one slot is released tomorrow and
+    one in the month after next. Asserted: the very next warm round reads both (the calendar
+    answer paints only the months its slot window reaches, so a one-day window would miss the
+    later one), at the cost of its horizon request plus one day request, and the horizon request's
+    slot window reaches the later month."""
+    await fresh(pool, FUEHRERSCHEIN)
+    await check(pool, adapter, FUEHRERSCHEIN, replica)
+    soon = berlin_slot(days_ahead=1, hour=9)
+    far = _month_after_next_slot(hour=10)
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(soon) + units(far))
+    before = len(request_log(replica))
+
+    result = await check(pool, adapter, FUEHRERSCHEIN, replica)
+
+    assert not result.walked
+    seen = starts(result.observation)
+    assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, far) in seen
+    assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, soon) in seen
+    assert result.requests_made == 2
+    windows = _calendar_windows(request_log(replica)[before:])
+    horizon_end = date.fromisoformat(windows[0][1])
+    assert horizon_end >= day_of(far), windows
+    assert (day_of(far).isoformat(),) * 2 in windows  # the later day's times, by a day request
+
+
+async def test_a_new_time_on_the_last_of_fifteen_open_days_is_seen_within_two_rounds(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Tried: 15 open days; warm rounds until every day's times have been read once (new days
+    first); then a new time is released on the last of the 15 days. Asserted: one of the next two
+    rounds reads it, and no round costs more than its horizon request plus the day cap."""
+    await fresh(pool, FUEHRERSCHEIN)
+    open_days = list(range(1, 16))
+    replica.add_slots(
+        FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, [ts for d in open_days for ts in units(berlin_slot(d, hour=8))]
+    )
+    walked = await check(pool, adapter, FUEHRERSCHEIN, replica)  # the walk and its round
+    warm = await check(pool, adapter, FUEHRERSCHEIN, replica)  # the days the walk's cap left over
+    every_first_time = {(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, berlin_slot(d, hour=8)) for d in open_days}
+    assert every_first_time <= starts(walked.observation) | starts(warm.observation)
+    new_time = berlin_slot(days_ahead=open_days[-1], hour=13)
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, units(new_time))
+
+    rounds = []
+    for _ in range(2):
+        result = await check(pool, adapter, FUEHRERSCHEIN, replica)
+        rounds.append(result)
+        if (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, new_time) in starts(result.observation):
+            break
+    assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, new_time) in starts(rounds[-1].observation)
+    assert all(r.requests_made <= 1 + adapter.max_day_requests for r in rounds)
+
+
+async def test_days_nobody_wants_cost_no_request(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Tried: slots on three days; the check is told (as the scheduler tells it) that subscribers
+    want only the third. Asserted: the round's horizon window starts at that day, no day request
+    asks for another day, and the observation covers the wanted day with its slot."""
+    await fresh(pool, FUEHRERSCHEIN)
+    slots = [berlin_slot(days_ahead=d, hour=9) for d in (2, 3, 4)]
+    replica.add_slots(FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, [ts for s in slots for ts in units(s)])
+    await check(pool, adapter, FUEHRERSCHEIN, replica)
+    wanted = frozenset({day_of(slots[2])})
+    before = len(request_log(replica))
+
+    result = await run_check(pool, adapter, FUEHRERSCHEIN, site_url=replica.page_url, days=wanted)
+
+    windows = _calendar_windows(request_log(replica)[before:])
+    assert windows[0][0] == day_of(slots[2]).isoformat()
+    assert all(start == end == day_of(slots[2]).isoformat() for start, end in windows[1:]), windows
+    assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, slots[2]) in starts(result.observation)
+    assert result.observation.covered_days is not None and day_of(slots[2]) in result.observation.covered_days

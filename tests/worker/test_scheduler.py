@@ -15,8 +15,10 @@ import redis
 
 from shared.db.database import Database
 from shared.db.models import Subscription, Target, User
+from shared.domain import SITE_TIMEZONE
+from shared.horizon import decode_days
 from shared.settings import Settings
-from worker.scheduler import Scheduler, mark_done
+from worker.scheduler import Scheduler, mark_done, note_round_cost
 
 WOHNSITZ = 1063475  # offered at 7 Bürgerbüros
 EINBUERGERUNG = 1071907  # office 10471 only
@@ -39,7 +41,7 @@ def _scheduler(settings: Settings, db: Database, sent: list[int], **kw: Any) -> 
         settings,
         db,
         client,
-        lambda target_id, _dispatch, riders: sent.extend([target_id, *riders]),
+        lambda target_id, _dispatch, riders, _days: sent.extend([target_id, *riders]),
         rng=random.Random(1),
         **kw,
     )
@@ -160,7 +162,7 @@ def test_dispatch_ids_are_unique_and_a_failed_send_frees_the_target(
     ids: list[str] = []
     fail = [True]
 
-    def send(target_id: int, dispatch_id: str, _riders: list[int]) -> None:
+    def send(target_id: int, dispatch_id: str, _riders: list[int], _days: str) -> None:
         if fail[0]:
             raise ConnectionError("redis went away")
         ids.append(dispatch_id)
@@ -214,7 +216,7 @@ def test_targets_of_one_service_are_checked_together(worker_settings: Settings, 
     settings = worker_settings.model_copy(update={"site_budget_per_minute": 2})
     client = redis.Redis.from_url(settings.redis_url)
     scheduler = Scheduler(
-        settings, db, client, lambda target_id, _d, riders: messages.append((target_id, riders))
+        settings, db, client, lambda target_id, _d, riders, _days: messages.append((target_id, riders))
     )
     targets = scheduler.sync()
     wohnsitz = [t.id for t in targets if t.service_id == WOHNSITZ]
@@ -238,3 +240,69 @@ def test_targets_of_one_service_are_checked_together(worker_settings: Settings, 
     sent = scheduler.tick(now_s=3_000_100.0)
     grouped = next(m for m in messages if m[0] in wohnsitz)
     assert wohnsitz[1] not in [grouped[0], *grouped[1]] and wohnsitz[1] not in sent
+
+
+def test_a_check_carries_the_days_its_group_wants(worker_settings: Settings, db: Database) -> None:
+    """Injected: two subscriptions to one service with different date windows and weekdays, and one
+    to another service without any filter. Asserted: each check message carries exactly the days
+    of the horizon that some subscriber of its group wants (the union of their windows and
+    weekdays), the unfiltered group the whole horizon from today."""
+    today = datetime.now(SITE_TIMEZONE).date()
+    monday = today + timedelta(days=(7 - today.weekday()) % 7 or 7)
+    with db.transaction() as session:
+        for user_id in (1, 2, 3):
+            session.add(User(id=user_id, language="en"))
+        session.add(
+            Subscription(
+                user_id=1,
+                service_id=WOHNSITZ,
+                office_ids=[102522],
+                date_from=monday,
+                date_to=monday + timedelta(days=13),
+                weekdays=[0],
+            )
+        )
+        session.add(
+            Subscription(
+                user_id=2,
+                service_id=WOHNSITZ,
+                office_ids=[102523],
+                date_from=monday + timedelta(days=30),
+                date_to=monday + timedelta(days=31),
+            )
+        )
+        session.add(Subscription(user_id=3, service_id=FS_UMSCHREIBUNG, office_ids=[10308174]))
+    messages: dict[int, str] = {}
+
+    def send(target_id: int, _dispatch: str, riders: list[int], days: str) -> None:
+        messages.update(dict.fromkeys([target_id, *riders], days))
+
+    client = redis.Redis.from_url(worker_settings.redis_url)
+    scheduler = Scheduler(worker_settings, db, client, send)
+    targets = {t.service_id: t.id for t in scheduler.sync()}
+    scheduler.tick(now_s=3_000_000.0)
+    wohnsitz_days = decode_days(messages[targets[WOHNSITZ]])
+    assert wohnsitz_days == {
+        monday,
+        monday + timedelta(days=7),
+        monday + timedelta(days=30),
+        monday + timedelta(days=31),
+    }
+    fs_days = decode_days(messages[targets[FS_UMSCHREIBUNG]])
+    assert min(fs_days) == today and len(fs_days) == worker_settings.check_horizon_days + 1
+
+
+def test_costly_rounds_space_the_groups_out(worker_settings: Settings, db: Database) -> None:
+    """Injected: two groups on a 30-per-minute budget; a worker reports that one group's last warm
+    round cost 9 requests (a horizon request and 8 days). Asserted: the interval between rounds
+    grows from the two groups' one-request share to the share of 10 requests a cycle."""
+    _subscribe(db, 2)
+    settings = worker_settings.model_copy(update={"site_budget_per_minute": 30, "check_min_interval_s": 1.0})
+    client = redis.Redis.from_url(settings.redis_url)
+    scheduler = Scheduler(settings, db, client, lambda *_args: None)
+    scheduler.sync()
+    scheduler.tick(now_s=3_000_000.0)
+    assert scheduler.interval_s("munich") == pytest.approx(60.0 * 2 / 30)
+    note_round_cost(client, "munich", WOHNSITZ, 1, 9)
+    scheduler.tick(now_s=3_000_001.0)
+    assert scheduler.interval_s("munich") == pytest.approx(60.0 * 10 / 30)

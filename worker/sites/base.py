@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Protocol
 
 from shared.domain import CaptchaRequired, CheckFailure, Observation, TargetKey, utcnow
@@ -47,12 +48,18 @@ class SiteAdapter(Protocol):
     quota: SiteQuota | None
     """The rate limit as the site's last answer stated it (None: the site states none)."""
 
-    async def walk(self, session: BrowserSession, key: TargetKey, site_url: str) -> Observation:
-        """The full walk in ``session`` (a fresh context); marks ``session.walked`` on success."""
+    async def walk(
+        self, session: BrowserSession, key: TargetKey, site_url: str, days: frozenset[date] | None = None
+    ) -> Observation:
+        """The full walk in ``session`` (a fresh context), then one round for ``days``; marks
+        ``session.walked`` on success."""
         ...
 
-    async def warm_check(self, session: BrowserSession, key: TargetKey) -> Observation:
-        """One check on a walked session, repeating the page's own calendar request."""
+    async def warm_check(
+        self, session: BrowserSession, key: TargetKey, days: frozenset[date] | None = None
+    ) -> Observation:
+        """One round of checks on a walked session: the page's own calendar requests, for the days
+        in ``days`` that someone wants (None: the whole horizon)."""
         ...
 
 
@@ -82,6 +89,8 @@ class FakeAdapter:
         self.requests_per_check = requests_per_check
         self.walks = 0
         self.warm_checks = 0
+        self.days_asked: list[frozenset[date] | None] = []
+        """The ``days`` of every call, in order."""
 
     def _next(self, key: TargetKey) -> Observation:
         if not self.results:
@@ -95,8 +104,11 @@ class FakeAdapter:
             return result
         return result(key)
 
-    async def walk(self, session: BrowserSession, key: TargetKey, site_url: str) -> Observation:
+    async def walk(
+        self, session: BrowserSession, key: TargetKey, site_url: str, days: frozenset[date] | None = None
+    ) -> Observation:
         self.walks += 1
+        self.days_asked.append(days)
         session.requests_made += self.requests_per_walk
         if self.captcha_offices & set(key.office_ids):
             session.set_token("fake-captcha-token")
@@ -104,8 +116,11 @@ class FakeAdapter:
         session.walked = True
         return observation
 
-    async def warm_check(self, session: BrowserSession, key: TargetKey) -> Observation:
+    async def warm_check(
+        self, session: BrowserSession, key: TargetKey, days: frozenset[date] | None = None
+    ) -> Observation:
         self.warm_checks += 1
+        self.days_asked.append(days)
         session.requests_made += self.requests_per_check
         if session.token is None and self.captcha_offices & set(key.office_ids):
             raise CaptchaRequired("captchaMissing")

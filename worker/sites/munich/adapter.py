@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -326,6 +327,12 @@ def read_calendar(data: object, query: dict[str, str], wanted: set[int]) -> DayR
         if slots:
             reading.days[day] = slots
             reading.loaded.add(day)
+    # the nearest bookable days outside the painted months (rule 5): worth a day request when wanted
+    for name in ("prevBookableDate", "nextBookableDate"):
+        if data.get(name) is not None:
+            day = _iso_day(data.get(name), name)
+            if range_start <= day <= range_end and day not in painted:
+                reading.bookable.add(day)
     # painted days within the range that are not listed have nothing free for this query
     for day in painted:
         if range_start <= day <= range_end and day not in listed:
@@ -421,8 +428,13 @@ class MunichAdapter:
         quiet_s: float = 0.25,
         request_timeout_s: float = 30.0,
         today: Callable[[], date] = berlin_today,
+        max_day_requests: int | None = None,
     ) -> None:
         self.solver = solver
+        self.max_day_requests = (
+            settings.check_day_requests_max if max_day_requests is None else max_day_requests
+        )
+        """Day requests one round may make beyond its horizon request (``check_round``)."""
         self.today = today
         """The site's current day (a replay pins it to the recording's; per adapter, so concurrent
         replays of different days do not meet)."""
@@ -437,15 +449,18 @@ class MunichAdapter:
         self.quota: SiteQuota | None = None
 
     # === the full walk ===================================================================
-    async def walk(self, session: BrowserSession, key: TargetKey, site_url: str) -> Observation:
-        """Deep link -> count -> captcha -> "Weiter" -> calendar; leaves the page on the calendar."""
+    async def walk(
+        self, session: BrowserSession, key: TargetKey, site_url: str, days: frozenset[date] | None = None
+    ) -> Observation:
+        """Deep link -> count -> captcha -> "Weiter" -> calendar, then one round of the request plan
+        (``check_round``) for ``days``; leaves the page on the calendar."""
         page = session.page
         recorder = ApiRecorder(page)
         # every citizen-API answer the page receives during the walk (catalogue, scope flags ...)
         session.site_data["walk_exchanges"] = recorder.exchanges
         try:
             try:
-                observation = await self._walk(session, recorder, key, site_url)
+                reading = await self._walk(session, recorder, key, site_url)
             except PlaywrightTimeoutError as exc:
                 raise CheckTimeout(f"walk timed out: {str(exc).splitlines()[0][:200]}") from None
         finally:
@@ -453,12 +468,20 @@ class MunichAdapter:
             recorder.detach()
             session.requests_made += recorder.requests
             self._remember_limits(recorder.exchanges)
+        # The page shows one month, and the deep link's office only; one round of the request plan
+        # reads the whole horizon for all the target's offices (the way the page asks when a person
+        # ticks offices and moves through days and months), so a fresh session misses nothing.
+        reading.merge(await self.check_round(session, key, days))
         session.walked = True
-        return observation
+        return self._observation(key, reading, source="walk")
 
     async def _walk(
-        self, session: BrowserSession, recorder: ApiRecorder, key: TargetKey, site_url: str
-    ) -> Observation:
+        self,
+        session: BrowserSession,
+        recorder: ApiRecorder,
+        key: TargetKey,
+        site_url: str,
+    ) -> DayReading:
         page = session.page
         url = sel.deep_link(site_url, key.service_id, key.office_ids[0] if key.office_ids else None)
         try:
@@ -531,18 +554,12 @@ class MunichAdapter:
             if window:
                 with contextlib.suppress(ValueError):
                     asked[date.fromisoformat(window)] = time.monotonic()
-        if self._matches(page_exchanges[-1], key):
-            reading = DayReading()
-            for exchange in page_exchanges:
-                if self._matches(exchange, key):
-                    reading.merge(self._read(exchange, wanted))
-        else:
-            # The page shows the deep link's office; the others of the target are asked for in one
-            # request the way the page asks when they are ticked (one request, not a click and a
-            # calendar load per office; the boxes only exist when several offices have slots).
-            reading = await self._ask(session, key, self._focus_day(session, key))
+        reading = DayReading()
+        for exchange in page_exchanges:
+            if self._matches(exchange, key):
+                reading.merge(self._read(exchange, wanted))
         self._remember_days(session, key, reading, None)
-        return self._observation(key, reading, source="walk")
+        return reading
 
     async def _set_count(self, page: Page, key: TargetKey) -> None:
         """Raise the service counter to the target's count (spec §4.3, "... erhöhen auf N")."""
@@ -573,21 +590,54 @@ class MunichAdapter:
         )
 
     # === the warm check ==================================================================
-    async def warm_check(self, session: BrowserSession, key: TargetKey) -> Observation:
-        """The page's own calendar request, repeated from inside the open page."""
+    async def warm_check(
+        self, session: BrowserSession, key: TargetKey, days: frozenset[date] | None = None
+    ) -> Observation:
+        """One round of the request plan (``check_round``) from inside the open page."""
         if not session.walked or not (CALENDAR in session.templates or LEGACY_DAYS in session.templates):
             raise LayoutChanged("warm check on a session without the page's calendar request")
-        reading = await self._ask(session, key, self._focus_day(session, key))
+        reading = await self.check_round(session, key, days)
         return self._observation(key, reading, source="calendar")
 
-    def _focus_day(self, session: BrowserSession, key: TargetKey) -> date:
-        """The day to ask for: a listed day never loaded first, else the least recently loaded one
-        (today stands for "the first bookable day", the page's landing view)."""
+    async def check_round(
+        self, session: BrowserSession, key: TargetKey, days: frozenset[date] | None = None
+    ) -> DayReading:
+        """The request plan of one round, for the days in ``days`` (None: every day of the horizon).
+
+        1. The horizon: one calendar request whose slot window runs from the first to the last
+           wanted day. The answer paints every month the window reaches (fact sheet §2.4a rule 2),
+           so it lists the bookable days of all those months, and the times of the first bookable
+           day in the window (rule 3); ``prev``/``nextBookableDate`` name bookable days outside it.
+        2. The days: one request per bookable wanted day whose times the horizon answer did not
+           carry -- every day this session has never loaded (a new bookable day, in any month),
+           then the least recently loaded half of the others, so a new time on any open day is
+           read within two rounds. At most ``max_day_requests`` day requests per round.
+
+        Requests per round: 1 + new days + ceil(other open wanted days / 2), capped at
+        1 + ``max_day_requests``; a round with nothing bookable costs one request.
+        """
         today = self.today()
+        wanted = None if days is None else frozenset(d for d in days if d >= today)
+        if wanted is not None and not wanted:
+            wanted = frozenset({today})  # nothing wanted in the horizon: keep the page's own view
+        first = min(wanted) if wanted else today
+        last = max(wanted) if wanted else None
+        reading = await self._ask_horizon(session, key, first, last)
+        self._remember_days(session, key, reading, None)
         memory = day_memory(session, key)
-        asked, bookable = memory.asked_at, memory.bookable
-        candidates = [today, *sorted(d for d in bookable if d > today)]
-        return min(candidates, key=lambda d: (asked.get(d, float("-inf")), d))
+        open_days = sorted(
+            d
+            for d in memory.bookable
+            if d >= today and (wanted is None or d in wanted) and d not in reading.loaded
+        )
+        fresh = [d for d in open_days if d not in memory.asked_at]
+        others = sorted((d for d in open_days if d in memory.asked_at), key=lambda d: (memory.asked_at[d], d))
+        plan = [*fresh, *others[: math.ceil(len(others) / 2)]][: self.max_day_requests]
+        for day in plan:
+            day_reading = await self._ask_day(session, key, day)
+            reading.merge(day_reading)
+            self._remember_days(session, key, day_reading, day)
+        return reading
 
     def _remember_days(
         self, session: BrowserSession, key: TargetKey, reading: DayReading, asked_day: date | None
@@ -602,62 +652,84 @@ class MunichAdapter:
         for day, slots in reading.days.items():
             if not slots and day not in reading.bookable:
                 bookable.discard(day)
+                asked.pop(day, None)  # if it comes back, it is new again
         bookable |= reading.bookable
         today = self.today()
         for day in [d for d in bookable if d < today]:
             bookable.discard(day)
 
-    async def _ask(self, session: BrowserSession, key: TargetKey, day: date) -> DayReading:
-        """Ask the calendar for ``day`` with the page's own request(s); legacy sites need two."""
-        wanted = set(key.office_ids)
+    @staticmethod
+    def _common_query(
+        session: BrowserSession, key: TargetKey, template: RequestTemplate
+    ) -> dict[str, str | None]:
+        if CALENDAR in session.templates:
+            names = (sel.Q_OFFICES, sel.Q_SERVICES, sel.Q_COUNTS)
+        else:
+            names = (sel.QL_OFFICE, sel.QL_SERVICE, sel.QL_COUNT)
+        return {
+            names[0]: key.office_key,
+            names[1]: str(key.service_id),
+            names[2]: str(key.service_count),
+            sel.Q_TOKEN: session.token or template.query.get(sel.Q_TOKEN) or None,
+        }
+
+    def _range(self, template: RequestTemplate) -> tuple[date, date]:
+        """The calendar's date range as the page asks it: today and the page's own span."""
         today = self.today()
+        return today, today + timedelta(days=self._span_days(template.query, sel.Q_START, sel.Q_END))
+
+    async def _ask_horizon(
+        self, session: BrowserSession, key: TargetKey, first: date, last: date | None
+    ) -> DayReading:
+        """Bookable days from ``first`` to ``last`` (None: the range's end), with the times of the
+        first of them; on a legacy site the days request, which covers the whole range."""
+        wanted = set(key.office_ids)
         if CALENDAR in session.templates:
             template = session.templates[CALENDAR]
-            span = self._span_days(template.query, sel.Q_START, sel.Q_END)
+            start, end = self._range(template)
+            first = min(max(first, start), end)
+            last = end if last is None else min(max(last, first), end)
             url = template.with_query(
+                **self._common_query(session, key, template),
                 **{
-                    sel.Q_START: today.isoformat(),
-                    sel.Q_END: (today + timedelta(days=span)).isoformat(),
-                    sel.Q_OFFICES: key.office_key,
-                    sel.Q_SERVICES: str(key.service_id),
-                    sel.Q_COUNTS: str(key.service_count),
+                    sel.Q_START: start.isoformat(),
+                    sel.Q_END: end.isoformat(),
+                    sel.Q_SLOTS_START: first.isoformat(),
+                    sel.Q_SLOTS_END: last.isoformat(),
+                },
+            )
+            return self._read(await self._fetch(session, template, url), wanted)
+        template = session.templates[LEGACY_DAYS]
+        start, end = self._range(template)
+        url = template.with_query(
+            **self._common_query(session, key, template),
+            **{sel.Q_START: start.isoformat(), sel.Q_END: end.isoformat()},
+        )
+        return self._read(await self._fetch(session, template, url), wanted)
+
+    async def _ask_day(self, session: BrowserSession, key: TargetKey, day: date) -> DayReading:
+        """The free times of ``day``: the page's request when a person clicks that day."""
+        wanted = set(key.office_ids)
+        if CALENDAR in session.templates:
+            template = session.templates[CALENDAR]
+            start, end = self._range(template)
+            url = template.with_query(
+                **self._common_query(session, key, template),
+                **{
+                    sel.Q_START: start.isoformat(),
+                    sel.Q_END: end.isoformat(),
                     sel.Q_SLOTS_START: day.isoformat(),
                     sel.Q_SLOTS_END: day.isoformat(),
-                    sel.Q_TOKEN: session.token or template.query.get(sel.Q_TOKEN) or None,
-                }
+                },
             )
-            exchange = await self._fetch(session, template, url)
-            reading = self._read(exchange, wanted)
-            self._remember_days(session, key, reading, day)
-            return reading
-
+            return self._read(await self._fetch(session, template, url), wanted)
         days_template = session.templates[LEGACY_DAYS]
-        common = {
-            sel.QL_OFFICE: key.office_key,
-            sel.QL_SERVICE: str(key.service_id),
-            sel.QL_COUNT: str(key.service_count),
-            sel.Q_TOKEN: session.token or days_template.query.get(sel.Q_TOKEN) or None,
-        }
-        span = self._span_days(days_template.query, sel.Q_START, sel.Q_END)
-        days_url = days_template.with_query(
-            **common,
-            **{sel.Q_START: today.isoformat(), sel.Q_END: (today + timedelta(days=span)).isoformat()},
-        )
-        reading = self._read(await self._fetch(session, days_template, days_url), wanted)
-        self._remember_days(session, key, reading, None)
-        bookable = sorted(d for d in reading.bookable if d >= today)
-        if not bookable:
-            return reading
-        asked = day_memory(session, key).asked_at
-        focus = day if day in bookable else min(bookable, key=lambda d: (asked.get(d, float("-inf")), d))
-        appointments_template = session.templates.get(LEGACY_APPOINTMENTS) or days_template.with_endpoint(
+        template = session.templates.get(LEGACY_APPOINTMENTS) or days_template.with_endpoint(
             sel.LEGACY_DAYS_ENDPOINT, sel.LEGACY_APPOINTMENTS_ENDPOINT
         )
-        url = appointments_template.with_query(**common, **{sel.QL_DATE: focus.isoformat()})
-        day_reading = self._read(await self._fetch(session, appointments_template, url), wanted)
-        reading.merge(day_reading)
-        self._remember_days(session, key, day_reading, focus)
-        return reading
+        common = self._common_query(session, key, days_template)
+        url = template.with_query(**common, **{sel.QL_DATE: day.isoformat()})
+        return self._read(await self._fetch(session, template, url), wanted)
 
     @staticmethod
     def _span_days(query: dict[str, str], start: str, end: str) -> int:
