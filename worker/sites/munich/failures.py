@@ -11,8 +11,10 @@ now ask ``failure_for``. The policy, per the city's source (``zmscitizenapi``: `
 - 503 or ``serviceUnavailable``, any other 5xx, or no answer at all: ``SiteUnavailable``;
 - a captcha code: ``CaptchaRequired`` (a fresh walk solves it again);
 - an answer that is not JSON at all (a proxy's or WAF's HTML page): ``SiteUnavailable``;
-- a JSON 4xx this code does not know: ``LayoutChanged``, never "no slots" and never "slot taken". The caller decides first which answers are ordinary outcomes
-  (``noAppointmentForThisScope`` on the calendar, ``appointmentNotAvailable`` on reserve ...).
+- a JSON 4xx this code does not know: ``LayoutChanged``, never "no slots" and never "slot taken".
+
+The caller decides first which answers are ordinary outcomes (``noAppointmentForThisScope`` on the
+calendar, ``appointmentNotAvailable`` on reserve ...).
 """
 
 from __future__ import annotations
