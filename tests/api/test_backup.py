@@ -12,8 +12,8 @@ import pytest
 from sqlalchemy import delete, func, select
 from typer.testing import CliRunner
 
+from mta.cli import app as cli
 from shared.backup import BackupError, backup_database, restore_database
-from shared.cli import app as cli
 from shared.db.database import Database, open_database
 from shared.db.models import BookingProfile, Check, Slot
 from shared.domain import CheckOutcome

@@ -16,7 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from shared.cli import app as cli
+from mta.cli import app as cli
 from shared.db.database import Database
 from shared.settings import Settings, reset_settings_cache
 from tests.api.conftest import LiveServer, farm_alive
@@ -179,7 +179,7 @@ def test_mta_api_serves_until_stopped(api_settings: Settings, db: Database) -> N
         "MTA_API_PORT": str(port),
         "MTA_ENV": "test",
     }
-    proc = subprocess.Popen([sys.executable, "-m", "shared", "api"], env=env, cwd=Path.cwd())
+    proc = subprocess.Popen([sys.executable, "-m", "mta", "api"], env=env, cwd=Path.cwd())
     try:
         wait_for_port(port, timeout_s=60)
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}

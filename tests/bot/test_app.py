@@ -103,7 +103,7 @@ def test_webhook_mode_checks_the_secret_token(
 def test_mta_bot_without_token_says_so(tmp_path: Any, redis_url: str) -> None:
     env = {**os.environ, "MTA_DATA_DIR": str(tmp_path), "MTA_REDIS_URL": redis_url, "MTA_TELEGRAM_TOKEN": ""}
     result = subprocess.run(
-        [sys.executable, "-m", "shared", "bot"],
+        [sys.executable, "-m", "mta", "bot"],
         env=env,
         capture_output=True,
         text=True,
@@ -129,7 +129,7 @@ def test_mta_bot_writes_its_metrics_where_the_api_serves_them(
         "MTA_TELEGRAM_API_BASE_URL": bot_settings.telegram_api_base_url,
         "MTA_OUTBOX_SWEEP_S": "0.5",
     }
-    process = subprocess.Popen([sys.executable, "-m", "shared", "bot"], env=env)
+    process = subprocess.Popen([sys.executable, "-m", "mta", "bot"], env=env)
     try:
         wait_until(lambda: statuses(bot_db).get("sent") == 3, 60, "three alerts sent")
         process.terminate()

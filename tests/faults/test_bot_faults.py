@@ -106,7 +106,7 @@ def _start_bot(settings: Settings) -> subprocess.Popen[bytes]:
         "MTA_LOG_FORMAT": "json",
     }
     return subprocess.Popen(
-        [sys.executable, "-m", "shared", "bot"],
+        [sys.executable, "-m", "mta", "bot"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=open(settings.data_dir / "bot.log", "ab"),

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from shared.cli import app
+from mta.cli import app
 from shared.logging import configure_logging
 from shared.settings import Settings, load_settings, reset_settings_cache
 from worker.recorder import RecordingError, Replay, load_har, parse_target, read_meta, replay

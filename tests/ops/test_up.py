@@ -22,8 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from shared.settings import load_settings
-from shared.up import (
+from mta.up import (
     Farm,
     FarmError,
     Supervisor,
@@ -32,6 +31,7 @@ from shared.up import (
     describe_notification,
     farm_lock,
 )
+from shared.settings import load_settings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -98,7 +98,7 @@ def farm_env(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 def farm(tmp_path: Path, farm_env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[str], Output]]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "shared", "up", "--replica", "demo"],
+        [sys.executable, "-m", "mta", "up", "--replica", "demo"],
         cwd=tmp_path,  # no stray .env from the checkout
         env=farm_env,
         stdout=subprocess.PIPE,
@@ -220,7 +220,7 @@ def test_stop_kills_a_child_that_ignores_sigterm_and_its_detached_grandchild(tmp
 FAKE_UP = """
 import os, sys, time
 from pathlib import Path
-from shared.up import Supervisor
+from mta.up import Supervisor
 stubborn = (
     "import signal, subprocess, sys, time\\n"
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\\n"
@@ -308,7 +308,7 @@ def test_console_alert_line_says_what_where_when_and_nothing_personal() -> None:
 def test_unknown_scenario_stops_before_anything_starts(tmp_path: Path, farm_env: dict[str, str]) -> None:
     """Bad input: `mta up --replica nosuch` names the shipped scenarios, exits 1, starts nothing."""
     done = subprocess.run(
-        [sys.executable, "-m", "shared", "up", "--replica", "nosuch"],
+        [sys.executable, "-m", "mta", "up", "--replica", "nosuch"],
         cwd=tmp_path,
         env=farm_env,
         capture_output=True,

@@ -49,7 +49,7 @@ def test_mta_replica_command() -> None:
     env = {**os.environ, "MTA_LOG_FORMAT": "json"}
     env.pop("MTA_REPLICA_CONTROL", None)
     process = subprocess.Popen(
-        [sys.executable, "-c", "from shared.cli import main; main()", "replica", "--port", str(port),
+        [sys.executable, "-c", "from mta.cli import main; main()", "replica", "--port", str(port),
          "--scenario", "demo", "--control"],
         cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip

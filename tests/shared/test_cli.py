@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typer.testing import CliRunner
 
-from shared.cli import app
+from mta.cli import app
 
 runner = CliRunner()
 

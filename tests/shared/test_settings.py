@@ -91,7 +91,7 @@ def test_env_example_documents_every_setting() -> None:
 def test_cli_stops_on_invalid_setting(tmp_path: Path) -> None:
     env = {"MTA_SITE_BUDGET_PER_MINUTE": "-3", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     proc = subprocess.run(
-        [sys.executable, "-m", "shared", "settings"], env=env, cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-m", "mta", "settings"], env=env, cwd=tmp_path, capture_output=True, text=True
     )
     assert proc.returncode == 2
     assert "MTA_SITE_BUDGET_PER_MINUTE" in proc.stderr

@@ -147,7 +147,7 @@ class Supervisor:
     def start_watchdog(self, env: dict[str, str]) -> None:
         self.registry = self.log_dir.parent / "up.pids.json"
         self._write_registry()
-        code = "import sys; from shared.up import watchdog; watchdog(sys.argv[1], int(sys.argv[2]))"
+        code = "import sys; from mta.up import watchdog; watchdog(sys.argv[1], int(sys.argv[2]))"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / "watchdog.log").open("ab") as out:
             self.watchdog_process = subprocess.Popen(
@@ -558,7 +558,7 @@ class Farm:
 
     # --- roles -------------------------------------------------------------------------------------
     def _argv(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "shared", *args]
+        return [sys.executable, "-m", "mta", *args]
 
     def _start_group(self, specs: list[RoleSpec]) -> dict[str, Child | None]:
         """Start ``specs`` at once and wait until each is ready, gone, or out of time.
