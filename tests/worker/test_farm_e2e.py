@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import pytest
+from sqlalchemy import select
 
 from replica.clock import BERLIN
 from shared.db.models import NotificationKind, Slot, TargetState
@@ -276,3 +277,31 @@ def test_farm_follows_a_lower_limit_the_site_announces(
     assert all(r["status"] != 429 for r in requests), [(endpoint(r), r["status"]) for r in requests]
     assert "rate_limited" not in outcomes(farm) and farm.checks(), outcomes(farm)
     assert budget.pause_remaining_s() > 40
+
+
+def test_a_slot_in_the_month_after_next_is_alerted_as_fast_as_one_tomorrow(
+    make_farm: Callable[..., Farm], replica: Replica
+) -> None:
+    """Tried: the farm (scheduler, worker, Chromium) watches a Führerschein office for a subscriber
+    with no date filter; once its session is warm, one slot is released tomorrow and one in the
+    month after next, at the same moment. Asserted: both are alerted once, and both were first
+    seen by the same check (the round reads every month of the horizon), so the later month is
+    not one second later than tomorrow."""
+    farm = make_farm()
+    subscription = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
+    farm.start()
+    wait_until(lambda: len(farm.checks()) >= 2, 90, "the walk and a warm check")
+    today = datetime.now(BERLIN).date()
+    later = (today.replace(day=1) + timedelta(days=62)).replace(day=3)
+    while later.weekday() >= 5:
+        later += timedelta(days=1)
+    near = berlin_slot(days_ahead=1, hour=10)
+    far = berlin_slot(days_ahead=(later - today).days, hour=11)
+    replica.add_slots(FS_OFFICE, units(near) + units(far))
+
+    alerts = wait_until(lambda: len(farm.alerts()) >= 2 and farm.alerts(), 60, "both alerts")
+    assert sorted(stamp for _office, stamp, _episode in farm.slots()) == [near, far]
+    assert [sub for sub, _slot, _episode in alerts] == [subscription, subscription]
+    with farm.db.transaction() as session:
+        first_seen = {int(s.start_at.timestamp()): s.first_seen_at for s in session.scalars(select(Slot))}
+    assert first_seen[far] == first_seen[near]
