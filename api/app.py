@@ -25,7 +25,9 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.dashboard import DashboardFeed, DbView, make_environment, read_db_view, render_sections
-from api.farm import HEARTBEAT_MAX_AGE_S
+from api.farm import HEARTBEAT_MAX_AGE_S, FarmState
+from api.outages import OutageWatch
+from api.queries import target_rows
 from api.routes import admin, router
 from api.schemas import PartStatus, ReadyOut
 from api.state import AppState, get_state
@@ -43,10 +45,11 @@ async def build_sections(state: AppState) -> dict[str, str]:
     """One dashboard snapshot: Redis read here, database read in a worker thread."""
     now = utcnow()
     farm = await state.farm()
+    cadence = state.cadence(farm)
 
     def read() -> DbView:
         with session_scope(state.reader) as session:
-            return read_db_view(session, now)
+            return read_db_view(session, now, cadence)
 
     db_view = await run_in_threadpool(read)
     return render_sections(
@@ -56,6 +59,7 @@ async def build_sections(state: AppState) -> dict[str, str]:
         now=now,
         telegram_configured=state.settings.telegram_token is not None,
         budget_per_minute=state.settings.site_budget_per_minute,
+        down_since=dict(state.outages.down_since) if state.outages is not None else {},
     )
 
 
@@ -71,11 +75,31 @@ def _check_db(state: AppState) -> PartStatus:
     return PartStatus(ok=True, required=True, detail="readable")
 
 
+def _check_targets(state: AppState, farm: FarmState) -> PartStatus:
+    """Are the watched targets being checked as often as their interval says?"""
+    now = utcnow()
+    try:
+        with session_scope(state.reader) as session:
+            rows, _ = target_rows(session, now, cadence=state.cadence(farm))
+    except Exception as exc:
+        return PartStatus(ok=False, required=True, detail=f"unknown ({type(exc).__name__})")
+    stale = [t for t in rows if t.stale]
+    if stale:
+        return PartStatus(
+            ok=False,
+            required=True,
+            detail=f"{len(stale)} of {len(rows)} target(s) stale"
+            f" (target {stale[0].id}: {stale[0].state_text})",
+        )
+    return PartStatus(ok=True, required=True, detail=f"{len(rows)} target(s) checked in time")
+
+
 async def readiness(state: AppState) -> ReadyOut:
     """Each part of the farm, and whether the farm can do its job (every required part up).
 
-    Required: database, Redis, at least one worker, a scheduler holding the lease; the bot too
-    when a Telegram token is configured (without one, alerts only show on the dashboard).
+    Required: database, Redis, at least one worker, a scheduler holding the lease, every watched
+    target checked within its interval (none stale); the bot too when a Telegram token is
+    configured (without one, alerts only show on the dashboard: "not sending (demo)").
     """
     now = utcnow()
     parts: dict[str, PartStatus] = {"database": await run_in_threadpool(_check_db, state)}
@@ -97,6 +121,8 @@ async def readiness(state: AppState) -> ReadyOut:
         fresh = [b for b in beats if b.fresh(now)]
         if fresh:
             detail = f"{len(fresh)} alive"
+        elif role == "bot" and not required:
+            detail = "not sending (demo): no MTA_TELEGRAM_TOKEN"
         elif beats:
             detail = f"{len(beats)} heartbeat(s), none newer than {HEARTBEAT_MAX_AGE_S:.0f} s"
         else:
@@ -109,6 +135,7 @@ async def readiness(state: AppState) -> ReadyOut:
         if farm.leader
         else ("no leader" if farm.ok else "unknown (Redis down)"),
     )
+    parts["checks"] = await run_in_threadpool(_check_targets, state, farm)
     ready = all(p.ok for p in parts.values() if p.required)
     return ReadyOut(ready=ready, parts=parts)
 
@@ -145,6 +172,11 @@ def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
                 feed=feed,
             )
             await stack.enter_async_context(feed)
+
+            async def database_ok() -> bool:
+                return (await run_in_threadpool(_check_db, state)).ok
+
+            state.outages = await stack.enter_async_context(OutageWatch(client, database_ok))
             app.state.mta = state
             log.info("api started", database=db.engine.dialect.name, redis=client is not None)
             yield

@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from api import queries
 from api.charts import heatmap, latency_chart
 from api.farm import FarmState
-from api.queries import LATENCY_DEFINITION, LATENCY_WINDOW, LatencySample
-from api.schemas import AlertOut, SlotOut, TargetOut
+from api.queries import LATENCY_DEFINITION, LATENCY_WINDOW, Cadence, LatencySample
+from api.schemas import AlertOut, PeopleOut, SlotOut, TargetOut
 from shared.db.models import Notification, Slot
 from shared.domain import SITE_TIMEZONE
 from shared.logging import get_logger
@@ -36,13 +36,34 @@ from shared.logging import get_logger
 log = get_logger("mta.api")
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
-SECTIONS = ("summary", "targets", "farm", "alerts", "slots", "bookings", "latency", "heatmaps")
+SECTIONS = ("summary", "targets", "farm", "events", "alerts", "slots", "bookings", "latency", "heatmaps")
 RECENT_ROWS = 15
+ALERT_ROWS_READ = 4
+"""Recent alerts read this many rows per line shown: one slot told to several people is one line."""
 SHOWN_INFO = (
     "browser", "contexts_open", "checks_done", "last_outcome", "browser_restarts", "browser_crashes",
     "queues", "threads", "targets", "dispatched_total", "chats", "mode",
 )  # fmt: skip
 """Heartbeat details worth a glance on the dashboard (the rest is in /api/v1/status)."""
+
+
+@dataclass(frozen=True)
+class AlertLine:
+    """One alert on the dashboard: the same slot episode told to several people is one line."""
+
+    alert: AlertOut
+    recipients: int
+
+
+def group_alerts(
+    alerts: list[AlertOut], ids: list[tuple[int | None, int | None]], limit: int
+) -> list[AlertLine]:
+    """Newest first, one line per (kind, slot, episode); ``ids`` holds each alert's (slot, episode)."""
+    lines: dict[tuple[object, ...], list[AlertOut]] = {}
+    for alert, (slot_id, episode) in zip(alerts, ids, strict=True):
+        key: tuple[object, ...] = (alert.kind, slot_id, episode) if slot_id is not None else (alert.id,)
+        lines.setdefault(key, []).append(alert)
+    return [AlertLine(group[0], len(group)) for group in lines.values()][:limit]
 
 
 @dataclass
@@ -54,31 +75,37 @@ class DbView:
     targets: list[TargetOut] = field(default_factory=list)
     samples: list[LatencySample] = field(default_factory=list)
     recent_slots: list[SlotOut] = field(default_factory=list)
-    recent_alerts: list[AlertOut] = field(default_factory=list)
+    recent_alerts: list[AlertLine] = field(default_factory=list)
     alerts_total: dict[str, int] = field(default_factory=dict)
     alerts_24h: dict[str, int] = field(default_factory=dict)
     bookings: dict[str, int] = field(default_factory=dict)
     checks_hour: dict[str, int] = field(default_factory=dict)
     heatmaps: dict[tuple[str, int], list[list[int]]] = field(default_factory=dict)
+    people: PeopleOut | None = None
 
     @property
     def latencies(self) -> list[float]:
         return [s.latency_s for s in self.samples]
 
 
-def read_db_view(session: Session, now: datetime) -> DbView:
+def read_db_view(session: Session, now: datetime, cadence: Cadence | None = None) -> DbView:
     """All dashboard reads; any database error becomes ``ok=False`` with the reason."""
     try:
-        targets, samples = queries.target_rows(session, now)
+        targets, samples = queries.target_rows(session, now, cadence=cadence)
         slots = session.scalars(select(Slot).order_by(Slot.id.desc()).limit(RECENT_ROWS)).all()
         notes = session.scalars(
-            select(Notification).order_by(Notification.id.desc()).limit(RECENT_ROWS)
+            select(Notification).order_by(Notification.id.desc()).limit(RECENT_ROWS * ALERT_ROWS_READ)
         ).all()
         return DbView(
             targets=targets,
             samples=samples,
             recent_slots=[queries.slot_out(s) for s in slots],
-            recent_alerts=queries.alert_rows(session, notes, admin=False),
+            recent_alerts=group_alerts(
+                queries.alert_rows(session, notes, admin=False),
+                [(n.slot_id, n.episode) for n in notes],
+                RECENT_ROWS,
+            ),
+            people=queries.people_counts(session),
             alerts_total=queries.alerts_by_status(session),
             alerts_24h=queries.alerts_by_status(session, now - timedelta(hours=24)),
             bookings=queries.bookings_by_status(session),
@@ -147,8 +174,9 @@ def render_sections(
     now: datetime,
     telegram_configured: bool,
     budget_per_minute: int,
+    down_since: dict[str, datetime] | None = None,
 ) -> dict[str, str]:
-    """Every dashboard section's HTML for one snapshot."""
+    """Every dashboard section's HTML for one snapshot; ``down_since``: parts unreachable now."""
     latencies = db.latencies
     p50, p95 = queries.percentile(latencies, 50), queries.percentile(latencies, 95)
     sites: dict[str, list[TargetOut]] = {}
@@ -168,6 +196,10 @@ def render_sections(
         "p95": p95,
         "latency_definition": LATENCY_DEFINITION,
         "workers": farm.by_role("worker"),
+        "live_workers": farm.live("worker", now),
+        "live_bots": farm.live("bot", now),
+        "down_since": down_since or {},
+        "stale_targets": sum(1 for t in db.targets if t.stale),
         "schedulers": farm.by_role("scheduler"),
         "bots": farm.by_role("bot"),
         "others": [h for h in farm.heartbeats if h.role not in {"worker", "scheduler", "bot"}],

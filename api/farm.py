@@ -21,6 +21,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from shared.events import EVENTS_KEY, FarmEvent, decode_all
 from worker.budget import KEY_PREFIX as BUDGET_PREFIX
 from worker.budget import WINDOW_S as BUDGET_WINDOW_S
 from worker.budget import pause_after as streak_pause_after
@@ -32,7 +33,15 @@ DRAMATIQ_NAMESPACE = "mta"
 QUEUES = ("checks", "bookings")
 HEARTBEAT_MAX_AGE_S = 60.0
 """A heartbeat older than this counts as a dead process (the scheduler renews every 0.25 s)."""
-DRAMATIQ_CONSUMER_TIMEOUT_MS = 60_000
+DRAMATIQ_CONSUMER_WINDOW_MS = 15_000
+"""A consumer polls its queue at least every ``dramatiq_worker_timeout`` (1 s); one silent this
+long is not consuming. Enqueuing processes (the scheduler) beat in the same set: only broker ids
+that a live worker heartbeat names count."""
+ROUND_COST_KEY = "mta:scheduler:round_cost"
+"""``worker.scheduler.ROUND_COST_KEY``: site requests of each group's last round."""
+SITE_PAUSE_PREFIX = "mta:site_pause:"
+"""``worker.scheduler.SITE_PAUSE_PREFIX``: the site answered 429, nothing is sent until it expires."""
+EVENTS_SHOWN = 30
 _TS_FIELDS = ("ts", "at", "time", "timestamp", "updated_at")
 _SCAN_COUNT = 500
 
@@ -94,10 +103,20 @@ class FarmState:
     queues: list[QueueDepth]
     budgets: list[BudgetUse]
     consumers: int
-    """Dramatiq consumer processes with a recent broker heartbeat."""
+    """Dramatiq consumer processes of live workers with a recent broker heartbeat."""
+    events: list[FarmEvent] = field(default_factory=list)
+    """The farm's own events (``shared.events``), newest first."""
+    round_costs: dict[str, float] = field(default_factory=dict)
+    """``site:service:count`` -> requests of the group's last round (sets the check interval)."""
+    paused_sites: frozenset[str] = frozenset()
+    """Sites the farm holds back from (a 429's reset time): their targets are not stale."""
 
     def by_role(self, role: str) -> list[Heartbeat]:
         return [h for h in self.heartbeats if h.role == role]
+
+    def live(self, role: str, now: datetime) -> list[Heartbeat]:
+        """The heartbeats of ``role`` that are fresh at ``now`` (dead processes left out)."""
+        return [h for h in self.heartbeats if h.role == role and h.fresh(now)]
 
 
 def _text(value: Any) -> str:
@@ -242,6 +261,21 @@ async def _read_budgets(client: aioredis.Redis, limit: int, before_pause: int) -
     return budgets
 
 
+async def _read_consumers(client: aioredis.Redis, heartbeats: list[Heartbeat]) -> int:
+    """Dramatiq consumers that polled lately and belong to a live worker process."""
+    now = datetime.now(UTC)
+    broker_ids = {
+        str(h.info["broker_id"])
+        for h in heartbeats
+        if h.role == "worker" and h.fresh(now) and h.info.get("broker_id")
+    }
+    if not broker_ids:
+        return 0
+    since_ms = int(time.time() * 1000) - DRAMATIQ_CONSUMER_WINDOW_MS
+    polled = await client.zrangebyscore(f"{DRAMATIQ_NAMESPACE}:__heartbeats__", since_ms, "+inf")
+    return len({_text(b) for b in polled} & broker_ids)
+
+
 async def read_farm(client: aioredis.Redis | None, *, budget_limit: int, before_pause: int = 0) -> FarmState:
     """Everything above in one go; a Redis error gives ``ok=False`` with the reason, never raises."""
     if client is None:
@@ -251,12 +285,25 @@ async def read_farm(client: aioredis.Redis | None, *, budget_limit: int, before_
         leader_raw = await client.get(LEADER_KEY)
         queues = await _read_queues(client)
         budgets = await _read_budgets(client, budget_limit, before_pause)
-        since_ms = int(time.time() * 1000) - DRAMATIQ_CONSUMER_TIMEOUT_MS
-        consumers = int(await client.zcount(f"{DRAMATIQ_NAMESPACE}:__heartbeats__", since_ms, "+inf"))
+        consumers = await _read_consumers(client, heartbeats)
+        events = decode_all(await client.lrange(EVENTS_KEY, 0, EVENTS_SHOWN - 1))
+        costs_raw = await client.hgetall(ROUND_COST_KEY)
+        paused = {
+            _text(k)[len(SITE_PAUSE_PREFIX) :]
+            async for k in client.scan_iter(match=SITE_PAUSE_PREFIX + "*", count=_SCAN_COUNT)
+        }
     except (redis.RedisError, OSError) as exc:
         return FarmState(False, f"{type(exc).__name__}: {exc}", [], None, [], [], 0)
     leader = _text(leader_raw) if leader_raw is not None else None
-    return FarmState(True, None, heartbeats, leader, queues, budgets, consumers)
+    costs = {}
+    for key, value in costs_raw.items():
+        try:
+            costs[_text(key)] = max(1.0, float(_text(value)))
+        except ValueError:
+            continue
+    return FarmState(
+        True, None, heartbeats, leader, queues, budgets, consumers, events, costs, frozenset(paused)
+    )
 
 
 def read_heartbeats_sync(client: redis.Redis, role: str) -> list[Heartbeat]:

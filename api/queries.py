@@ -14,8 +14,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,11 +30,13 @@ from api.schemas import (
     AlertSlot,
     BookingOut,
     CheckOut,
+    PeopleOut,
     SlotOut,
     TargetOut,
 )
 from shared.catalog import Catalog, get_catalog
 from shared.db.models import (
+    ACTIVE_BOOKING_STATUSES,
     Booking,
     BookingStatus,
     Check,
@@ -42,8 +44,11 @@ from shared.db.models import (
     NotificationKind,
     NotificationStatus,
     Slot,
+    Subscription,
+    SubscriptionState,
     Target,
     TargetState,
+    User,
 )
 from shared.domain import SITE_TIMEZONE, CheckOutcome
 from shared.logging import scrub_text
@@ -110,7 +115,51 @@ def next_offset(total: int, limit: int, offset: int) -> int | None:
     return offset + limit if offset + limit < total else None
 
 
-def state_text(target: Target, now: datetime) -> str:
+# --- staleness -------------------------------------------------------------------------------------
+STALE_FACTOR = 3.0
+STALE_GRACE_S = 60.0
+"""A target is stale when its last check is older than ``STALE_FACTOR`` of its interval plus this
+(the budget's own 60 s pause after a streak of requests must not make every target stale)."""
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """How often the scheduler checks each site's targets (``worker.scheduler.Scheduler.interval_s``
+    from the same inputs), so the status service can tell a stale target from a quiet one."""
+
+    min_interval_s: float
+    budget_per_minute: int
+    round_costs: Mapping[str, float] = field(default_factory=dict)
+    paused_sites: frozenset[str] = frozenset()
+
+    def interval_s(self, site: str, targets: Sequence[Target]) -> float:
+        groups = {(t.site, t.service_id, t.service_count) for t in targets if t.site == site and t.active}
+        cost = sum(self.round_costs.get(f"{g[0]}:{g[1]}:{g[2]}", 1.0) for g in groups)
+        return max(self.min_interval_s, 60.0 * cost / max(1, self.budget_per_minute))
+
+    def allowed_age_s(self, site: str, targets: Sequence[Target]) -> float:
+        return STALE_FACTOR * self.interval_s(site, targets) + STALE_GRACE_S
+
+    def stale_since(self, target: Target, targets: Sequence[Target], now: datetime) -> datetime | None:
+        """When ``target`` should have been checked again at the latest, if that time has passed
+        (None: not stale; a target backing off or of a paused site waits on purpose)."""
+        if not target.active or target.site in self.paused_sites:
+            return None
+        if target.backoff_until is not None and target.backoff_until > now:
+            return None
+        last = target.last_check_at or target.created_at
+        if last is None:
+            return None
+        due = last + timedelta(seconds=self.allowed_age_s(target.site, targets))
+        return due if due < now else None
+
+
+def state_text(target: Target, now: datetime, *, stale_since: datetime | None = None) -> str:
+    if stale_since is not None:
+        last = target.last_check_at
+        if last is None:
+            return "stale: never checked"
+        return f"stale: last check {_ago(now - last)} ago"
     if target.state == TargetState.BACKING_OFF:
         if target.backoff_until is not None and target.backoff_until > now:
             local = target.backoff_until.astimezone(SITE_TIMEZONE)
@@ -122,6 +171,15 @@ def state_text(target: Target, now: datetime) -> str:
         TargetState.CHANGED: "layout changed",
         TargetState.BLOCKED: "blocked",
     }.get(target.state, str(target.state))
+
+
+def _ago(delta: timedelta) -> str:
+    seconds = max(0.0, delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 # --- detection latency -----------------------------------------------------------------------------
@@ -236,9 +294,10 @@ def _count_covered(target: Target, rows: Sequence[Any]) -> int:
 
 
 def target_rows(
-    session: Session, now: datetime, *, include_inactive: bool = False
+    session: Session, now: datetime, *, include_inactive: bool = False, cadence: Cadence | None = None
 ) -> tuple[list[TargetOut], list[LatencySample]]:
-    """Every target with its state and figures, plus the latency samples they were computed from."""
+    """Every target with its state and figures, plus the latency samples they were computed from;
+    with ``cadence``, a target not checked for longer than its interval allows is marked stale."""
     stmt = select(Target).order_by(Target.site, Target.service_id, Target.id)
     if not include_inactive:
         stmt = stmt.where(Target.active.is_(True))
@@ -263,6 +322,7 @@ def target_rows(
         mine = [
             s.latency_s for s in samples if _covers(t, s.site, s.service_id, s.service_count, s.office_id)
         ]
+        stale_since = cadence.stale_since(t, all_targets, now) if cadence is not None else None
         out.append(
             TargetOut(
                 id=t.id,
@@ -274,7 +334,8 @@ def target_rows(
                 office_names=[office_name(t.site, o) or str(o) for o in t.office_ids],
                 active=t.active,
                 state=t.state,
-                state_text=state_text(t, now),
+                state_text=state_text(t, now, stale_since=stale_since),
+                stale=stale_since is not None,
                 backoff_until=t.backoff_until,
                 last_check_at=t.last_check_at,
                 last_check_outcome=outcomes.get(t.id),
@@ -440,6 +501,20 @@ def checks_by_outcome(session: Session, since: datetime) -> dict[str, int]:
     return counts_by(session, Check.outcome, Check.started_at >= since)
 
 
+def people_counts(session: Session) -> PeopleOut:
+    """How many people, active subscriptions and bookings the farm serves (counts only)."""
+
+    def count(model: Any, *where: Any) -> int:
+        return int(session.scalar(select(func.count()).select_from(model).where(*where)) or 0)
+
+    return PeopleOut(
+        users=count(User),
+        active_subscriptions=count(Subscription, Subscription.state == SubscriptionState.ACTIVE),
+        bookings=count(Booking),
+        active_bookings=count(Booking, Booking.status.in_(ACTIVE_BOOKING_STATUSES)),
+    )
+
+
 # --- heat map --------------------------------------------------------------------------------------
 
 
@@ -464,6 +539,8 @@ def slot_heatmaps(session: Session, now: datetime) -> dict[tuple[str, int], list
 
 __all__ = [
     "LATENCY_DEFINITION",
+    "STALE_GRACE_S",
+    "Cadence",
     "LatencySample",
     "alert_rows",
     "alerts_by_status",
@@ -475,6 +552,7 @@ __all__ = [
     "latency_samples",
     "next_offset",
     "office_name",
+    "people_counts",
     "percentile",
     "service_name",
     "slot_heatmaps",

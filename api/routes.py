@@ -25,6 +25,7 @@ from api.schemas import (
     BookingOut,
     BudgetOut,
     CheckOut,
+    EventOut,
     HeartbeatOut,
     LatencyOut,
     Page,
@@ -142,14 +143,16 @@ def _page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, An
 # --- status ----------------------------------------------------------------------------------------
 
 
-def _db_summary(session: Session, now: datetime) -> dict[str, Any]:
-    targets, samples = queries.target_rows(session, now)
+def _db_summary(session: Session, now: datetime, cadence: queries.Cadence) -> dict[str, Any]:
+    targets, samples = queries.target_rows(session, now, cadence=cadence)
     latencies = [s.latency_s for s in samples]
     by_state = {s.value: 0 for s in TargetState}
     for t in targets:
         by_state[t.state.value] += 1
     return {
         "targets_by_state": by_state,
+        "targets_stale": sum(1 for t in targets if t.stale),
+        "people": queries.people_counts(session),
         "open_slots": sum(t.open_slots for t in targets),
         "slots_seen_today": sum(t.slots_seen_today for t in targets),
         "checks_last_hour": queries.checks_by_outcome(session, now - timedelta(hours=1)),
@@ -168,12 +171,15 @@ def _db_summary(session: Session, now: datetime) -> dict[str, Any]:
 async def get_status(state: Annotated[AppState, Depends(get_state)]) -> StatusOut:
     now = utcnow()
     farm = await state.farm()
+    cadence = state.cadence(farm)
     try:
-        summary = await _read_shared(state, "status", lambda s: _db_summary(s, now))
+        summary = await _read_shared(state, "status", lambda s: _db_summary(s, now, cadence))
         database = PartStatus(ok=True, required=True, detail="readable")
     except Exception as exc:  # reported, not raised: the status page must work when the DB does not
         summary = {
             "targets_by_state": {},
+            "targets_stale": 0,
+            "people": None,
             "open_slots": 0,
             "slots_seen_today": 0,
             "checks_last_hour": {},
@@ -199,6 +205,9 @@ async def get_status(state: Annotated[AppState, Depends(get_state)]) -> StatusOu
         queues=[QueueOut(**vars(q)) for q in farm.queues],
         budgets=[BudgetOut(**vars(b)) for b in farm.budgets],
         telegram_configured=state.settings.telegram_token is not None,
+        alerts_mode="sending" if state.settings.telegram_token is not None else "not sending (demo)",
+        workers_alive=len(farm.live("worker", now)),
+        events=[EventOut(**vars(e)) for e in farm.events],
         **summary,
     )
 
@@ -214,10 +223,11 @@ async def list_targets(
     include_inactive: Annotated[bool, Query(description="also targets nobody watches any more")] = False,
 ) -> dict[str, Any]:
     now = utcnow()
+    cadence = state.cadence(await state.farm())
     rows, _ = await _read_shared(
         state,
         f"targets:{include_inactive}",
-        lambda s: queries.target_rows(s, now, include_inactive=include_inactive),
+        lambda s: queries.target_rows(s, now, include_inactive=include_inactive, cadence=cadence),
     )
     return _page(rows[offset : offset + limit], len(rows), limit, offset)
 
@@ -228,8 +238,9 @@ async def get_target(
     target_id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> TargetOut:
     now = utcnow()
+    cadence = state.cadence(await state.farm())
     rows, _ = await _read_shared(
-        state, "targets:True", lambda s: queries.target_rows(s, now, include_inactive=True)
+        state, "targets:True", lambda s: queries.target_rows(s, now, include_inactive=True, cadence=cadence)
     )
     for row in rows:
         if row.id == target_id:

@@ -48,7 +48,13 @@ class TargetOut(BaseModel):
     office_names: list[str]
     active: bool
     state: TargetState
-    state_text: str = Field(description="ok, backing off until …, captcha, layout changed, blocked")
+    state_text: str = Field(
+        description="ok, backing off until …, captcha, layout changed, blocked; or stale: last check … ago"
+    )
+    stale: bool = Field(
+        default=False,
+        description="not checked for longer than its interval allows (no worker or scheduler, a wedged farm)",
+    )
     backoff_until: datetime | None
     last_check_at: datetime | None
     last_check_outcome: CheckOutcome | None
@@ -190,6 +196,23 @@ class ReadyOut(BaseModel):
     parts: dict[str, PartStatus]
 
 
+class EventOut(BaseModel):
+    """Something that happened to the farm itself (a role restarted, an outage), newest first."""
+
+    at: datetime
+    kind: str
+    text: str
+    role: str | None
+    duration_s: float | None = Field(description="how long it lasted; null while unknown or ongoing")
+
+
+class PeopleOut(BaseModel):
+    users: int
+    active_subscriptions: int
+    bookings: int = Field(description="bookings of every status still kept")
+    active_bookings: int = Field(description="holding, reserved or preconfirmed")
+
+
 class LatencyOut(BaseModel):
     p50_s: float | None
     p95_s: float | None
@@ -214,6 +237,11 @@ class StatusOut(BaseModel):
     bookings_by_status: dict[str, int]
     detection_latency: LatencyOut
     telegram_configured: bool
+    alerts_mode: str = Field(description="'sending' with a Telegram token, else 'not sending (demo)'")
+    workers_alive: int = Field(description="worker processes with a fresh heartbeat")
+    targets_stale: int = Field(description="active targets not checked for longer than their interval allows")
+    people: PeopleOut | None = Field(description="null when the database is unreadable")
+    events: list[EventOut] = Field(description="the farm's own events, newest first")
 
 
 class RetryOut(BaseModel):
@@ -247,10 +275,12 @@ __all__ = [
     "BookingOut",
     "BudgetOut",
     "CheckOut",
+    "EventOut",
     "HeartbeatOut",
     "LatencyOut",
     "Page",
     "PartStatus",
+    "PeopleOut",
     "Problem",
     "PurgeOut",
     "QueueOut",

@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.dashboard import DashboardFeed
 from api.farm import FarmState, read_farm
+from api.outages import OutageWatch
+from api.queries import Cadence
 from shared.db.database import Database
 from shared.settings import Settings
 
@@ -32,6 +34,8 @@ class AppState:
     cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
     """Briefly reused read results (see ``api.routes._read_shared``); cleared by every write."""
     cache_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    outages: OutageWatch | None = None
+    """Redis and database outages seen by this process (ongoing ones, and events for ended ones)."""
 
     async def farm(self) -> FarmState:
         """What Redis says about the farm now (never raises; see ``FarmState.ok``)."""
@@ -39,6 +43,15 @@ class AppState:
             self.redis,
             budget_limit=self.settings.site_budget_per_minute,
             before_pause=self.settings.site_requests_before_pause,
+        )
+
+    def cadence(self, farm: FarmState) -> Cadence:
+        """The scheduler's check intervals as far as ``farm`` tells them (for staleness)."""
+        return Cadence(
+            min_interval_s=self.settings.check_min_interval_s,
+            budget_per_minute=self.settings.site_budget_per_minute,
+            round_costs=farm.round_costs,
+            paused_sites=farm.paused_sites,
         )
 
 
