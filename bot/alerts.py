@@ -22,13 +22,19 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 from bot.i18n import Gettext, normalize_language, translator
 from shared.catalog import get_catalog
 from shared.domain import SITE_TIMEZONE
-from worker.sites.munich.selectors import deep_link
+from shared.sites import deep_link
 
 BOOK_CALLBACK_PREFIX = "book:"
 """Callback data of the "Book this" button: ``book:<slot_id>`` (the booking handler owns it)."""
 
-_DATETIME_FORMAT = {"en": "EEE d MMM y, HH:mm", "de": "EEE, d. MMM y, HH:mm"}
-_DATE_FORMAT = {"en": "d MMM y", "de": "d. MMM y"}
+_DATETIME_FORMAT = {
+    "en": "EEE d MMM y, HH:mm",
+    "de": "EEE, d. MMM y, HH:mm",
+    "ru": "EEE, d MMM y, HH:mm",
+    "uk": "EEE, d MMM y, HH:mm",
+    "tr": "d MMM y EEE, HH:mm",
+}
+_DATE_FORMAT = {"en": "d MMM y", "de": "d. MMM y", "ru": "d MMM y", "uk": "d MMM y", "tr": "d MMM y"}
 
 
 def N_(message: str) -> str:
@@ -122,14 +128,13 @@ def describe_duration(duration: timedelta, _: Gettext) -> str:
     minutes = seconds // 60
     if minutes < 1:
         return _("less than a minute")
-    if minutes == 1:
-        return _("1 minute")
     if minutes < 60:
-        return _("{n} minutes").format(n=minutes)
+        return _.ngettext("{n} minute", "{n} minutes", minutes).format(n=minutes)
     hours, rest = divmod(minutes, 60)
     if hours < 48:
         return _("{h} h {m} min").format(h=hours, m=rest) if rest else _("{h} h").format(h=hours)
-    return _("{n} days").format(n=hours // 24)
+    days = hours // 24
+    return _.ngettext("{n} day", "{n} days", days).format(n=days)
 
 
 def describe_age(age: timedelta, _: Gettext) -> str:
@@ -183,13 +188,15 @@ def describe_filters(site: str, filters: Filters, language: str | None) -> list[
 
 def _slot_body(alert: SlotAlert, lang: str, _: Gettext, now: datetime) -> list[str]:
     service = _esc(_service_name(alert.site, alert.service_id, _))
+    berlin_time = _esc(_("(Berlin time)"))  # outside the f-string, so extraction sees it
     lines = [
         f"🏛 <b>{service}</b>",
         f"📍 {_office_line(alert.site, alert.office_id, _)}",
-        f"🕒 {_esc(berlin_datetime(alert.start_at, lang))} {_esc(_('(Berlin time)'))}",
+        f"🕒 {_esc(berlin_datetime(alert.start_at, lang))} {berlin_time}",
     ]
     if alert.service_count > 1:
-        lines.append("👥 " + _esc(_("for {n} people").format(n=alert.service_count)))
+        people = _.ngettext("for {n} person", "for {n} people", alert.service_count)
+        lines.append("👥 " + _esc(people.format(n=alert.service_count)))
     matched = "; ".join(describe_filters(alert.site, alert.filters, lang))
     lines.append("✅ " + _esc(_("Matches your filters:")) + " " + matched)
     if alert.gone_at is None:

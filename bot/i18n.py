@@ -1,31 +1,62 @@
-"""Translations for the bot: English source strings, German (and later more) from gettext catalogues.
+"""Translations for the bot: English source strings; German, Russian, Ukrainian and Turkish from gettext
+catalogues.
 
 Each part of the bot keeps its own ``.po`` file under ``bot/locale/<lang>/LC_MESSAGES/`` (for example
 ``bot.po`` for conversations, ``alerts.po`` for alerts); all files of a language are merged. Catalogues
 are read with Babel at first use, so no compile step is needed and a missing translation falls back to
-the English source string rather than failing.
+the English source string rather than failing. Plural forms ("1 minute", "5 минут", "2 хвилини")
+follow each language's rule as Babel knows it (``Plural-Forms`` in the catalogue header, else Babel's
+table for the locale); code asks for them with ``_.ngettext(singular, plural, n)``.
 """
 
 from __future__ import annotations
 
 import gettext
-from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import Protocol
 
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
 LOCALE_DIR = Path(__file__).parent / "locale"
 DEFAULT_LANGUAGE = "en"
-SUPPORTED_LANGUAGES = ("en", "de")
+SUPPORTED_LANGUAGES = ("en", "de", "ru", "uk", "tr")
 """English is the source language; its catalogue is the identity."""
+LANGUAGE_NAMES = {
+    "en": "English",
+    "de": "Deutsch",
+    "ru": "Русский",
+    "uk": "Українська",
+    "tr": "Türkçe",
+}
+"""Each language in its own name: the /language buttons."""
 
-Gettext = Callable[[str], str]
+
+class Gettext(Protocol):
+    """The ``_`` handed around: ``_(text)`` translates, ``_.ngettext(one, many, n)`` picks a plural."""
+
+    def __call__(self, message: str, /) -> str: ...
+
+    def ngettext(self, singular: str, plural: str, n: int, /) -> str: ...
+
+
+@dataclass(frozen=True)
+class Translator:
+    """One language's ``_``."""
+
+    catalogue: gettext.NullTranslations
+
+    def __call__(self, message: str, /) -> str:
+        return self.catalogue.gettext(message)
+
+    def ngettext(self, singular: str, plural: str, n: int, /) -> str:
+        return self.catalogue.ngettext(singular, plural, n)
 
 
 def normalize_language(code: str | None) -> str:
-    """Map a Telegram ``language_code`` ("de", "de-AT", "en-GB", None) to a supported language."""
+    """Map a Telegram ``language_code`` ("de", "de-AT", "ru", "uk-UA", None) to a supported language."""
     if not code:
         return DEFAULT_LANGUAGE
     base = code.replace("_", "-").split("-", 1)[0].lower()
@@ -35,16 +66,26 @@ def normalize_language(code: str | None) -> str:
 @cache
 def translations(language: str) -> gettext.NullTranslations:
     """All catalogues of one language merged; unknown languages get the English source strings."""
-    folder = LOCALE_DIR / normalize_language(language) / "LC_MESSAGES"
+    lang = normalize_language(language)
+    folder = LOCALE_DIR / lang / "LC_MESSAGES"
     merged: gettext.NullTranslations = gettext.NullTranslations()
     for po_file in sorted(folder.glob("*.po")):
         with po_file.open("rb") as handle:
-            catalog = read_po(handle, locale=normalize_language(language))
+            catalog = read_po(handle, locale=lang)
         part = Translations()
+        part.plural = gettext.c2py(catalog.plural_expr)  # type: ignore[assignment]
         for message in catalog:
-            translated = isinstance(message.string, str) and bool(message.string) and not message.fuzzy
-            if isinstance(message.id, str) and translated:
-                part._catalog[message.id] = str(message.string)
+            if message.fuzzy or not message.id:
+                continue
+            if isinstance(message.id, str) and isinstance(message.string, str) and message.string:
+                part._catalog[message.id] = message.string
+            elif (
+                isinstance(message.id, tuple | list)
+                and isinstance(message.string, tuple | list)
+                and all(message.string)
+            ):
+                for index, form in enumerate(message.string):
+                    part._catalog[(message.id[0], index)] = str(form)
         if isinstance(merged, Translations):
             merged.merge(part)
         else:
@@ -54,7 +95,7 @@ def translations(language: str) -> gettext.NullTranslations:
 
 def translator(language: str | None) -> Gettext:
     """The ``_`` function for one user's language."""
-    return translations(normalize_language(language)).gettext
+    return Translator(translations(normalize_language(language)))
 
 
 def reload() -> None:

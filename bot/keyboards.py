@@ -12,7 +12,7 @@ from datetime import date
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton, ReplyKeyboardMarkup
 
 from bot.callbacks import CallbackSigner
-from bot.i18n import Gettext
+from bot.i18n import LANGUAGE_NAMES, Gettext
 from shared.catalog import Office, Service
 
 ButtonSpec = tuple[str, str, str | int]
@@ -181,9 +181,11 @@ def location_request_keyboard(_: Gettext) -> ReplyKeyboardMarkup:
 
 
 def language_keyboard(kb: KeyboardMaker, current: str) -> InlineKeyboardMarkup:
-    names = {"en": "English", "de": "Deutsch"}
     return kb.markup(
-        [[(f"{CHECKED} {name}" if code == current else name, "lg", code)] for code, name in names.items()]
+        [
+            [(f"{CHECKED} {name}" if code == current else name, "lg", code)]
+            for code, name in LANGUAGE_NAMES.items()
+        ]
     )
 
 

@@ -81,7 +81,7 @@ HELP_TEXT = N_(
     "/profile – your details for booking\n"
     "/export – all your data as a file\n"
     "/delete – erase all your data\n"
-    "/language – English or Deutsch\n"
+    "/language – English, Deutsch, Русский, Українська, Türkçe\n"
     "/cancel – stop the current step"
 )
 
@@ -185,14 +185,11 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await manage.on_list_button(turn, callback)
     elif callback.action in booking.ACTIONS:
         await booking.on_button(turn, callback)
-    elif callback.action == "lg" and callback.arg in ("en", "de"):
+    elif callback.action == "lg" and callback.arg in SUPPORTED_LANGUAGES:
         await turn.run(store.set_language, turn.user_id, callback.arg)
         turn.set_language(callback.arg)
-        await turn.show(
-            turn._("I will speak English with you.")
-            if callback.arg == "en"
-            else turn._("I will speak German with you.")
-        )
+        # TRANSLATORS: said in the language just chosen; name that language
+        await turn.show(turn._("I will speak English with you."))
     else:
         await turn.answer(_(INVALID_BUTTON), alert=True)
     await turn.answer()
@@ -298,14 +295,15 @@ COMMAND_DESCRIPTIONS = {
     "bookings": N_("your bookings: state, cancel"),
     "export": N_("all your data as a file"),
     "delete": N_("erase all your data"),
-    "language": N_("English or Deutsch"),
+    "language": N_("choose your language"),
     "cancel": N_("stop the current step"),
     "help": N_("what I can do"),
 }
 
 
 async def set_commands(bot: Bot) -> None:
-    """The command menu in Telegram's clients, in English and (for German clients) in German.
+    """The command menu in Telegram's clients: English by default, and each other supported language
+    for clients set to it.
 
     For the bot's ``post_init``: it is a Bot API call, so ``register`` cannot make it."""
     for language in SUPPORTED_LANGUAGES:

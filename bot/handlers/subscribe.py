@@ -485,9 +485,11 @@ async def _save(turn: Turn, flow: Flow) -> None:
         saved = await turn.run(store.save_subscription, turn.user_id, draft, editing)
     except store.SubscriptionLimitError:
         await turn.answer(
-            _("You already have {limit} subscriptions; delete one in /list first.").format(
-                limit=store.MAX_SUBSCRIPTIONS_PER_USER
-            ),
+            _.ngettext(
+                "You already have {limit} subscription; delete it in /list first.",
+                "You already have {limit} subscriptions; delete one in /list first.",
+                store.MAX_SUBSCRIPTIONS_PER_USER,
+            ).format(limit=store.MAX_SUBSCRIPTIONS_PER_USER),
             alert=True,
         )
         return

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ from sqlalchemy import delete, select
 
 from bot.handlers import booking as booking_handlers
 from bot.handlers.common import signer_for
+from bot.i18n import translator
 from bot.sender import Sender, SenderConfig
 from bot.testing import FakeBotApi
 from bot.testing.outbox import PASSPORT_SERVICE_ID, add_slot, add_users, queue_gone, queue_slot_alerts
@@ -33,7 +33,7 @@ from shared.db.models import (
     User,
 )
 from shared.domain import DEFAULT_SITE, utcnow
-from shared.settings import Settings, reset_settings_cache
+from shared.settings import Settings
 from tests.bot.conftest import RunningBot, UserChat
 from tests.conftest import free_port
 
@@ -43,24 +43,13 @@ QUEUE_MESSAGES = "mta:bookings.msgs"
 
 
 @pytest.fixture
-def booking_queue(
-    redis_url: str, bot_settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[ModuleType]:
-    """``worker.bookings`` with its actors sending to the test Redis.
-
-    Importing it builds Dramatiq's global broker from ``MTA_REDIS_URL`` (set here first); the actors
-    are pointed at a broker for this test's Redis in case an earlier test imported it elsewhere."""
-    monkeypatch.setenv("MTA_REDIS_URL", redis_url)
-    reset_settings_cache()
-    from worker import bookings
-    from worker.broker import make_broker
-
-    broker = make_broker(bot_settings, with_browser=False)
-    for actor in (bookings.book_slot, bookings.cancel_booking):
-        monkeypatch.setattr(actor, "broker", broker)
-    yield bookings
-    broker.close()
-    reset_settings_cache()
+def booking_queue(redis_url: str) -> Iterator[None]:
+    """The test Redis's bookings queue, empty at the start. The bot sends to it by actor name
+    (``shared.enqueue``) on its settings' Redis: no worker code is imported, none is needed."""
+    client = redis.Redis.from_url(redis_url)
+    client.delete(QUEUE_MESSAGES, "mta:bookings")
+    yield
+    client.close()
 
 
 @pytest.fixture
@@ -110,7 +99,7 @@ def test_book_this_queues_one_booking_and_a_second_press_does_not(
     conversation_bot: RunningBot,
     bot_db: Database,
     bot_settings: Settings,
-    booking_queue: ModuleType,
+    booking_queue: None,
     redis_client: redis.Redis,
 ) -> None:
     """Pressing "Book this" with a profile queues one manual book_slot for exactly this user, slot
@@ -133,7 +122,7 @@ def test_a_second_slot_of_the_same_service_waits_for_the_first(
     conversation_bot: RunningBot,
     bot_db: Database,
     bot_settings: Settings,
-    booking_queue: ModuleType,
+    booking_queue: None,
     redis_client: redis.Redis,
 ) -> None:
     """Injected: two alerts for two slots of one service; "Book this" on both. Asserted: the second is
@@ -155,7 +144,7 @@ def test_forged_and_foreign_slot_ids_are_refused(
     conversation_bot: RunningBot,
     bot_db: Database,
     bot_settings: Settings,
-    booking_queue: ModuleType,
+    booking_queue: None,
     redis_client: redis.Redis,
 ) -> None:
     """Injected: "Book this" data naming a slot alerted only to someone else, a slot id that does not
@@ -177,7 +166,7 @@ def test_without_a_profile_the_user_is_told_to_store_one(
     conversation_bot: RunningBot,
     bot_db: Database,
     bot_settings: Settings,
-    booking_queue: ModuleType,
+    booking_queue: None,
     redis_client: redis.Redis,
 ) -> None:
     """Injected: the profile is deleted after the alert (with its "Book this") went out; German user.
@@ -195,7 +184,7 @@ def test_active_booking_gone_slot_and_paused_subscription_are_refused(
     conversation_bot: RunningBot,
     bot_db: Database,
     bot_settings: Settings,
-    booking_queue: ModuleType,
+    booking_queue: None,
     redis_client: redis.Redis,
 ) -> None:
     """Injected in turn: an active booking for the service, a paused subscription, a slot that is gone.
@@ -227,7 +216,7 @@ def test_a_queue_that_is_down_gets_a_clear_answer(bot_db: Database) -> None:
     queue_slot_alerts(bot_db, slot_id, [sub_id])
     answer = booking_handlers.request_from_alert(bot_db, f"redis://127.0.0.1:{free_port()}/0", 7007, slot_id)
     assert answer.outcome is booking_handlers.BookOutcome.QUEUE_UNAVAILABLE
-    text = booking_handlers.book_answer_text(answer, lambda s: s, "en")
+    text = booking_handlers.book_answer_text(answer, translator("en"), "en")
     assert "could not queue the booking" in text
 
 
@@ -267,7 +256,7 @@ def test_bookings_lists_states_and_cancel_asks_before_queueing(
     fake_telegram: FakeBotApi,
     conversation_bot: RunningBot,
     bot_db: Database,
-    booking_queue: ModuleType,
+    booking_queue: None,
     redis_client: redis.Redis,
 ) -> None:
     """/bookings shows each booking's state and a Cancel button only where the city holds something;
@@ -302,7 +291,7 @@ def test_cancel_buttons_for_someone_elses_booking_are_refused(
     fake_telegram: FakeBotApi,
     conversation_bot: RunningBot,
     bot_db: Database,
-    booking_queue: ModuleType,
+    booking_queue: None,
     redis_client: redis.Redis,
 ) -> None:
     """Injected: correctly signed cancel buttons for user A naming user B's booking, and a German user
