@@ -21,26 +21,25 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from shared.contracts import BUDGET_KEY_PREFIX as BUDGET_PREFIX
+from shared.contracts import (
+    BUDGET_WINDOW_S,
+    HEARTBEAT_PREFIX,
+    LEADER_KEY,
+    QUEUES,
+    ROUND_COST_KEY,
+    SITE_PAUSE_PREFIX,
+    streak_pause_after,
+)
+from shared.contracts import NAMESPACE as DRAMATIQ_NAMESPACE
 from shared.events import EVENTS_KEY, FarmEvent, decode_all
-from worker.budget import KEY_PREFIX as BUDGET_PREFIX
-from worker.budget import WINDOW_S as BUDGET_WINDOW_S
-from worker.budget import pause_after as streak_pause_after
 
-HEARTBEAT_PREFIX = "mta:heartbeat:"
-LEADER_KEY = "mta:scheduler:leader"
-"""``worker.leader.LeaderLock``'s default key."""
-DRAMATIQ_NAMESPACE = "mta"
-QUEUES = ("checks", "bookings")
 HEARTBEAT_MAX_AGE_S = 60.0
 """A heartbeat older than this counts as a dead process (the scheduler renews every 0.25 s)."""
 DRAMATIQ_CONSUMER_WINDOW_MS = 15_000
 """A consumer polls its queue at least every ``dramatiq_worker_timeout`` (1 s); one silent this
 long is not consuming. Enqueuing processes (the scheduler) beat in the same set: only broker ids
 that a live worker heartbeat names count."""
-ROUND_COST_KEY = "mta:scheduler:round_cost"
-"""``worker.scheduler.ROUND_COST_KEY``: site requests of each group's last round."""
-SITE_PAUSE_PREFIX = "mta:site_pause:"
-"""``worker.scheduler.SITE_PAUSE_PREFIX``: the site answered 429, nothing is sent until it expires."""
 EVENTS_SHOWN = 30
 _TS_FIELDS = ("ts", "at", "time", "timestamp", "updated_at")
 _SCAN_COUNT = 500

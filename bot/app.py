@@ -32,12 +32,13 @@ from bot import captcha_relay
 from bot.persistence import DatabasePersistence
 from bot.sender import OutboxRequest, Sender, SenderConfig
 from bot.watchdog import queue_site_blocked_alerts
+from shared.contracts import BOT_HEARTBEAT_KEY
 from shared.db.database import Database, open_database
 from shared.domain import utcnow
 from shared.logging import get_logger
 from shared.settings import Settings
 
-HEARTBEAT_KEY = "mta:heartbeat:bot"
+HEARTBEAT_KEY = BOT_HEARTBEAT_KEY
 """Redis key the bot refreshes: JSON ``{"at", "pid", "mode", "sender"}``; expires after ``HEARTBEAT_TTL_S``
 unless refreshed."""
 HEARTBEAT_INTERVAL_S = 5.0

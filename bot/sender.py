@@ -52,6 +52,7 @@ from bot.alerts import (
     render_slot_alert,
 )
 from bot.metrics import ALERTS, DETECTION_LATENCY
+from shared.contracts import WAKE_CHANNEL
 from shared.db.database import Database
 from shared.db.models import (
     Booking,
@@ -68,8 +69,6 @@ from shared.domain import ensure_utc, utcnow
 from shared.logging import get_logger
 from shared.settings import Settings
 
-WAKE_CHANNEL = "mta:outbox:wake"
-"""Same value as ``worker.broker.WAKE_CHANNEL`` (not imported: that module sets up Dramatiq)."""
 NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 GOLDEN_RATIO = 0.6180339887498949
 UNCONFIRMED = "delivery unconfirmed: the bot stopped while Telegram was answering; not resent"

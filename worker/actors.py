@@ -26,12 +26,12 @@ from shared.domain import CheckFailure, CheckTimeout, Observation, RateLimited, 
 from shared.horizon import decode_days
 from shared.logging import get_logger
 from shared.settings import get_settings
-from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL, setup_broker
+from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL
+from worker.global_broker import broker  # noqa: F401  (set before the actor below binds to it)
 from worker.heartbeat import process_identity
 from worker.sites.base import SiteQuota
 
 log = get_logger("mta.worker")
-broker = setup_broker()
 WORKER_ID = process_identity()
 CHECK_TIME_LIMIT_MS = 120_000
 CHECK_TIMEOUT_S = CHECK_TIME_LIMIT_MS / 1000 - 5

@@ -38,14 +38,16 @@ import dramatiq
 import redis
 
 from shared import booking as policy
+from shared import enqueue
+from shared.contracts import BOOKING_KEY_PREFIX, booking_marker_key
 from shared.db.database import Database, open_database
 from shared.db.models import Booking, BookingProfile, BookingStatus, Notification, NotificationKind, Slot
 from shared.domain import CheckFailure, RateLimited, ensure_utc, utcnow
 from shared.logging import get_logger, scrub_text
 from shared.settings import Settings, get_settings
-from worker import actors as _actors  # noqa: F401  (sets up the broker before the actors below)
 from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL
 from worker.budget import SiteBudget, site_budget
+from worker.global_broker import broker as _broker  # noqa: F401  (set before the actors below)
 from worker.sites.munich.booker import (
     CityHold,
     Contact,
@@ -65,10 +67,9 @@ BUDGET_WAIT_S = 20.0
 BUDGET_RETRY_DELAY_MS = 15_000
 POLL_INTERVAL_S = 60
 """A preconfirmed booking's state is read from the site at most this often."""
-DISPATCH_MARK_TTL_S = 900
 POLL_LOCK_TTL_S = 240
 SWEEP_WINDOW = timedelta(minutes=10)
-KEY_PREFIX = "mta:booking:"
+KEY_PREFIX = BOOKING_KEY_PREFIX
 
 
 class BudgetExhausted(Exception):
@@ -580,10 +581,6 @@ def sweep_autobook(db: Database, client: redis.Redis, now: datetime) -> int:
 
 
 # --- sending ---------------------------------------------------------------------------------------
-def _mark_key(user_id: int, slot_id: int) -> str:
-    return f"{KEY_PREFIX}queued:{user_id}:{slot_id}"
-
-
 def request_booking(
     user_id: int,
     slot_id: int,
@@ -592,12 +589,11 @@ def request_booking(
     manual: bool = False,
     client: redis.Redis | None = None,
 ) -> bool:
-    """Queue a ``book_slot`` message; False when one for this (user, slot) is already queued or running."""
-    client = client or _redis()
-    if not client.set(_mark_key(user_id, slot_id), b"1", nx=True, ex=DISPATCH_MARK_TTL_S):
-        return False
-    book_slot.send(user_id, slot_id, subscription_id, utcnow().isoformat(), manual)
-    return True
+    """Queue a ``book_slot`` message; False when one for this (user, slot) is already queued or running
+    (``shared.enqueue.request_booking``, the bot's way too)."""
+    return enqueue.request_booking(
+        client or _redis(), book_slot.broker, user_id, slot_id, subscription_id, manual=manual
+    )
 
 
 def _send_requests(client: redis.Redis, requests: list[policy.BookRequest]) -> int:
@@ -690,7 +686,7 @@ async def book_slot(
     if report.attempts:
         # tried: the next request for this pair may come; untried (no profile, already active ...):
         # the marker's TTL throttles the sweep's re-dispatch
-        deps.redis.delete(_mark_key(user_id, slot_id))
+        deps.redis.delete(booking_marker_key(user_id, slot_id))
     log.info("booking_done", slot_id=slot_id, outcome=report.outcome, attempts=report.attempts)
 
 

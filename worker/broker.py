@@ -1,6 +1,7 @@
 """The Dramatiq broker every MTA process shares: Redis, async actors, a browser per worker process.
 
-Importing ``worker.actors`` configures the global broker from settings (``setup_broker``). Worker
+Importing ``worker.global_broker`` (as the actor modules do) configures the global broker from
+settings (``setup_broker``). Worker
 processes (``MTA_WORKER_PROCESS=1``, set by ``mta worker``) also get the ``BrowserMiddleware``:
 
 - ``before_worker_boot``: one Chromium pool per process, started on the event loop the AsyncIO
@@ -34,17 +35,14 @@ from dramatiq.middleware import (
 )
 from dramatiq.middleware.prometheus import Prometheus
 
+from shared.contracts import BOOKINGS_QUEUE as BOOKINGS_QUEUE
+from shared.contracts import CHECKS_QUEUE as CHECKS_QUEUE
+from shared.contracts import NAMESPACE as NAMESPACE
+from shared.contracts import WAKE_CHANNEL as WAKE_CHANNEL
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
 from worker import heartbeat
 
-CHECKS_QUEUE = "checks"
-BOOKINGS_QUEUE = "bookings"
-WAKE_CHANNEL = "mta:outbox:wake"
-"""Pub/sub channel the bot listens on; a message (the target id) means "the outbox has new rows"."""
-NAMESPACE = "mta"
-"""Dramatiq's keys: ``mta:<queue>`` (message ids), ``mta:<queue>.msgs``, ``mta:__heartbeats__``,
-``mta:__acks__.<broker id>.<queue>`` (messages a worker process holds)."""
 MAINTENANCE_CHANCE = 100_000
 """Per million broker commands: how often a command also requeues dead workers' messages. Idle
 consumers poll every ``dramatiq_worker_timeout`` ms, so a dead worker's check comes back within

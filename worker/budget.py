@@ -27,23 +27,16 @@ from dramatiq.rate_limits import WindowRateLimiter
 from dramatiq.rate_limits.backends import RedisBackend
 from prometheus_client import Gauge
 
+from shared.contracts import BUDGET_KEY_PREFIX as KEY_PREFIX  # noqa: F401  (re-exported)
+from shared.contracts import BUDGET_WINDOW_S as WINDOW_S
+from shared.contracts import budget_key
+from shared.contracts import streak_pause_after as pause_after  # re-exported
 from shared.settings import Settings
 
-WINDOW_S = 60
-KEY_PREFIX = "mta:budget:"
 PAUSE_MS = 61_000
 """The city's counter lives 60 s after the last counted request; one second of margin."""
 ANNOUNCED_LIMIT_TTL_S = 3_600
 """How long an announced limit is believed without being seen again."""
-
-
-def pause_after(before_pause: int, announced_limit: int | None) -> int:
-    """Requests in a streak before MTA pauses: the setting, or fewer when the site announced a limit
-    the setting would come too close to (a sixth of it, at least two, is kept back: a booking walk
-    needs a few while checks pause). 0: no pause."""
-    if before_pause <= 0 or announced_limit is None:
-        return max(0, before_pause)
-    return max(1, min(before_pause, announced_limit - max(2, announced_limit // 6)))
 
 
 BUDGET_TOKENS = Gauge(
@@ -71,7 +64,7 @@ class SiteBudget:
         self.site = site
         self.per_minute = per_minute
         self.before_pause = before_pause
-        self.key = f"{KEY_PREFIX}{site}:{egress}"
+        self.key = budget_key(site, egress)  # the layout the status service reads (shared.contracts)
         self.streak_key = f"{self.key}:streak"
         self.limit_key = f"{self.key}:announced_limit"
         self._limiter = WindowRateLimiter(

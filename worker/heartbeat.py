@@ -23,6 +23,7 @@ from typing import Any
 
 import redis
 
+from shared.contracts import LEADER_KEY, heartbeat_index_key, heartbeat_key
 from shared.logging import get_logger
 
 log = get_logger("mta.heartbeat")
@@ -30,15 +31,14 @@ log = get_logger("mta.heartbeat")
 INTERVAL_S = 2.0
 TTL_S = 10
 """A process that missed about five beats is gone."""
-LEADER_KEY = "mta:scheduler:leader"
 
 
 def key(role: str, identity: str) -> str:
-    return f"mta:heartbeat:{role}:{identity}"
+    return heartbeat_key(role, identity)
 
 
 def index_key(role: str) -> str:
-    return f"mta:heartbeat:{role}s"
+    return heartbeat_index_key(role)
 
 
 def process_identity() -> str:

@@ -42,6 +42,10 @@ from typing import Any, cast
 import redis
 from sqlalchemy import select
 
+from shared.contracts import INFLIGHT_PREFIX as INFLIGHT_PREFIX
+from shared.contracts import LAST_DISPATCH_KEY as LAST_DISPATCH_KEY
+from shared.contracts import ROUND_COST_KEY as ROUND_COST_KEY
+from shared.contracts import SITE_PAUSE_PREFIX as SITE_PAUSE_PREFIX
 from shared.db.database import Database
 from shared.db.models import Subscription, SubscriptionState, Target
 from shared.domain import SITE_TIMEZONE
@@ -55,10 +59,6 @@ from worker.leader import LeaderLock
 
 log = get_logger("mta.scheduler")
 
-INFLIGHT_PREFIX = "mta:inflight:"
-LAST_DISPATCH_KEY = "mta:scheduler:last_dispatch"
-SITE_PAUSE_PREFIX = "mta:site_pause:"
-ROUND_COST_KEY = "mta:scheduler:round_cost"
 BOOKING_POLL_EVERY_S = 30.0
 """Reservations, activation deadlines and confirmations are read this often (one job at a time)."""
 RETENTION_EVERY_S = 3600.0

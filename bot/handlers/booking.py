@@ -6,17 +6,17 @@ MTA alerted *this* user about *this* slot (a slot row in the outbox for them), t
 subscription of theirs that is still active; that the slot is still open; that they stored a
 booking profile the site has not refused; and that they hold no other active booking for the
 service (one per person and service, ``shared.booking``) and have no other request for it on its
-way. Only then ``worker.bookings.request_booking(..., manual=True)`` queues a ``book_slot``
-message; its Redis marker makes a second press a no-op ("already on its way").
+way. Only then ``shared.enqueue.request_booking(..., manual=True)`` queues a ``book_slot``
+message by name; its Redis marker makes a second press a no-op ("already on its way").
 
 ``/bookings`` lists the latest bookings with their state (holding, held by the city, reserved with
 the activation deadline, confirmed, expired, failed, cancelled). Bookings that hold something at
 the city (``shared.booking.cancellable``) get a signed "Cancel" button; a confirmation step
-follows, then ``worker.bookings.request_cancel`` queues the cancellation at the city, which frees
+follows, then ``shared.enqueue.request_cancel`` queues the cancellation at the city, which frees
 the slot for others. The outcome ("cancelled") reaches the user through the outbox.
 
-``worker.bookings`` is imported at first use: importing it configures Dramatiq's broker from the
-process settings (``MTA_REDIS_URL``), which a bot that never books does not need.
+The bot imports no worker code: it sends the worker's actors messages by name
+(``shared.contracts``) through a send-only broker on a Redis connection it opens per press.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ from bot.callbacks import Callback
 from bot.i18n import Gettext
 from bot.keyboards import ButtonSpec, KeyboardMaker, yes_no_keyboard
 from bot.validation import N_
+from bot.services import service_label
 from shared import booking as policy
+from shared import enqueue
 from shared.catalog import get_catalog
+from shared.contracts import booking_marker_key, booking_marker_pattern
 from shared.db.database import Database
 from shared.db.models import (
     Booking,
@@ -174,12 +177,12 @@ def check_book_request(session: Session, user_id: int, slot_id: int, now: dateti
 
 
 def _other_request_pending(
-    db: Database, client: redis.Redis, key_prefix: str, user_id: int, slot_id: int, slot: SlotFacts
+    db: Database, client: redis.Redis, user_id: int, slot_id: int, slot: SlotFacts
 ) -> bool:
     """A request of this user for another slot of the same service is queued or running (its
-    ``request_booking`` marker, ``<prefix>queued:<user>:<slot>``, is still there)."""
+    ``request_booking`` marker, ``shared.contracts.booking_marker_key``, is still there)."""
     others = []
-    for key in client.scan_iter(match=f"{key_prefix}queued:{user_id}:*", count=100):
+    for key in client.scan_iter(match=booking_marker_pattern(user_id), count=100):
         tail = (key.decode() if isinstance(key, bytes) else str(key)).rsplit(":", 1)[-1]
         if tail.isascii() and tail.isdigit() and int(tail) != slot_id:
             others.append(int(tail))
@@ -213,17 +216,15 @@ def request_from_alert(
         redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
     )
     try:
-        from worker import bookings as queue
-
-        if _other_request_pending(db, client, queue.KEY_PREFIX, user_id, slot_id, answer.slot):
+        if _other_request_pending(db, client, user_id, slot_id, answer.slot):
             return BookAnswer(BookOutcome.OTHER_PENDING, answer.slot, answer.subscription_id)
         try:
-            queued = queue.request_booking(
-                user_id, slot_id, answer.subscription_id, manual=True, client=client
+            queued = enqueue.request_booking(
+                client, enqueue.sender_broker(client), user_id, slot_id, answer.subscription_id, manual=True
             )
         except Exception:
             # the marker may be set while no message went out: let the next press try again
-            _forget_marker(client, queue.KEY_PREFIX, user_id, slot_id)
+            _forget_marker(client, user_id, slot_id)
             raise
     except Exception as exc:  # Redis down, broker misconfigured: say so, lose nothing
         log.warning("booking_request_failed", slot_id=slot_id, error=type(exc).__name__)
@@ -236,9 +237,9 @@ def request_from_alert(
     return answer
 
 
-def _forget_marker(client: redis.Redis, key_prefix: str, user_id: int, slot_id: int) -> None:
+def _forget_marker(client: redis.Redis, user_id: int, slot_id: int) -> None:
     try:
-        client.delete(f"{key_prefix}queued:{user_id}:{slot_id}")
+        client.delete(booking_marker_key(user_id, slot_id))
     except Exception as exc:  # it expires by itself
         log.warning("booking_marker_cleanup_failed", error=type(exc).__name__)
 
@@ -246,17 +247,18 @@ def _forget_marker(client: redis.Redis, key_prefix: str, user_id: int, slot_id: 
 # --- "Book this": the handler ---------------------------------------------------------------------
 
 
-def _names(site: str, service_id: int, office_id: int) -> tuple[str, str]:
-    """The service's and the office's names from the catalogue (their ids when unknown)."""
+def _names(site: str, service_id: int, office_id: int, language: str) -> tuple[str, str]:
+    """The service's (with a hint in the reader's language) and the office's names from the
+    catalogue (their ids when unknown)."""
     catalog = get_catalog(site)
     service = catalog.service(service_id)
     office = catalog.office(office_id)
     office_name = (office.display_name or office.name) if office else str(office_id)
-    return (service.name if service else str(service_id)), office_name
+    return (service_label(service, language) if service else str(service_id)), office_name
 
 
 def _slot_line(facts: SlotFacts, language: str) -> str:
-    service, office = _names(facts.site, facts.service_id, facts.office_id)
+    service, office = _names(facts.site, facts.service_id, facts.office_id, language)
     return f"{service}, {office}, {berlin_datetime(facts.start_at, language)}"
 
 
@@ -385,7 +387,7 @@ def _status_text(view: BookingView, _: Gettext, language: str) -> str:
 
 
 def describe_booking(view: BookingView, _: Gettext, language: str) -> str:
-    service, office = _names(view.site, view.service_id, view.office_id)
+    service, office = _names(view.site, view.service_id, view.office_id, language)
     when = berlin_datetime(view.start_at, language) if view.start_at else "?"
     state = _("State: {state}").format(state=_status_text(view, _, language))
     return f"#{view.id} · {service}\n📍 {office}\n🕒 {when}\n{state}"
@@ -451,7 +453,8 @@ async def on_button(turn: Turn, cb: Callback) -> None:
         return
     # bcy: confirmed
     try:
-        await asyncio.to_thread(_send_cancel, view.id, turn.user_id)
+        redis_url = turn.settings.redis_url if turn.settings is not None else ""
+        await asyncio.to_thread(_send_cancel, redis_url, view.id, turn.user_id)
     except Exception as exc:  # Redis down: nothing was queued, the booking stays as it is
         log.warning("booking_cancel_request_failed", booking_id=view.id, error=type(exc).__name__)
         await turn.answer(
@@ -466,10 +469,16 @@ async def on_button(turn: Turn, cb: Callback) -> None:
     )
 
 
-def _send_cancel(booking_id: int, user_id: int) -> None:
-    from worker import bookings as queue
-
-    queue.request_cancel(booking_id, user_id)
+def _send_cancel(redis_url: str, booking_id: int, user_id: int) -> None:
+    if not redis_url:
+        raise RuntimeError("MTA_REDIS_URL is empty: no queue to send the cancellation to")
+    client = redis.Redis.from_url(
+        redis_url, socket_connect_timeout=REDIS_TIMEOUT_S, socket_timeout=REDIS_TIMEOUT_S
+    )
+    try:
+        enqueue.request_cancel(enqueue.sender_broker(client), booking_id, user_id)
+    finally:
+        client.close()
 
 
 __all__ = [

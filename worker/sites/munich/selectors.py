@@ -10,19 +10,10 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit
 
+from shared.sites import deep_link
+
 SITE = "munich"
-
-# --- routes (§4.2) ------------------------------------------------------------------------------
-
-
-def deep_link(site_url: str, service_id: int, office_id: int | None = None) -> str:
-    """The booking page opened on ``#/services/<sid>[/locations/<oid>]``."""
-    base = site_url.split("#", 1)[0]
-    route = f"#/services/{service_id}"
-    if office_id is not None:
-        route += f"/locations/{office_id}"
-    return base + route
-
+# routes (§4.2): deep_link lives in shared.sites (the alert links with it too) and is re-exported here
 
 # --- the citizen API (§1, §2) ---------------------------------------------------------------------
 API_MARKER = "/api/citizen/"
