@@ -657,4 +657,7 @@ async def _route(request: Request, state: ReplicaState, name: str | None, endpoi
         body = await handler(Call(request=request, state=state, ip=ip))
     except ApiError as exc:
         return error_response(state, exc)
+    renames = state.renamed_fields.get(endpoint)
+    if renames and isinstance(body, dict):
+        body = {renames.get(key, key): value for key, value in body.items()}
     return json_response(state, body)

@@ -57,6 +57,7 @@ def get_state(request: Request) -> dict[str, Any]:
             "rateWindowS": state.ratelimiter.window_s,
             "layoutVariant": state.layout_variant,
             "calendarPath": state.calendar_path,
+            "renamedFields": {name: dict(fields) for name, fields in state.renamed_fields.items()},
             "cancelHoldbackS": state.cancel_holdback_s,
             "pageUrl": state.page_url,
             "faults": {name: w.to_dict() for name, w in state.faults.items()},
@@ -221,6 +222,9 @@ class FaultChange(BaseModel):
     endpoints: list[str] | None = None
     """Limit the faults set in this call to these endpoint names (e.g. available-calendar)."""
     layout_variant: str | None = None
+    renamed_fields: dict[str, str] | None = None
+    """Rename top-level answer fields (e.g. {"availableDays": "days"}) of the ``endpoints`` named
+    in the same call (default: available-calendar); {} puts every field back."""
     calendar_path: str | None = None
     legacy_api: bool | None = None
     captcha_enabled: bool | None = None
@@ -263,6 +267,12 @@ def set_faults(request: Request, change: FaultChange) -> dict[str, Any]:
             state.set_fault("garbage", duration_s=_window(change.garbage_s), endpoints=eps)
         if change.layout_variant is not None:
             state.layout_variant = change.layout_variant
+        if change.renamed_fields is not None:
+            if change.renamed_fields:
+                for name in eps or ["available-calendar"]:
+                    state.renamed_fields[name] = dict(change.renamed_fields)
+            else:
+                state.renamed_fields.clear()
         if change.calendar_path is not None:
             state.calendar_path = change.calendar_path.strip("/") or "available-calendar"
         if change.legacy_api is not None:

@@ -49,7 +49,7 @@ FIRST_PROCESS_ID = 101002
 REQUEST_LOG_MAX = 200_000
 
 LAYOUT_DEFAULT = "default"
-LAYOUT_VARIANTS = ("default", "renamed-timeslot-ids", "renamed-buttons", "no-shadow-dom")
+LAYOUT_VARIANTS = ("default", "renamed-timeslot-ids", "renamed-buttons", "no-shadow-dom", "renamed-day-tiles")
 """Known page variants; the pages read ``ReplicaState.layout_variant`` and decide what changes."""
 CALENDAR_ENDPOINT = "available-calendar"
 
@@ -199,6 +199,8 @@ class ReplicaState:
         self.page_url = cfg.page_url
         self.layout_variant = LAYOUT_DEFAULT
         self.calendar_path = CALENDAR_ENDPOINT
+        self.renamed_fields: dict[str, dict[str, str]] = {}
+        """Endpoint -> {answer field: new name}: a site release that renamed a field of its answers."""
         self.rng = random.Random(cfg.seed)
         self.events: list[dict[str, Any]] = []
         """What happened to slots (released, taken, expired ...), for tests and the demo."""

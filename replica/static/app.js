@@ -30,7 +30,7 @@ import {
   hhmm,
   hourOf,
   utcDate,
-  longDay,
+  dayHeading,
   monthOf,
   addMonths,
   daysOfMonth,
@@ -90,6 +90,14 @@ function freshCalendar() {
     loadingSlots: false,
     fetched: false,
     listView: false,
+    // What the last answer said about the horizon (spec §2.4a rule 5) and its free-slot window.
+    prevBookable: null,
+    nextBookable: null,
+    slotsStart: null,
+    slotsEnd: null,
+    // The hour (number) or day part ("am" | "pm") shown when Früher/Später page the day's times.
+    group: null,
+    listOpen: null, // the list view's open day
   };
 }
 
@@ -369,7 +377,16 @@ class ZmsAppointmentWrapped extends HTMLElement {
 
   mergeCalendar(data, requestedDay) {
     const cal = this.s.cal;
-    const days = Array.isArray(data.availableDays) ? data.availableDays : [];
+    const days = data.availableDays;
+    // The city's page refuses an answer it does not understand (AppointmentSelection.vue
+    // applyCalendarResponse): an error callout, not "no appointments".
+    if (!Array.isArray(days) || !days.every((d) => d && typeof d === "object" && "date" in d && "providerIDs" in d)) {
+      throw new ApiError("api", 200, "invalidCalendarAnswer", data);
+    }
+    cal.prevBookable = data.prevBookableDate || null;
+    cal.nextBookable = data.nextBookableDate || null;
+    cal.slotsStart = data.slotsStartDate || requestedDay;
+    cal.slotsEnd = data.slotsEndDate || requestedDay;
     const months = new Set([monthOf(requestedDay), ...days.map((d) => monthOf(String(d.date)))]);
     for (const iso of [...cal.days.keys()]) if (months.has(monthOf(iso))) cal.days.delete(iso);
     for (const d of days) {
@@ -509,6 +526,7 @@ class ZmsAppointmentWrapped extends HTMLElement {
       else await this.fetchCalendar(iso);
       if (s !== this.s || seq !== this.calSeq) return;
       if (!keepSelection) this.adoptLoadedDay();
+      cal.group = null;
     } catch (err) {
       if (s !== this.s || seq !== this.calSeq) return;
       cal.loadingSlots = false;
@@ -519,21 +537,43 @@ class ZmsAppointmentWrapped extends HTMLElement {
     this.render();
   }
 
-  selectDay(iso) {
+  /** A day tile (or, with jump, a month chevron that jumps to the next/previous bookable date). */
+  selectDay(iso, { jump = false } = {}) {
     const cal = this.s.cal;
-    if (!this.bookable(iso) || iso === cal.selectedDay) return;
+    if (!jump && (!this.bookable(iso) || iso === cal.selectedDay)) return;
     cal.selectedDay = iso;
     cal.month = monthOf(iso);
+    cal.group = null;
     this.s.slot = null;
     this.s.stepError = null;
     this.loadDay(iso);
   }
 
+  /** The month chevrons (CalendarView.vue onCalendarClick): with a bookable date beyond the painted
+   * month, jump there (one calendar request, that day selected); without one, the calendar only
+   * turns its page (no request). */
   changeMonth(delta) {
     const cal = this.s.cal;
+    if (cal.loadingSlots) return;
+    const target = delta > 0 ? cal.nextBookable : cal.prevBookable;
+    if (target && !this.legacyApi) {
+      this.selectDay(target, { jump: true });
+      return;
+    }
     cal.month = shiftMonth(cal.month, delta);
-    const first = `${cal.month}-01`;
-    this.loadDay(first < cal.start ? cal.start : first, { keepSelection: true });
+    this.render();
+  }
+
+  /** min/max months of the chevrons (AppointmentSelection.vue updateCalendarNavigationBounds). */
+  navigationBounds() {
+    const cal = this.s.cal;
+    const keys = [cal.slotsStart, cal.slotsEnd, ...this.bookableDays()].filter(Boolean).sort();
+    let min = cal.prevBookable || keys[0] || cal.start;
+    let max = cal.nextBookable || keys[keys.length - 1] || cal.end;
+    if (min < cal.start) min = cal.start;
+    if (max > cal.end) max = cal.end;
+    if (min > max) max = min;
+    return [monthOf(min), monthOf(max)];
   }
 
   toggleProvider(id, checked) {
@@ -1064,17 +1104,23 @@ class ZmsAppointmentWrapped extends HTMLElement {
           h("legend.m-checkbox-group__heading", {}, h("h2", { text: this.t.location })),
           s.providers.map((o) => {
             const id = String(o.id);
+            // MucCheckbox.vue with id "provider-<id>": input#checkbox-provider-<id>, its label holding
+            // the office name and a hint span#checkbox-hint-provider-<id> (street and number).
             return h(
-              "div.m-checkbox",
+              "div.m-checkboxes__item",
               {},
-              h(`input.m-checkbox__input#checkbox-provider-${id}`, {
+              h(`input.m-checkboxes__input#checkbox-provider-${id}`, {
+                name: "checkbox",
                 type: "checkbox",
                 checked: s.selected.has(id),
-                "aria-describedby": `checkbox-provider-${id}-hint`,
                 on: { change: (ev) => this.toggleProvider(id, ev.target.checked) },
               }),
-              h("label.m-checkbox__label", { for: `checkbox-provider-${id}`, text: o.name }),
-              h(`span.m-hint#checkbox-provider-${id}-hint`, { text: addressLine(o) }),
+              h(
+                "label.m-label.m-checkboxes__label",
+                { for: `checkbox-provider-${id}` },
+                o.name,
+                h(`span.m-hint#checkbox-hint-provider-${id}`, { text: addressLine(o) }),
+              ),
             );
           }),
           s.selected.size ? null : h("p.m-error-message", { role: "alert", text: this.t.providerSelectionError }),
@@ -1097,32 +1143,45 @@ class ZmsAppointmentWrapped extends HTMLElement {
     }
 
     const noSlots = cal.fetched && !cal.loading && s.selected.size > 0 && !this.bookableDays().length;
-    const section = h("section.m-component.appointment-selection", {}, h("h2", { text: this.t.dateAndTime }));
+    const section = h("section.m-component.appointment-selection", {});
     if (noSlots && !(s.stepError && s.stepError.back)) {
-      section.append(this.renderNoSlots());
+      section.append(h("h2", { text: this.t.dateAndTime }), this.renderNoSlots());
     } else if (s.selected.size > 0 && !(s.stepError && s.stepError.back)) {
+      // CalendarListToggle.vue: the heading, then one switch button labelled with the current view
+      // and what a press does; both options are aria-hidden spans.
+      const list = cal.listView;
       section.append(
         h(
-          "button.m-toggle-switch",
-          {
-            type: "button",
-            role: "switch",
-            "aria-checked": cal.listView ? "true" : "false",
-            on: {
-              click: () => {
-                cal.listView = !cal.listView;
-                this.render();
+          "div.calendar-list-toggle-container",
+          {},
+          h("h2#viewToggleLabel", { text: this.t.dateAndTime }),
+          h(
+            "button.m-toggle-switch",
+            {
+              type: "button",
+              class: list ? "m-toggle-switch--pressed" : "",
+              "aria-label": list
+                ? `${this.t.listViewActive} ${this.t.switchToCalendarView}`
+                : `${this.t.calendarViewActive} ${this.t.switchToListView}`,
+              on: {
+                click: () => {
+                  cal.listView = !cal.listView;
+                  cal.listOpen = null;
+                  if (!cal.listView && cal.selectedDay) cal.month = monthOf(cal.selectedDay);
+                  this.render();
+                },
               },
             },
-          },
-          h("span.m-toggle-switch__option", { class: cal.listView ? "" : "is-active", text: this.t.calendarView }),
-          h("span.m-toggle-switch__option", { class: cal.listView ? "is-active" : "", text: this.t.listView }),
+            h("span.m-toggle-switch__label", { class: list ? "disabled" : "", "aria-hidden": "true", text: this.t.calendarView }),
+            h("span.m-toggle-switch__indicator", { "aria-hidden": "true" }, h("span")),
+            h("span.m-toggle-switch__label", { class: list ? "" : "disabled", "aria-hidden": "true", text: this.t.listView }),
+          ),
         ),
       );
       if (cal.loading || !cal.fetched) {
         section.append(h("div.m-spinner", { role: "status", text: this.t.loadingTimes }));
       } else {
-        section.append(cal.listView ? this.renderDayList() : this.renderCalendar(), this.renderTimes());
+        section.append(...(cal.listView ? [this.renderDayList()] : [this.renderCalendar(), this.renderTimes()]));
       }
     }
     out.push(section);
@@ -1182,79 +1241,121 @@ class ZmsAppointmentWrapped extends HTMLElement {
     const cal = this.s.cal;
     const month = cal.month || monthOf(cal.start);
     const first = utcDate(`${month}-01`);
-    const leading = (first.getUTCDay() + 6) % 7; // Monday first
-    const tiles = [];
-    for (let i = 0; i < leading; i++) tiles.push(h("div.muc-calendar-item.muc-calendar-item--empty", { "aria-hidden": "true" }));
+    const spacers = (first.getUTCDay() + 6) % 7; // Monday first; days of other months are not shown
+    const noTiles = this.layoutVariant === LAYOUT.renamedDayTiles;
+    const cells = [];
+    for (let i = 0; i < spacers; i++) cells.push(h("div", {}));
     for (const iso of daysOfMonth(month)) {
       const bookable = this.bookable(iso);
       const selected = iso === cal.selectedDay;
-      tiles.push(
+      const day = String(Number(iso.slice(8)));
+      // MucDayTile.vue: role=button, aria-label "<day of month> auswählen", aria-disabled, the number.
+      cells.push(
         h(
-          "div.muc-calendar-item",
+          noTiles ? "div.muc-calendar-day" : "div.muc-calendar-item",
           {
-            role: "button",
-            tabindex: bookable ? 0 : -1,
+            role: noTiles ? null : "button",
+            tabindex: bookable ? "0" : "-1",
             class: [bookable ? "" : "disabled-tile", selected ? "selected" : ""].filter(Boolean).join(" "),
-            "aria-label": `${longDay(iso)} auswählen`,
-            "aria-disabled": bookable ? null : "true",
-            "aria-pressed": selected ? "true" : null,
-            "data-date": iso,
+            "aria-label": noTiles ? null : `${day} auswählen`,
+            "aria-disabled": bookable ? "false" : "true",
             on: {
               click: () => this.selectDay(iso),
-              keydown: (ev) => (ev.key === "Enter" || ev.key === " ") && this.selectDay(iso),
+              keyup: (ev) => ev.key === "Enter" && this.selectDay(iso),
             },
           },
-          String(Number(iso.slice(8))),
+          day,
         ),
       );
     }
-    const minMonth = monthOf(cal.start);
-    const maxMonth = monthOf(cal.end);
+    const [minMonth, maxMonth] = this.navigationBounds();
+    const chevron = (delta) =>
+      button(null, {
+        variant: "ghost",
+        disabled: delta < 0 ? month <= minMonth : month >= maxMonth,
+        onClick: () => this.changeMonth(delta),
+        attrs: { "aria-label": delta < 0 ? this.t.prevMonth : this.t.nextMonth },
+        iconName: delta < 0 ? "chevron-left" : "chevron-right",
+        iconLeft: delta > 0,
+      });
+    // MucCalendar.vue with disable-view-change: caption (chevrons around an h3 "<Monat> <Jahr>"),
+    // then MucCalendarDay.vue: a header row of weekdays and a grid of spacers and day tiles.
     return h(
-      "div.muc-calendar",
+      "div.m-component.calendar-root",
       {},
       h(
-        "div.muc-calendar__header",
+        "div.muc-calendar-wrap",
         {},
-        button("‹", {
-          variant: "ghost",
-          disabled: month <= minMonth,
-          onClick: () => this.changeMonth(-1),
-          attrs: { "aria-label": this.t.prevMonth },
-        }),
-        h("span.muc-calendar__month", { text: fmtMonth.format(first), "aria-live": "polite" }),
-        button("›", {
-          variant: "ghost",
-          disabled: month >= maxMonth,
-          onClick: () => this.changeMonth(1),
-          attrs: { "aria-label": this.t.nextMonth },
-        }),
+        h(
+          "div",
+          {},
+          h(
+            "div.container-wrapper",
+            {},
+            h("div.calendar-caption", {}, chevron(-1), h("div.header", {}, h("h3", { text: fmtMonth.format(first) })), chevron(1)),
+            h(
+              "div.container-view-size",
+              {},
+              h(
+                "div.muc-calendar-view-full-size",
+                {},
+                h(
+                  "div.muc-calendar-container.table-header",
+                  {},
+                  ["Mo", "Di", "Mi", "Do", "Fr", "Sa", "So"].map((d) => h("div.header-item", {}, h("strong", { text: d }))),
+                ),
+                h("div.muc-calendar-container", {}, cells),
+              ),
+            ),
+          ),
+        ),
       ),
-      h(
-        "div.muc-calendar__weekdays",
-        { "aria-hidden": "true" },
-        ["Mo", "Di", "Mi", "Do", "Fr", "Sa", "So"].map((d) => h("span", { text: d })),
-      ),
-      h("div.muc-calendar__grid", {}, tiles),
     );
   }
 
+  /** ListView.vue: an accordion of the first five bookable days, labelled like the day heading. */
   renderDayList() {
-    const cal = this.s.cal;
-    return h(
-      "ul.day-list",
-      {},
-      this.bookableDays().map((iso) =>
+    const s = this.s;
+    const cal = s.cal;
+    const days = this.bookableDays().slice(0, 5);
+    if (!cal.listOpen && days.length) cal.listOpen = cal.selectedDay && days.includes(cal.selectedDay) ? cal.selectedDay : days[0];
+    const sections = days.map((iso, index) => {
+      const open = iso === cal.listOpen;
+      return h(
+        "div",
+        {},
         h(
-          "li",
+          `h4.m-accordion__section-header#listHeading-${index}`,
           {},
-          button(longDay(iso), {
-            variant: iso === cal.selectedDay ? "primary" : "ghost",
-            onClick: () => this.selectDay(iso),
-            attrs: { "data-date": iso, "aria-pressed": iso === cal.selectedDay ? "true" : "false" },
-          }),
+          h(
+            "button.m-accordion__section-button",
+            {
+              type: "button",
+              "aria-expanded": open ? "true" : "false",
+              "aria-controls": `#listContent-${index}`,
+              on: {
+                click: () => {
+                  cal.listOpen = open ? null : iso;
+                  if (!open && iso !== cal.selectedDay) this.selectDay(iso);
+                  else this.render();
+                },
+              },
+            },
+            dayHeading(iso),
+          ),
         ),
-      ),
+        h(
+          `section.m-accordion__section-content.collapse#listContent-${index}`,
+          { class: open ? "show" : "", "aria-labelledby": `listHeading-${index}` },
+          h("div.m-textplus__content", {}, open && iso === cal.selectedDay && !cal.loadingSlots ? this.renderGroups() : null),
+        ),
+      );
+    });
+    return h(
+      "div",
+      {},
+      h("div.m-content", {}, h("h3.no-top-margin", { text: this.t.availableTimes })),
+      h("div.m-component.m-component-accordion", {}, h("div.m-component__body", {}, h("div.m-accordion#listViewAccordion", {}, sections))),
     );
   }
 
@@ -1268,51 +1369,105 @@ class ZmsAppointmentWrapped extends HTMLElement {
       .filter(([, slots]) => slots.length);
   }
 
+  /** The selected day's times per office, grouped by hour (more than 18 on the day) or by day part,
+   * plus whether Früher/Später page through the groups (CalendarView.vue: more than one office
+   * offers the service, providersWithAppointments.length > 1). */
+  dayGroups() {
+    const byProvider = this.slotsByProvider();
+    const total = byProvider.reduce((n, [, slots]) => n + slots.length, 0);
+    const hourly = total > DAY_PART_THRESHOLD;
+    const offices = byProvider.map(([office, slots]) => {
+      const groups = new Map();
+      for (const ts of slots) {
+        const hour = hourOf(ts);
+        const key = hourly ? hour : hour >= 12 ? "pm" : "am";
+        if (!groups.has(key)) groups.set(key, []);
+        groups.get(key).push(ts);
+      }
+      return [office, groups];
+    });
+    const keys = [...new Set(offices.flatMap(([, groups]) => [...groups.keys()]))].sort((a, b) =>
+      hourly ? a - b : a === b ? 0 : a === "am" ? -1 : 1,
+    );
+    return { offices, keys, hourly, paging: this.s.providers.length > 1 };
+  }
+
+  groupLabel(key, hourly) {
+    return hourly ? `${key}:00-${key}:59` : key === "am" ? this.t.am : this.t.pm;
+  }
+
+  /** TimeSlotGrid.vue per office and group, then the Früher/Später buttons when they page. */
+  renderGroups() {
+    const cal = this.s.cal;
+    const { offices, keys, hourly, paging } = this.dayGroups();
+    if (!keys.length) return [];
+    if (cal.group === null || !keys.includes(cal.group)) cal.group = keys[0];
+    const current = cal.group;
+    const renamed = LAYOUT.renamedTimeslotIds.has(this.layoutVariant);
+    const out = [];
+    for (const [office, groups] of offices) {
+      if (paging && !groups.has(current)) continue;
+      const oid = String(office.id);
+      const grids = [];
+      for (const [key, list] of groups) {
+        if (paging && key !== current) continue;
+        const label = this.groupLabel(key, hourly);
+        const items = list.map((ts) => this.renderSlot(office, ts, renamed));
+        grids.push(
+          renamed
+            ? h(`div.slot-list#slots-${oid}`, {}, h("span.timeslot-group__label", { text: label }), items)
+            : h(
+                `div#timeslot-grid-provider-${oid}`,
+                {},
+                this.s.providers.length > 1 ? h(`h5.location-title#provider-${oid}`, { text: office.name }) : null,
+                h("div.wrapper", {}, h("p.left-text.nowrap", { text: label }), h("div.grid", {}, items)),
+              ),
+        );
+      }
+      out.push(h("div", {}, grids));
+    }
+    if (paging) {
+      const index = keys.indexOf(current);
+      const page = (step) => {
+        cal.group = keys[index + step];
+        this.render();
+      };
+      out.push(
+        h(
+          "div.wrapper.m-button-group",
+          {},
+          button(this.t.earlier, { variant: "ghost", disabled: index <= 0, onClick: () => page(-1), iconName: "chevron-left", iconLeft: true }),
+          button(this.t.later, {
+            variant: "ghost",
+            disabled: index >= keys.length - 1,
+            onClick: () => page(1),
+            iconName: "chevron-right",
+            attrs: { class: "float-right" },
+          }),
+        ),
+      );
+    }
+    return out;
+  }
+
+  /** CalendarView.vue's times: "Verfügbare Termine", the day as h4 ("Mittwoch, 09.12.2026"), the
+   * groups; nothing at all when the day has no time for the ticked offices. */
   renderTimes() {
     const s = this.s;
     const cal = s.cal;
     if (!cal.selectedDay) return null;
-    const wrap = h("div.timeslots", {}, h("h3", { text: this.t.availableTimes }), h("h4", { text: longDay(cal.selectedDay) }));
+    const head = h("div.m-content", {}, h("h3.no-top-margin", { text: this.t.availableTimes }));
     if (cal.loadingSlots) {
-      wrap.append(h("div.m-spinner", { role: "status", text: this.t.loadingTimes }));
-      return wrap;
+      return h("div.m-component", {}, head, h("div.m-content", {}, h("div.m-spinner-container", {}, h("div.m-spinner", { role: "status", text: this.t.loadingTimes }))));
     }
-    const byProvider = this.slotsByProvider();
-    const total = byProvider.reduce((n, [, slots]) => n + slots.length, 0);
-    const renamed = LAYOUT.renamedTimeslotIds.has(this.layoutVariant);
-    for (const [office, slots] of byProvider) {
-      const oid = String(office.id);
-      const groups = new Map();
-      for (const ts of slots) {
-        const hour = hourOf(ts);
-        const key = total <= DAY_PART_THRESHOLD ? (hour < 12 ? this.t.am : this.t.pm) : `${hour}:00-${hour}:59`;
-        if (!groups.has(key)) groups.set(key, []);
-        groups.get(key).push(ts);
-      }
-      const grid = h(renamed ? `div.slot-list#slots-${oid}` : `div.timeslot-grid#timeslot-grid-provider-${oid}`, {});
-      for (const [label, list] of groups) {
-        grid.append(
-          h(
-            "div.timeslot-group",
-            { role: "group", "aria-label": label },
-            h("span.timeslot-group__label", { text: label }),
-            h(
-              "div.timeslot-group__items",
-              {},
-              list.map((ts) => this.renderSlot(oid, ts, renamed)),
-            ),
-          ),
-        );
-      }
-      wrap.append(
-        h("div.timeslot-provider", {}, byProvider.length > 1 ? h("h5.timeslot-provider__name", { text: office.name }) : null, grid),
-      );
-    }
-    return wrap;
+    const groups = this.renderGroups();
+    if (!groups.length) return null;
+    return h("div.m-component", {}, head, h("div.day-heading", {}, h("h4", { text: dayHeading(cal.selectedDay) })), groups);
   }
 
-  renderSlot(oid, ts, renamed) {
+  renderSlot(office, ts, renamed) {
     const s = this.s;
+    const oid = String(office.id);
     const selected = s.slot && s.slot.officeId === oid && s.slot.ts === ts;
     const pick = () => {
       s.slot = { officeId: oid, ts };
@@ -1333,15 +1488,19 @@ class ZmsAppointmentWrapped extends HTMLElement {
         }),
       );
     }
+    // TimeSlotGrid.vue: a MucButton (primary when selected) with the time, labelled "HH:MM Uhr, <Ort>".
     return h(
       "div.grid-item",
       { "data-provider-id": oid, "data-timeslot": ts },
-      h(`button.timeslot#provider-${oid}-timeslot-${ts}`, {
-        type: "button",
-        class: selected ? "selected" : "",
-        "aria-pressed": selected ? "true" : "false",
-        on: { click: pick },
-        text: hhmm(ts),
+      button(hhmm(ts), {
+        variant: selected ? "primary" : "secondary",
+        onClick: pick,
+        id: `provider-${oid}-timeslot-${ts}`,
+        attrs: {
+          class: "timeslot",
+          "data-provider-id": oid,
+          "aria-label": `${hhmm(ts)} ${this.t.timeStampSuffix}, ${office.name}`,
+        },
       }),
     );
   }

@@ -10,6 +10,8 @@ export const LAYOUT = {
   renamedTimeslotIds: new Set(["renamed-timeslot-ids", "renamed-ids"]),
   renamedButtons: "renamed-buttons",
   noShadowDom: "no-shadow-dom",
+  // the calendar's day tiles lose role=button and their class (a fault: the booker finds no tile)
+  renamedDayTiles: "renamed-day-tiles",
 };
 export const RENAMED_BUTTONS = {
   next: "Fortfahren",
@@ -49,6 +51,13 @@ export const T = {
   availableTimes: "Verfügbare Termine",
   am: "Vormittag",
   pm: "Nachmittag",
+  earlier: "Früher",
+  later: "Später",
+  timeStampSuffix: "Uhr",
+  listViewActive: "Listenansicht aktiv.",
+  calendarViewActive: "Kalenderansicht aktiv.",
+  switchToCalendarView: "Zur Kalenderansicht wechseln",
+  switchToListView: "Zur Listenansicht wechseln",
   clock: "Uhr",
   loadingTimes: "Verfügbare Termine werden geladen",
   selectedAppointment: "Ausgewählter Termin",

@@ -16,6 +16,11 @@ export const fmtLongDay = new Intl.DateTimeFormat("de-DE", {
   timeZone: "UTC", weekday: "long", day: "numeric", month: "long", year: "numeric",
 });
 export const fmtMonth = new Intl.DateTimeFormat("de-DE", { timeZone: "UTC", month: "long", year: "numeric" });
+// The day heading above the times and the list view's day labels: "Mittwoch, 09.12.2026"
+// (zmscitizenview formatAppointmentDateTime.ts formatDayFromDate: weekday long, 2-digit day and month).
+export const fmtDayHeading = new Intl.DateTimeFormat("de-DE", {
+  timeZone: "UTC", weekday: "long", year: "numeric", month: "2-digit", day: "2-digit",
+});
 
 export const berlinToday = () => fmtIsoDate.format(new Date());
 export const hhmm = (ts) => fmtTime.format(new Date(ts * 1000));
@@ -23,6 +28,7 @@ export const hourOf = (ts) => parseInt(fmtHour.format(new Date(ts * 1000)), 10);
 export const utcDate = (iso) => new Date(`${iso}T00:00:00Z`);
 export const isoOfUtc = (d) => d.toISOString().slice(0, 10);
 export const longDay = (iso) => fmtLongDay.format(utcDate(iso));
+export const dayHeading = (iso) => fmtDayHeading.format(utcDate(iso));
 export const monthOf = (iso) => iso.slice(0, 7);
 
 export function addMonths(iso, months) {
@@ -168,8 +174,22 @@ export function h(spec, attrs = {}, ...children) {
   return el;
 }
 
-export function button(label, { variant = "primary", disabled = false, onClick, id = null, attrs = {} } = {}) {
-  const el = h(`button.m-button.m-button--${variant}`, { type: "button", id, ...attrs }, h("span", { text: label }));
+/** The patternlab icon: <svg aria-hidden="true" class="m-button__icon"><use href="#icon-<name>"/></svg>. */
+export function icon(name, className = "m-button__icon") {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("aria-hidden", "true");
+  svg.setAttribute("class", className);
+  const use = document.createElementNS(ns, "use");
+  use.setAttribute("href", `#icon-${name}`);
+  svg.append(use);
+  return svg;
+}
+
+export function button(label, { variant = "primary", disabled = false, onClick, id = null, attrs = {}, iconName = null, iconLeft = false } = {}) {
+  const parts = [label === null ? null : h("span", { text: label })];
+  if (iconName) parts[iconLeft ? "unshift" : "push"](icon(iconName, `m-button__icon m-button__icon--${iconLeft ? "before" : "after"}`));
+  const el = h(`button.m-button.m-button--${variant}`, { type: "button", id, ...attrs }, parts);
   if (disabled) {
     el.setAttribute("aria-disabled", "true");
     el.classList.add("disabled");

@@ -13,9 +13,18 @@ from worker.sites.munich import booking_selectors as bsel
 from worker.sites.munich.booker import ApiResponse, Contact, raise_for_site
 
 
-def test_day_labels_match_the_calendar_tiles() -> None:
-    assert bsel.long_day_de(date(2026, 12, 3)) == "Donnerstag, 3. Dezember 2026"
-    assert bsel.day_tile(date(2027, 3, 1)).endswith('[aria-label="Montag, 1. März 2027 auswählen"]')
+def test_day_labels_match_the_citys_calendar() -> None:
+    """The city's tiles say the bare day number (patternlab MucDayTile.vue), the times' heading is
+    formatDayFromDate's "Mittwoch, 09.12.2026", the caption "<Monat> <Jahr>" (MucCalendar.vue).
+    Asserted: the booker's labels and its caption reading; a caption it cannot read is None."""
+    assert bsel.day_tile(date(2027, 3, 1)).endswith('[aria-label="1 auswählen"]')
+    assert bsel.DAY_TILE_LABEL.format(day=9) == "9 auswählen"
+    assert bsel.day_heading(date(2026, 12, 9)) == "Mittwoch, 09.12.2026"
+    assert bsel.day_heading(date(2027, 3, 1)) == "Montag, 01.03.2027"
+    assert bsel.parse_month_caption("Dezember 2026") == (2026, 12)
+    assert bsel.parse_month_caption("März 2027") == (2027, 3)
+    assert bsel.parse_month_caption("December 2026") is None
+    assert bsel.parse_month_caption("2026") is None
 
 
 def test_link_hashes_are_the_citys() -> None:

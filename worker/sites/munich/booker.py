@@ -21,13 +21,16 @@ worker left behind with the page's own update and preconfirm requests.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
+import enum
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, urlsplit
 
 from playwright.async_api import Error as PlaywrightError
 
@@ -55,8 +58,12 @@ if TYPE_CHECKING:
 log = get_logger("mta.booking.munich")
 
 POLL_S = 0.05
-SETTLE_S = 2.0
-"""How long a shown day may take to list a time button before we call the slot gone."""
+QUIET_S = 0.3
+"""A calendar answer the page may follow with another request (the day it selects next): how long
+no calendar request must have been sent before the appointment step counts as settled."""
+CALENDAR_ENDPOINTS = frozenset(
+    {sel.CALENDAR_ENDPOINT, sel.LEGACY_DAYS_ENDPOINT, sel.LEGACY_APPOINTMENTS_ENDPOINT}
+)
 FATAL_SCREENS = (
     sel.RATE_LIMIT_SCREEN,
     sel.MAINTENANCE_SCREEN,
@@ -208,6 +215,11 @@ class ApiResponse:
     status: int
     body: Any
     headers: dict[str, str]
+    url: str = ""
+
+    @property
+    def query(self) -> dict[str, str]:
+        return dict(parse_qsl(urlsplit(self.url).query))
 
     @property
     def ok(self) -> bool:
@@ -236,12 +248,26 @@ class ApiRecorder:
         self.responses: list[ApiResponse] = []
         self.api_base: str | None = None
         self.requests = 0
+        self._calendar_open: set[str] = set()
+        self.last_calendar_event_at = 0.0
         page.on("response", self._on_response)
         page.on("request", self._on_request)
+        page.on("requestfailed", self._on_request_failed)
 
     def _on_request(self, request: Any) -> None:
         if sel.API_MARKER in request.url:
             self.requests += 1
+            if sel.endpoint_of(request.url) in CALENDAR_ENDPOINTS:
+                self._calendar_open.add(request.url)
+                self.last_calendar_event_at = time.monotonic()
+
+    def _on_request_failed(self, request: Any) -> None:
+        """The page aborts a calendar request another one supersedes: it is no longer in flight."""
+        self._calendar_open.discard(request.url)
+
+    def calendar_pending(self) -> bool:
+        """A calendar request of the page has no answer yet."""
+        return bool(self._calendar_open)
 
     async def _on_response(self, response: Response) -> None:
         endpoint = sel.endpoint_of(response.url)
@@ -250,13 +276,19 @@ class ApiRecorder:
         if self.api_base is None:
             self.api_base = response.url.split(sel.API_MARKER, 1)[0] + sel.API_MARKER.rstrip("/")
         body: Any = None
-        # the catalogue and calendar bodies are large and not needed here: booking calls and errors only
-        if endpoint in bsel.BOOKING_ENDPOINTS or response.status >= 400:
+        # the catalogue is large and not needed here: calendar answers (which day lists which slot),
+        # booking calls and errors only
+        if endpoint in bsel.BOOKING_ENDPOINTS or endpoint in CALENDAR_ENDPOINTS or response.status >= 400:
             try:
                 body = await response.json()
             except (PlaywrightError, ValueError):
                 body = None
-        self.responses.append(ApiResponse(endpoint, response.status, body, dict(response.headers)))
+        self.responses.append(
+            ApiResponse(endpoint, response.status, body, dict(response.headers), response.url)
+        )
+        if endpoint in CALENDAR_ENDPOINTS:
+            self._calendar_open.discard(response.url)
+            self.last_calendar_event_at = time.monotonic()
 
     def mark(self) -> int:
         return len(self.responses)
@@ -271,6 +303,7 @@ class ApiRecorder:
         with contextlib.suppress(Exception):
             self.page.remove_listener("response", self._on_response)
             self.page.remove_listener("request", self._on_request)
+            self.page.remove_listener("requestfailed", self._on_request_failed)
 
 
 def raise_for_site(response: ApiResponse) -> None:
@@ -322,12 +355,16 @@ class MunichBooker:
         solver: CaptchaSolver,
         pacer: Pacer | None = None,
         step_timeout_s: float = 30.0,
-        max_paging: int = 8,
+        max_paging: int = 24,
+        max_months: int = 8,
     ) -> None:
         self.solver = solver
         self.pacer: Pacer = pacer or NoPacer()
         self.step_timeout_s = step_timeout_s
         self.max_paging = max_paging
+        """Früher/Später presses at most (one per hour group of a day)."""
+        self.max_months = max_months
+        """Month button presses at most (the page's horizon is six months)."""
 
     # ------------------------------------------------------------------------------------------
     async def book(
@@ -379,20 +416,19 @@ class MunichBooker:
         if token is not None:
             session.set_token(token)
         await self._wait_enabled(page, next_button.first, "Weiter after the captcha")
-        mark = recorder.mark()
+        step = recorder.mark()
         await self._click(page, next_button.first, "Weiter (to the appointment step)")
-        await self._wait_for_calendar(page, recorder, mark)
+        await self._wait_for_calendar(page, recorder, step)
+        await self._tick_office(page, recorder, slot)
         if await page.get_by_text(sel.NO_SLOTS, exact=True).count():
-            return SlotTaken(sel.NO_SCOPE_CODE, "the page shows no free appointment at all")
-        checkbox = page.locator(sel.provider_checkbox(slot.office_id))
-        if await checkbox.count() and not await checkbox.first.is_checked():
-            await self.pacer.think()
-            await checkbox.first.check()
+            if _calendar_verdict(recorder.responses[step:], slot) is _Verdict.GONE:
+                return SlotTaken(sel.NO_SCOPE_CODE, "the calendar answer lists no free appointment")
+            raise LayoutChanged("the page says no appointment is free, its calendar answer lists the slot")
         button = page.locator(bsel.timeslot_button(slot.office_id, slot.timestamp))
-        if not await button.count():
-            found = await self._open_day(page, slot)
-            if not found:
-                return SlotTaken("notShown", "the calendar no longer shows the slot")
+        if not await _visible(button):
+            taken = await self._show_slot(page, recorder, slot, step)
+            if taken is not None:
+                return taken
         await self._click(page, button.first, "the slot's time button")
         await self._wait_visible(
             page, page.get_by_text(bsel.SELECTED_APPOINTMENT, exact=True).first, "Ausgewählter Termin"
@@ -400,60 +436,196 @@ class MunichBooker:
         return None
 
     async def _wait_for_calendar(self, page: Page, recorder: ApiRecorder, mark: int) -> None:
+        """Wait until the appointment step shows times or the no-slots callout and the page has no
+        calendar request in flight; an answer the page cannot have understood is a layout change."""
         deadline = time.monotonic() + self.step_timeout_s
         while True:
             await self._check_fatal(page, recorder, mark)
-            if (
-                await page.locator(sel.TIMESLOT_BUTTON).count()
-                or await page.get_by_text(sel.NO_SLOTS, exact=True).count()
-            ):
+            _check_calendar_answers(recorder.responses[mark:])
+            shown = await _visible(page.locator(sel.TIMESLOT_BUTTON)) or await _visible(
+                page.get_by_text(sel.NO_SLOTS, exact=True)
+            )
+            if shown and await self._calendar_idle(recorder):
                 return
             if time.monotonic() > deadline:
                 raise LayoutChanged("the appointment step showed neither time slots nor the no-slots callout")
             await asyncio.sleep(POLL_S)
 
-    async def _open_day(self, page: Page, slot: SlotToBook) -> bool:
-        """Move the calendar to the slot's day and wait for its time button; False if not shown."""
+    async def _calendar_idle(self, recorder: ApiRecorder) -> bool:
+        """No calendar request in flight, and none sent for a short while (the page follows one
+        answer with another request, e.g. for the day it then selects)."""
+        if recorder.calendar_pending():
+            return False
+        return time.monotonic() - recorder.last_calendar_event_at >= QUIET_S
+
+    async def _tick_office(self, page: Page, recorder: ApiRecorder, slot: SlotToBook) -> None:
+        """With several offices the page lists a checkbox per office; the slot's must be ticked
+        (the deep link ticks it; a changed page may not). Ticking reloads the calendar."""
+        checkbox = page.locator(sel.provider_checkbox(slot.office_id))
+        if not await checkbox.count():
+            if await page.locator(bsel.ANY_PROVIDER_CHECKBOX).count():
+                raise LayoutChanged(
+                    f"the page offers offices to tick, but not the slot's office {slot.office_id}"
+                )
+            return
+        if await checkbox.first.is_checked():
+            return
+        mark = recorder.mark()
+        await self.pacer.think()
+        await checkbox.first.check()
+        await self._wait_answer(
+            page, recorder, mark, lambda r: slot.office_id in _offices_of(r), "the office"
+        )
+        await self._wait_for_calendar(page, recorder, mark)
+
+    async def _show_slot(
+        self, page: Page, recorder: ApiRecorder, slot: SlotToBook, step: int
+    ) -> SlotTaken | None:
+        """Bring the slot's time button on screen: turn the calendar to the slot's month with the
+        month buttons, pick the day tile, wait for the page's answer for that day, page the times
+        with Früher/Später. Returns SlotTaken only when the site's answer says the slot is gone;
+        what the booker cannot find or understand on the page is LayoutChanged."""
         day = slot.start.astimezone(SITE_TIMEZONE).date()
-        tile = page.locator(bsel.day_tile(day))
-        for direction in (bsel.NEXT_MONTH, bsel.PREV_MONTH):
-            for _ in range(7):
-                if await tile.count():
-                    break
-                nav = page.get_by_role("button", name=direction, exact=True)
-                if not await nav.count() or await nav.first.get_attribute("aria-disabled") == "true":
-                    break
-                await self._click(page, nav.first, direction)
-                await asyncio.sleep(POLL_S)
-            if await tile.count():
+        taken = await self._turn_to_month(page, recorder, slot, day, step)
+        if taken is not None:
+            return taken
+        tile = await self._day_tile(page, day)
+        if await tile.get_attribute("aria-disabled") == "true":
+            if _calendar_verdict(recorder.responses[step:], slot) is _Verdict.GONE:
+                return SlotTaken("notInCalendar", "the calendar answer does not list the slot's day")
+            raise LayoutChanged(f"the day tile of {day} is disabled while the calendar answer lists the day")
+        if "selected" not in (await tile.get_attribute("class") or "").split():
+            mark = recorder.mark()
+            await self._click(page, tile, f"the day tile of {day}")
+            await self._wait_answer(page, recorder, mark, lambda r: _covers(r, day), f"the answer for {day}")
+            await self._wait_for_calendar(page, recorder, mark)
+        else:
+            await self._wait_answer(page, recorder, step, lambda r: _covers(r, day), f"the answer for {day}")
+        verdict = _calendar_verdict(recorder.responses[step:], slot)
+        if verdict is _Verdict.GONE:
+            return SlotTaken("notInCalendar", "the day's calendar answer does not list the slot")
+        if verdict is not _Verdict.LISTED:
+            raise LayoutChanged(f"no calendar answer with the times of {day} for office {slot.office_id}")
+        await self._page_to_slot(page, slot, day)
+        return None
+
+    async def _turn_to_month(
+        self, page: Page, recorder: ApiRecorder, slot: SlotToBook, day: date, step: int
+    ) -> SlotTaken | None:
+        """Press "Nächster/Vorheriger Monat" until the caption shows the slot's month (the page
+        jumps to the next bookable date when its answer names one, else turns one month)."""
+        target = (day.year, day.month)
+        for _ in range(self.max_months):
+            shown = await self._shown_month(page)
+            if shown == target:
+                return None
+            forward = shown < target
+            nav = page.locator(bsel.NEXT_MONTH_BUTTON if forward else bsel.PREV_MONTH_BUTTON)
+            if not await nav.count():
+                raise LayoutChanged("the calendar has no month button")
+            if await nav.first.get_attribute("aria-disabled") == "true":
                 break
-        if not await tile.count():
-            return False
-        if await tile.first.get_attribute("aria-disabled") == "true":
-            return False
-        if "selected" not in (await tile.first.get_attribute("class") or "").split():
-            await self._click(page, tile.first, "the slot's day")
+            mark = recorder.mark()
+            caption = await page.locator(bsel.CALENDAR_CAPTION).first.inner_text()
+            await self._click(page, nav.first, "Nächster Monat" if forward else "Vorheriger Monat")
+            deadline = time.monotonic() + self.step_timeout_s
+            while True:
+                await self._check_fatal(page, recorder, mark)
+                _check_calendar_answers(recorder.responses[mark:])
+                now_caption = await page.locator(bsel.CALENDAR_CAPTION).first.inner_text()
+                if now_caption != caption and await self._calendar_idle(recorder):
+                    break
+                if time.monotonic() > deadline:
+                    raise LayoutChanged("the month button did not turn the calendar")
+                await asyncio.sleep(POLL_S)
+        if await self._shown_month(page) == target:
+            return None
+        if _calendar_verdict(recorder.responses[step:], slot) is _Verdict.GONE:
+            return SlotTaken("notInCalendar", "the calendar answer has no bookable day in the slot's month")
+        raise LayoutChanged(f"the calendar could not be turned to {day:%Y-%m}")
+
+    async def _shown_month(self, page: Page) -> tuple[int, int]:
+        caption = page.locator(bsel.CALENDAR_CAPTION)
+        if not await caption.count():
+            raise LayoutChanged("the calendar has no month caption")
+        text = (await caption.first.inner_text()).strip()
+        month = bsel.parse_month_caption(text)
+        if month is None:
+            raise LayoutChanged(f"the calendar caption {text[:40]!r} names no month")
+        return month
+
+    async def _day_tile(self, page: Page, day: date) -> Locator:
+        """The shown month's day tiles (role=button, the bare day number; days of other months are
+        not rendered): exactly one per day of the month, the day's at its place."""
+        tiles = page.locator(bsel.CALENDAR_DAY)
+        count = await tiles.count()
+        expected = calendar.monthrange(day.year, day.month)[1]
+        if count != expected:
+            raise LayoutChanged(f"the calendar shows {count} day tiles for {day:%Y-%m}, not {expected}")
+        tile = tiles.nth(day.day - 1)
+        text = (await tile.inner_text()).strip()
+        label = await tile.get_attribute("aria-label")
+        if text != str(day.day) or label != bsel.DAY_TILE_LABEL.format(day=day.day):
+            raise LayoutChanged(f"the day tile of {day} reads {text[:20]!r} / {str(label)[:40]!r}")
+        return tile
+
+    async def _page_to_slot(self, page: Page, slot: SlotToBook, day: date) -> None:
+        """The answer lists the slot: wait for the day's times, then page with Früher/Später (shown
+        only when several offices offer the service) until the slot's button shows."""
         button = page.locator(bsel.timeslot_button(slot.office_id, slot.timestamp))
-        heading = page.locator("h4", has_text=bsel.long_day_de(day))
         deadline = time.monotonic() + self.step_timeout_s
-        settled_at: float | None = None
         pages = 0
-        while time.monotonic() < deadline:
-            if await button.count():
-                return True
-            if settled_at is None and await heading.count():
-                settled_at = time.monotonic()
-            later = page.get_by_role("button", name=sel.TIMESLOT_PAGING[1], exact=True)
-            can_page = settled_at is not None and pages < self.max_paging and await later.count()
-            if can_page and await later.first.get_attribute("aria-disabled") != "true":
+        while True:
+            if await _visible(button):
+                return
+            shown = await _shown_times(page)
+            if shown and all(_berlin_day(ts) == day for ts in shown):
+                forward = max(shown) < slot.timestamp
+                pager = page.locator(bsel.LATER_BUTTON if forward else bsel.EARLIER_BUTTON)
+                usable = await pager.count() and await pager.first.get_attribute("aria-disabled") != "true"
+                if not usable or pages >= self.max_paging:
+                    raise LayoutChanged(
+                        "the calendar answer lists the slot, the page does not show its button"
+                    )
                 pages += 1
-                settled_at = time.monotonic()
-                await self._click(page, later.first, "Später")
+                await self._click(page, pager.first, "Später" if forward else "Früher")
+                await self._wait_times_change(page, shown, button)
                 continue
-            if settled_at is not None and time.monotonic() - settled_at > SETTLE_S:
-                return False  # the day's times are shown, and ours is not among them
+            if time.monotonic() > deadline:
+                raise LayoutChanged(f"the times of {day} did not appear")
             await asyncio.sleep(POLL_S)
-        return False
+
+    async def _wait_times_change(self, page: Page, before: set[int], button: Locator) -> None:
+        deadline = time.monotonic() + self.step_timeout_s
+        while time.monotonic() < deadline:
+            if await _visible(button) or await _shown_times(page) != before:
+                return
+            await asyncio.sleep(POLL_S)
+        raise LayoutChanged("Früher/Später did not change the times shown")
+
+    async def _wait_answer(
+        self,
+        page: Page,
+        recorder: ApiRecorder,
+        mark: int,
+        wanted: Callable[[ApiResponse], bool],
+        what: str,
+    ) -> ApiResponse:
+        """The first calendar answer since ``mark`` that ``wanted`` accepts. No such request sent
+        in time: the page did not ask (LayoutChanged); sent but unanswered: CheckTimeout."""
+        deadline = time.monotonic() + self.step_timeout_s
+        while True:
+            await self._check_fatal(page, recorder, mark)
+            answers = [r for r in recorder.responses[mark:] if r.endpoint in CALENDAR_ENDPOINTS]
+            _check_calendar_answers(answers)
+            for answer in answers:
+                if wanted(answer):
+                    return answer
+            if time.monotonic() > deadline:
+                if recorder.calendar_pending():
+                    raise CheckTimeout(f"{what}: the calendar request got no answer in time")
+                raise LayoutChanged(f"{what}: the page sent no calendar request for it")
+            await asyncio.sleep(POLL_S)
 
     async def _reserve(self, page: Page, recorder: ApiRecorder) -> CityHold | SlotTaken:
         mark = recorder.mark()
@@ -769,6 +941,165 @@ class MunichBooker:
                     name = f"{name} ({label})"
             found.append((name, message or "refused by the page"))
         return found
+
+
+# --- what the page's calendar answers say about the slot -----------------------------------------
+class _Verdict(enum.Enum):
+    LISTED = "listed"
+    """An answer with the day's times lists the slot."""
+    BOOKABLE = "bookable"
+    """The day is bookable for the office; its times were not loaded yet."""
+    GONE = "gone"
+    """The site's answer says the slot is not free (day not bookable, or its times lack it)."""
+    UNKNOWN = "unknown"
+
+
+def _berlin_day(timestamp: int) -> date:
+    return datetime.fromtimestamp(timestamp, SITE_TIMEZONE).date()
+
+
+def _offices_of(answer: ApiResponse) -> set[int]:
+    """The offices a calendar request asked for (``officeIds``, legacy ``officeId``)."""
+    query = answer.query
+    raw = query.get(sel.Q_OFFICES) or query.get(sel.QL_OFFICE) or ""
+    return {int(part) for part in raw.split(",") if part.strip().isdigit()}
+
+
+def _window(answer: ApiResponse) -> tuple[str, str] | None:
+    """The free-slot window an answer loaded times for (its own fields, else the request's)."""
+    if answer.endpoint == sel.LEGACY_APPOINTMENTS_ENDPOINT:
+        day = answer.query.get(sel.QL_DATE)
+        return (day, day) if day else None
+    if answer.endpoint != sel.CALENDAR_ENDPOINT:
+        return None
+    body = answer.body if isinstance(answer.body, dict) else {}
+    start = body.get(sel.A_SLOTS_START) or answer.query.get(sel.Q_SLOTS_START)
+    end = body.get(sel.A_SLOTS_END) or answer.query.get(sel.Q_SLOTS_END)
+    return (str(start), str(end)) if start and end else None
+
+
+def _covers(answer: ApiResponse, day: date) -> bool:
+    window = _window(answer)
+    return window is not None and window[0] <= day.isoformat() <= window[1]
+
+
+def _check_calendar_answers(answers: Iterable[ApiResponse]) -> None:
+    """A calendar answer the booker (and the page) cannot read is a layout change; the site's own
+    "nothing free" answers are outcomes, other errors map through ``failures``."""
+    for answer in answers:
+        if answer.endpoint not in CALENDAR_ENDPOINTS:
+            continue
+        if answer.status >= 400:
+            if set(answer.codes) & bsel.SLOT_TAKEN_CODES:
+                continue
+            raise_for_site(answer)
+        body = answer.body
+        if not isinstance(body, dict):
+            raise_for_site(answer)
+        if answer.endpoint == sel.LEGACY_APPOINTMENTS_ENDPOINT:
+            offices = body.get(sel.A_OFFICES)
+            if not isinstance(offices, list) or not all(
+                isinstance(o, dict) and sel.A_OFFICE_ID in o and isinstance(o.get(sel.A_APPOINTMENTS), list)
+                for o in offices
+            ):
+                raise LayoutChanged(f"{answer.endpoint} answered without offices/appointments")
+            continue
+        days = body.get(sel.A_DAYS)
+        date_field = sel.A_DATE if answer.endpoint == sel.CALENDAR_ENDPOINT else sel.AL_DATE
+        if not isinstance(days, list) or not all(
+            isinstance(d, dict) and date_field in d and sel.A_PROVIDER_IDS in d for d in days
+        ):
+            raise LayoutChanged(
+                f"{answer.endpoint} answered without {sel.A_DAYS} ({date_field}, providerIDs)"
+            )
+        for d in days:
+            offices = d.get(sel.A_OFFICES, [])
+            if not isinstance(offices, list) or not all(
+                isinstance(o, dict)
+                and sel.A_OFFICE_ID in o
+                and isinstance(o.get(sel.A_APPOINTMENTS, []), list)
+                for o in offices
+            ):
+                raise LayoutChanged(f"{answer.endpoint} answered a day without offices/appointments")
+
+
+def _calendar_verdict(answers: Iterable[ApiResponse], slot: SlotToBook) -> _Verdict:
+    """What the page's calendar answers (in order, the latest deciding) say about ``slot``."""
+    day = _berlin_day(slot.timestamp)
+    iso = day.isoformat()
+    month = iso[:7]
+    verdict = _Verdict.UNKNOWN
+    for answer in answers:
+        if answer.endpoint not in CALENDAR_ENDPOINTS or slot.office_id not in _offices_of(answer):
+            continue
+        body = answer.body if isinstance(answer.body, dict) else {}
+        if answer.status >= 400:  # the site's own "nothing free" (noAppointmentForThisScope ...)
+            if answer.endpoint == sel.LEGACY_APPOINTMENTS_ENDPOINT and not _covers(answer, day):
+                continue
+            verdict = _Verdict.GONE
+            continue
+        if answer.endpoint == sel.LEGACY_APPOINTMENTS_ENDPOINT:
+            if _covers(answer, day):
+                listed = any(
+                    str(o.get(sel.A_OFFICE_ID)) == str(slot.office_id)
+                    and slot.timestamp in (o.get(sel.A_APPOINTMENTS) or [])
+                    for o in body.get(sel.A_OFFICES, [])
+                )
+                verdict = _Verdict.LISTED if listed else _Verdict.GONE
+            continue
+        date_field = sel.A_DATE if answer.endpoint == sel.CALENDAR_ENDPOINT else sel.AL_DATE
+        days = {str(d.get(date_field)): d for d in body.get(sel.A_DAYS, []) if isinstance(d, dict)}
+        entry = days.get(iso)
+        providers = str(entry.get(sel.A_PROVIDER_IDS, "")).split(",") if entry else []
+        if answer.endpoint == sel.LEGACY_DAYS_ENDPOINT:  # the whole range, no times
+            verdict = _Verdict.BOOKABLE if str(slot.office_id) in providers else _Verdict.GONE
+            continue
+        window = _window(answer)
+        if window is not None and window[0] <= iso <= window[1]:
+            listed = entry is not None and any(
+                str(o.get(sel.A_OFFICE_ID)) == str(slot.office_id)
+                and slot.timestamp in (o.get(sel.A_APPOINTMENTS) or [])
+                for o in entry.get(sel.A_OFFICES, [])
+            )
+            verdict = _Verdict.LISTED if listed else _Verdict.GONE
+            continue
+        painted = {d[:7] for d in days} | ({window[0][:7], window[1][:7]} if window else set())
+        if month in painted:
+            if str(slot.office_id) not in providers:
+                verdict = _Verdict.GONE
+            elif verdict is not _Verdict.LISTED:
+                verdict = _Verdict.BOOKABLE
+            continue
+        # a month outside the painted one: the nearest bookable days around it (spec §2.4a rule 5)
+        if painted and month > max(painted):
+            nxt = body.get(sel.A_NEXT_BOOKABLE)
+            if nxt is None or str(nxt) > iso:
+                verdict = _Verdict.GONE
+        elif painted and month < min(painted):
+            prev = body.get(sel.A_PREV_BOOKABLE)
+            if prev is None or str(prev) < iso:
+                verdict = _Verdict.GONE
+    return verdict
+
+
+async def _visible(locator: Locator) -> bool:
+    with contextlib.suppress(PlaywrightError):
+        return await locator.first.is_visible()
+    return False
+
+
+async def _shown_times(page: Page) -> set[int]:
+    """Epochs of the time-slot buttons on screen (``#provider-<office>-timeslot-<epoch>``)."""
+    ids: list[str] = await page.locator(sel.TIMESLOT_BUTTON).evaluate_all(
+        "els => els.filter(e => e.offsetParent !== null).map(e => e.id)"
+    )
+    found: set[int] = set()
+    for element_id in ids:
+        match = sel.TIMESLOT_ID.match(element_id or "")
+        if match is None:
+            raise LayoutChanged(f"a time-slot button has an unexpected id {element_id!r}"[:200])
+        found.add(int(match.group(2)))
+    return found
 
 
 class _NoRecorder:

@@ -81,10 +81,28 @@ MAX_CUSTOM_CHARS = 250
 # --- step 1 "Termin" (§4.3) ----------------------------------------------------------------------
 SELECTED_APPOINTMENT = "Ausgewählter Termin"
 SLOT_LOST = "Ihr gewählter Termin ist nicht mehr verfügbar."
-CALENDAR_DAY = "div.muc-calendar-item[role=button]"
+ERROR_CALLOUT = ".m-callout--error"
+ANY_PROVIDER_CHECKBOX = "input[id^='checkbox-provider-']"
+"""MucCheckbox with id ``provider-<officeId>`` renders ``input#checkbox-provider-<officeId>``."""
+
+# The calendar: patternlab MucCalendar (caption: month buttons around an h3) and MucCalendarDay
+# (tiles of the shown month only; zmscitizenview CalendarView.vue does not show adjacent months).
+CALENDAR_CAPTION = ".calendar-caption h3"
+"""The shown month, "<Monatsname> <Jahr>" (toLocaleDateString de-DE, month long, year numeric)."""
 PREV_MONTH = "Vorheriger Monat"
 NEXT_MONTH = "Nächster Monat"
-ERROR_CALLOUT = ".m-callout--error"
+"""The month buttons' aria-labels (MucCalendar.vue ariaLabelPrev/Next in the day view)."""
+PREV_MONTH_BUTTON = ".calendar-caption button:has(use[href='#icon-chevron-left'])"
+NEXT_MONTH_BUTTON = ".calendar-caption button:has(use[href='#icon-chevron-right'])"
+"""The month buttons by their icons, as the city's own CalendarView.vue finds them (locale-stable)."""
+CALENDAR_DAY = "div.muc-calendar-item[role=button]"
+DAY_TILE_LABEL = "{day} auswählen"
+"""MucDayTile.vue: aria-label `${date.getDate()} auswählen`, text the bare day number."""
+TIMES_PAGER = ".wrapper.m-button-group"
+EARLIER_BUTTON = f"{TIMES_PAGER} button:has(use[href='#icon-chevron-left'])"
+LATER_BUTTON = f"{TIMES_PAGER} button:has(use[href='#icon-chevron-right'])"
+"""Früher/Später (CalendarView.vue): ghost buttons with chevron icons, rendered only when more than
+one office offers the service (``providersWithAppointments.length > 1``)."""
 
 _WEEKDAYS_DE = ("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag")
 _MONTHS_DE = (
@@ -103,14 +121,23 @@ _MONTHS_DE = (
 )
 
 
-def long_day_de(day: date) -> str:
-    """The de-DE long date the calendar uses, e.g. "Donnerstag, 3. Dezember 2026"."""
-    return f"{_WEEKDAYS_DE[day.weekday()]}, {day.day}. {_MONTHS_DE[day.month - 1]} {day.year}"
+def parse_month_caption(text: str) -> tuple[int, int] | None:
+    """(year, month) of a calendar caption such as "Dezember 2026"; None if it names no month."""
+    parts = text.split()
+    if len(parts) != 2 or not parts[1].isdigit() or parts[0] not in _MONTHS_DE:
+        return None
+    return int(parts[1]), _MONTHS_DE.index(parts[0]) + 1
+
+
+def day_heading(day: date) -> str:
+    """The times' heading and the list view's day label, "Mittwoch, 09.12.2026" (zmscitizenview
+    formatAppointmentDateTime.ts formatDayFromDate: weekday long, 2-digit day and month)."""
+    return f"{_WEEKDAYS_DE[day.weekday()]}, {day:%d.%m.%Y}"
 
 
 def day_tile(day: date) -> str:
-    """The calendar tile of ``day``: ``[role=button]`` with aria-label "<day> auswählen" (§4.3)."""
-    return f'{CALENDAR_DAY}[aria-label="{long_day_de(day)} auswählen"]'
+    """The tile of ``day`` in its month's grid (no month or year in the label: pick it by month)."""
+    return f'{CALENDAR_DAY}[aria-label="{DAY_TILE_LABEL.format(day=day.day)}"]'
 
 
 def timeslot_button(office_id: int, timestamp: int) -> str:
@@ -161,9 +188,11 @@ __all__ = [
     "ACTIVATION_GONE_CODES",
     "ACTIVATION_MINUTES_TEXT",
     "ALREADY_ACTIVATED_TEXT",
+    "ANY_PROVIDER_CHECKBOX",
     "APPOINTMENT_ENDPOINT",
     "BOOKING_ENDPOINTS",
     "BOOK_BUTTON",
+    "CALENDAR_CAPTION",
     "CALENDAR_DAY",
     "CANCELLED_TEXT",
     "CANCEL_BUTTON",
@@ -175,8 +204,10 @@ __all__ = [
     "CONTACT_HEADING",
     "CUSTOM1_TEXTAREA",
     "CUSTOM2_TEXTAREA",
+    "DAY_TILE_LABEL",
     "DEFAULT_ACTIVATION_MIN",
     "DEFAULT_RESERVATION_MIN",
+    "EARLIER_BUTTON",
     "EMAIL_INPUT",
     "ERROR_CALLOUT",
     "FIELD_OF_ELEMENT_ID",
@@ -184,13 +215,16 @@ __all__ = [
     "FIRST_NAME_INPUT",
     "INVALID_FIELD",
     "LAST_NAME_INPUT",
+    "LATER_BUTTON",
     "MAX_CUSTOM_CHARS",
     "MAX_NAME_CHARS",
     "NEXT_MONTH",
+    "NEXT_MONTH_BUTTON",
     "NOT_FOUND_CODE",
     "PHONE_INPUT",
     "PRECONFIRM_ENDPOINT",
     "PREV_MONTH",
+    "PREV_MONTH_BUTTON",
     "RESERVATION_GONE_CODES",
     "RESERVE_ENDPOINT",
     "SELECTED_APPOINTMENT",
@@ -201,12 +235,14 @@ __all__ = [
     "STATUS_RESERVED",
     "SUMMARY",
     "TERMS_CHECKBOX",
+    "TIMES_PAGER",
     "UPDATE_ENDPOINT",
     "VIDEO_CHECKBOX",
     "activation_link",
     "appointment_hash",
+    "day_heading",
     "day_tile",
-    "long_day_de",
     "manage_link",
+    "parse_month_caption",
     "timeslot_button",
 ]

@@ -36,6 +36,14 @@ Q_SLOTS_START, Q_SLOTS_END = "slotsStartDate", "slotsEndDate"
 Q_TOKEN = "captchaToken"
 QL_OFFICE, QL_SERVICE, QL_COUNT, QL_DATE = "officeId", "serviceId", "serviceCount", "date"
 
+# answer fields (§2.4a, §2.4b; zmscitizenview AvailableCalendarDTO, AppointmentSelection.vue)
+A_DAYS, A_DATE, A_PROVIDER_IDS = "availableDays", "date", "providerIDs"
+A_OFFICES, A_OFFICE_ID, A_APPOINTMENTS = "offices", "officeId", "appointments"
+A_SLOTS_START, A_SLOTS_END = "slotsStartDate", "slotsEndDate"
+A_PREV_BOOKABLE, A_NEXT_BOOKABLE = "prevBookableDate", "nextBookableDate"
+AL_DATE = "time"
+"""The legacy day list names a day's date ``time`` (§2.4b)."""
+
 RATE_LIMIT_RESET_HEADER = "x-ratelimit-reset"
 """Epoch seconds when the window resets; only on successful responses (§2.11)."""
 RATE_LIMIT_LIMIT_HEADER = "x-ratelimit-limit"
@@ -110,7 +118,18 @@ INVALID_LINK_SCREEN = "Diese Ansicht kann nicht geladen werden."
 SESSION_EXPIRED = "Ihre Sitzung ist abgelaufen."
 
 __all__ = [
+    "AL_DATE",
     "API_MARKER",
+    "A_APPOINTMENTS",
+    "A_DATE",
+    "A_DAYS",
+    "A_NEXT_BOOKABLE",
+    "A_OFFICES",
+    "A_OFFICE_ID",
+    "A_PREV_BOOKABLE",
+    "A_PROVIDER_IDS",
+    "A_SLOTS_END",
+    "A_SLOTS_START",
     "BLOCKED_CODE",
     "CALENDAR_ENDPOINT",
     "CALENDAR_MONTHS",
