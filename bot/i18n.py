@@ -12,11 +12,13 @@ table for the locale); code asks for them with ``_.ngettext(singular, plural, n)
 from __future__ import annotations
 
 import gettext
+import io
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Protocol
 
+from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.support import Translations
 
@@ -72,20 +74,12 @@ def translations(language: str) -> gettext.NullTranslations:
     for po_file in sorted(folder.glob("*.po")):
         with po_file.open("rb") as handle:
             catalog = read_po(handle, locale=lang)
-        part = Translations()
-        part.plural = gettext.c2py(catalog.plural_expr)  # type: ignore[assignment]
-        for message in catalog:
-            if message.fuzzy or not message.id:
-                continue
-            if isinstance(message.id, str) and isinstance(message.string, str) and message.string:
-                part._catalog[message.id] = message.string
-            elif (
-                isinstance(message.id, tuple | list)
-                and isinstance(message.string, tuple | list)
-                and all(message.string)
-            ):
-                for index, form in enumerate(message.string):
-                    part._catalog[(message.id[0], index)] = str(form)
+        # compiled in memory with Babel's own writer: fuzzy and untranslated entries are left out (the
+        # English source shows), the header carries the language's Plural-Forms
+        compiled = io.BytesIO()
+        write_mo(compiled, catalog)
+        compiled.seek(0)
+        part = Translations(compiled)
         if isinstance(merged, Translations):
             merged.merge(part)
         else:
