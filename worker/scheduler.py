@@ -11,9 +11,12 @@ Politeness is decided here, once for the whole farm:
   horizon, then the times of the days someone wants. The scheduler works out those days from the
   group's subscriptions (date windows, weekdays; ``shared.horizon``) and sends them with the check;
   a round's cost varies with the open days, so the worker reports it and the intervals follow;
-- each such group gets a share of the budget in proportion to its round's cost (its interval),
-  the most overdue goes first, and the first check of a target in each minute fires just after
-  the minute boundary plus jitter, because the city releases freed slots on minute ticks;
+- each such group gets a share of the budget in proportion to its round's cost over its release
+  state's factor (``worker.release_plan``: inside the city's stated release windows and the hours
+  in which MTA has seen slots appear rounds come faster, at night and at weekends slower), the most
+  overdue goes first, and dispatches to one site are spaced at the budget's even rate (plus
+  jitter), so a minute's checks are spread over it rather than bunched at its start; before a
+  release window the site's request streak is let lapse, so the mandatory pause falls outside it;
 - targets backing off (429 reset time, maintenance) are skipped until their time has come, and a
   429 pauses the whole site (the city counts requests per client address, not per target);
 - a target is sent again only after its worker said it is done (``mark_done``), so checks of one
@@ -36,7 +39,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import redis
@@ -47,21 +50,26 @@ from shared.contracts import LAST_DISPATCH_KEY as LAST_DISPATCH_KEY
 from shared.contracts import ROUND_COST_KEY as ROUND_COST_KEY
 from shared.contracts import SITE_PAUSE_PREFIX as SITE_PAUSE_PREFIX
 from shared.db.database import Database
-from shared.db.models import Subscription, SubscriptionState, Target
-from shared.domain import SITE_TIMEZONE
+from shared.db.models import Slot, Subscription, SubscriptionState, Target
+from shared.domain import SITE_TIMEZONE, ensure_utc
 from shared.horizon import DayWish, encode_days, wanted_days
 from shared.logging import get_logger
 from shared.recording import sync_targets
+from shared.release_windows import load_release_windows
 from shared.settings import Settings
 from worker import heartbeat
 from worker.budget import SiteBudget, site_budget
 from worker.leader import LeaderLock
+from worker.release_plan import ReleasePlan, State
 
 log = get_logger("mta.scheduler")
 
 BOOKING_POLL_EVERY_S = 30.0
 """Reservations, activation deadlines and confirmations are read this often (one job at a time)."""
 RETENTION_EVERY_S = 3600.0
+PRE_WINDOW_HOLD_S = 75.0
+"""A site whose release window starts within this long lets its request streak lapse first
+(the city forgets a client's count 60 s after its last request)."""
 
 
 @dataclass
@@ -73,6 +81,7 @@ class TargetView:
     backoff_until: datetime | None
     service_id: int = 0
     service_count: int = 1
+    office_ids: tuple[int, ...] = ()
 
     @property
     def group(self) -> tuple[str, int, int]:
@@ -112,16 +121,29 @@ class Scheduler:
     _wanted: dict[tuple[str, int, int], str] = field(default_factory=dict)
     """Per group, the days its subscribers want (encoded), worked out at each sync."""
     _round_cost: dict[str, float] = field(default_factory=dict)
+    plan: ReleasePlan | None = None
+    """Release-aware pacing (None: every group at the same pace); built from the settings."""
+    spread_checks: bool = True
+    """Space dispatches to one site at the budget's even rate (``spacing_s``); tests of other
+    concerns turn it off to send every due group in one tick."""
+    _next_site_dispatch: dict[str, float] = field(default_factory=dict)
+    _learned_at: float = float("-inf")
+    learn_every_s: float = 900.0
     _synced_at: float = float("-inf")
     _backoff_read_at: float = float("-inf")
     backoff_refresh_s: float = 1.0
     _budgets: dict[str, SiteBudget] = field(default_factory=dict)
-    _minute_jitter_s: dict[int, float] = field(default_factory=dict)
     dispatched_total: int = 0
     last_dispatch_at: float | None = None
     jobs: list[PeriodicJob] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        if self.plan is None and self.settings.release_aware:
+            self.plan = ReleasePlan(
+                load_release_windows(self.settings.release_windows_file or None),
+                hot_factor=self.settings.release_hot_factor,
+                cold_factor=self.settings.release_cold_factor,
+            )
         if self.min_interval_s is None:
             self.min_interval_s = self.settings.check_min_interval_s
         if self.leader is None:
@@ -133,7 +155,8 @@ class Scheduler:
             sync_targets(session)
             rows = session.scalars(select(Target).where(Target.active.is_(True)).order_by(Target.id))
             self._targets = [
-                TargetView(t.id, t.site, t.backoff_until, t.service_id, t.service_count) for t in rows
+                TargetView(t.id, t.site, t.backoff_until, t.service_id, t.service_count, t.office_ids)
+                for t in rows
             ]
             wishes: dict[tuple[str, int, int], list[DayWish]] = {}
             for sub in session.scalars(
@@ -159,30 +182,89 @@ class Scheduler:
             self._budgets[site] = site_budget(self.client, self.settings, site)
         return self._budgets[site]
 
-    def interval_s(self, site: str) -> float:
-        """Seconds between rounds of each group of ``site``: the budget spread over the rounds of
-        all its groups, each round costing what the group's last warm round cost (1 until known)."""
-        assert self.min_interval_s is not None
-        groups = {t.group for t in self._targets if t.site == site}
-        cost = sum(self._round_cost.get(_cost_field(*group), 1.0) for group in groups)
-        return max(self.min_interval_s, 60.0 * cost / self.settings.site_budget_per_minute)
+    def group_offices(self, group: tuple[str, int, int]) -> set[int]:
+        return {o for t in self._targets if t.group == group for o in t.office_ids}
 
-    def _minute_start(self, now_s: float) -> float:
-        minute = int(now_s // 60)
-        if minute not in self._minute_jitter_s:
-            self._minute_jitter_s = {minute: self.rng.uniform(0.2, 0.2 + self.settings.check_jitter_s)}
-        return minute * 60 + self._minute_jitter_s[minute]
+    def state(self, group: tuple[str, int, int], now_s: float | None) -> State:
+        """The group's release state at ``now_s`` (None, or no plan: "normal")."""
+        if self.plan is None or now_s is None:
+            return "normal"
+        return self.plan.state(group[1], self.group_offices(group), datetime.fromtimestamp(now_s, UTC))
+
+    def _cost(self, group: tuple[str, int, int]) -> float:
+        return self._round_cost.get(_cost_field(*group), 1.0)
+
+    def interval_s(
+        self, site: str, group: tuple[str, int, int] | None = None, now_s: float | None = None
+    ) -> float:
+        """Seconds between rounds of ``group`` (None: a group in the normal state) of ``site``.
+
+        Each group's fair share of the budget is its round's cost over the costs of all the
+        site's groups (a round costs what the group's last warm round cost; 1 until known). Groups
+        in the cold state at ``now_s`` use a ``cold_factor``-th of their share; the rest of the
+        budget goes to the hot and normal groups, a hot one weighing ``1 / hot_factor`` times a
+        normal one (``worker.release_plan``). Never under the minimum interval.
+        """
+        assert self.min_interval_s is not None
+        budget = self.settings.site_budget_per_minute
+        groups = {t.group for t in self._targets if t.site == site}
+        states = {g: self.state(g, now_s) for g in groups}
+        own_state = "normal" if group is None else self.state(group, now_s)
+        total = sum(self._cost(g) for g in groups) or 1.0
+        if own_state == "cold" and self.plan is not None:
+            return max(self.min_interval_s, 60.0 * total / budget * self.plan.cold_factor)
+        cold = [g for g in groups if states[g] == "cold"]
+        cold_use = (
+            sum(self._cost(g) for g in cold) * budget / total / (self.plan.cold_factor if self.plan else 1)
+        )
+        weights = {g: 1.0 / self.plan.hot_factor if self.plan and states[g] == "hot" else 1.0 for g in groups}
+        active = sum(self._cost(g) * weights[g] for g in groups if g not in cold)
+        own_weight = 1.0 if group is None else weights.get(group, 1.0)
+        return max(self.min_interval_s, 60.0 * active / ((budget - cold_use) * own_weight))
+
+    def spacing_s(self, group: tuple[str, int, int]) -> float:
+        """The least time between two dispatches to one site: the group's round cost at the
+        budget's even rate, so a minute's checks are spread over it, not bunched at its start."""
+        return 0.8 * 60.0 * self._cost(group) / self.settings.site_budget_per_minute
 
     def due_in_s(self, last_dispatch_s: float | None, interval_s: float, now_s: float) -> float:
         """Seconds until a target is due (negative: overdue by that much)."""
         if last_dispatch_s is None:
             return -1e9
-        due = last_dispatch_s + interval_s
-        minute_start = self._minute_start(now_s)
-        if last_dispatch_s < minute_start <= now_s:
-            # first check of this minute: right after the boundary (plus jitter)
-            due = min(due, minute_start)
-        return due - now_s
+        return last_dispatch_s + interval_s - now_s
+
+    def holding_for_window(self, site: str, now_s: float) -> bool:
+        """Whether ``site`` lets its request streak lapse now, because a release window of one of
+        its groups starts within ``PRE_WINDOW_HOLD_S``: the city's counter then starts the window
+        at zero, and MTA's mandatory 60 s pause does not fall inside it."""
+        if self.plan is None:
+            return False
+        now = datetime.fromtimestamp(now_s, UTC)
+        groups = {t.group for t in self._targets if t.site == site}
+        if any(self.state(g, now_s) == "hot" for g in groups):
+            return False
+        starts = [self.plan.next_window_start(self.group_offices(g), now) for g in groups]
+        soon = [s for s in starts if s is not None and (s - now).total_seconds() <= PRE_WINDOW_HOLD_S]
+        return bool(soon) and self.budget(site).streak() > 0
+
+    def learn(self, now_s: float) -> None:
+        """Take in when each service's slots appeared over the last four weeks (the release plan's
+        learned hours); every ``learn_every_s``."""
+        if self.plan is None:
+            return
+        since = datetime.fromtimestamp(now_s, UTC) - timedelta(days=28)
+        services = {t.service_id for t in self._targets}
+        with self.db.read() as session:
+            rows = session.execute(
+                select(Slot.service_id, Slot.first_seen_at).where(
+                    Slot.first_seen_at >= since, Slot.service_id.in_(services)
+                )
+            ).all()
+        seen: dict[int, list[datetime]] = {service: [] for service in services}
+        for service_id, first_seen in rows:
+            seen[service_id].append(ensure_utc(first_seen, "first_seen_at"))
+        for service_id, moments in seen.items():
+            self.plan.learn(service_id, moments)
 
     # --- one round -------------------------------------------------------------------------------
     def tick(self, now_s: float | None = None) -> list[int]:
@@ -195,20 +277,28 @@ class Scheduler:
         if not self._targets:
             return []
         now_dt = datetime.fromtimestamp(now_s, UTC)
+        if time.monotonic() - self._learned_at >= self.learn_every_s:
+            self._learned_at = time.monotonic()
+            self.learn(now_s)
         self._round_cost = {
             (k.decode() if isinstance(k, bytes) else str(k)): max(1.0, float(v))
             for k, v in cast(dict[Any, Any], self.client.hgetall(ROUND_COST_KEY)).items()
         }
         raw = self.client.hmget(LAST_DISPATCH_KEY, [str(t.id) for t in self._targets])
         last = {t.id: (float(v) if v else None) for t, v in zip(self._targets, raw, strict=True)}
-        paused = {site for site in {t.site for t in self._targets} if site_paused_s(self.client, site) > 0}
+        sites = {t.site for t in self._targets}
+        paused = {
+            site
+            for site in sites
+            if site_paused_s(self.client, site) > 0 or self.holding_for_window(site, now_s)
+        }
         candidates: list[tuple[float, TargetView]] = []
         for target in self._targets:
             if target.site in paused:
                 continue
             if target.backoff_until is not None and target.backoff_until > now_dt:
                 continue
-            due_in = self.due_in_s(last[target.id], self.interval_s(target.site), now_s)
+            due_in = self.due_in_s(last[target.id], self.interval_s(target.site, target.group, now_s), now_s)
             if due_in <= 0:
                 candidates.append((due_in, target))
         candidates.sort(key=lambda item: item[0])
@@ -218,6 +308,8 @@ class Scheduler:
         for _, target in candidates:
             if target.site in exhausted or target.group in sent_groups:
                 continue
+            if self.spread_checks and now_s < self._next_site_dispatch.get(target.site, float("-inf")):
+                continue  # spread over the minute: this site's next dispatch comes later
             if self.client.exists(f"{INFLIGHT_PREFIX}{target.id}"):
                 continue
             # the rest of the group rides along: not backing off, not in flight
@@ -244,6 +336,8 @@ class Scheduler:
             self.client.hset(LAST_DISPATCH_KEY, mapping={str(i): now_s for i in (target.id, *riders)})
             sent_groups.add(target.group)
             dispatched.extend([target.id, *riders])
+            jitter = self.rng.uniform(0, self.settings.check_jitter_s)
+            self._next_site_dispatch[target.site] = now_s + self.spacing_s(target.group) + jitter
         if dispatched:
             self.dispatched_total += len(dispatched)
             self.last_dispatch_at = now_s
@@ -273,7 +367,23 @@ class Scheduler:
             "dispatched_total": self.dispatched_total,
             "last_dispatch_at": self.last_dispatch_at,
             "lease_ms": self.leader.ttl_ms,
+            "release_plan": self.plan_status() if self.leader.is_leader else None,
         }
+
+    def plan_status(self, now_s: float | None = None) -> list[dict[str, Any]]:
+        """Per group: its release state and interval now (the dashboard shows the plan)."""
+        now_s = time.time() if now_s is None else now_s
+        return [
+            {
+                "site": group[0],
+                "service_id": group[1],
+                "service_count": group[2],
+                "state": self.state(group, now_s),
+                "interval_s": round(self.interval_s(group[0], group, now_s), 1),
+                "holding_for_window": self.holding_for_window(group[0], now_s),
+            }
+            for group in sorted({t.group for t in self._targets})
+        ]
 
     def run_due_jobs(self, now_s: float | None = None) -> list[str]:
         """Run the periodic jobs that are due; a failing job is logged and tried again next time."""

@@ -43,7 +43,7 @@ def _scheduler(settings: Settings, db: Database, sent: list[int], **kw: Any) -> 
         client,
         lambda target_id, _dispatch, riders, _days: sent.extend([target_id, *riders]),
         rng=random.Random(1),
-        **kw,
+        **{"spread_checks": False, **kw},
     )
 
 
@@ -95,18 +95,20 @@ def test_backoff_skips_target(worker_settings: Settings, db: Database) -> None:
     assert blocked not in dispatched and len(dispatched) == 2
 
 
-def test_first_check_of_minute_follows_boundary(worker_settings: Settings, db: Database) -> None:
-    _subscribe(db, 1)
-    scheduler = _scheduler(worker_settings, db, [])
+def test_checks_are_spread_over_the_minute(worker_settings: Settings, db: Database) -> None:
+    """Tried: three groups all due at once on a 6-per-minute budget. Asserted: one tick sends one
+    check, not three; the next goes out once the budget's even spacing (0.8 x 60 s / 6, plus up to
+    the jitter) has passed, and not before."""
+    _subscribe(db, 3)
+    settings = worker_settings.model_copy(update={"site_budget_per_minute": 6, "check_jitter_s": 1.0})
+    sent: list[int] = []
+    scheduler = _scheduler(settings, db, sent, spread_checks=True)
     scheduler.sync()
-    interval = scheduler.interval_s("munich")
-    assert interval == scheduler.min_interval_s
-    minute = 3_000_000 * 60.0
-    # last dispatched 5 s before the minute: not due by interval, but due right after the boundary
-    jitter_start = scheduler._minute_start(minute + 0.01) - minute
-    assert 0 < jitter_start <= 0.2 + worker_settings.check_jitter_s
-    assert scheduler.due_in_s(minute - 5, interval, minute + jitter_start + 0.01) <= 0
-    assert scheduler.due_in_s(minute - 5, interval, minute - 1) > 0
+    t0 = 3_000_000.0
+    assert len(scheduler.tick(now_s=t0)) == 1
+    assert scheduler.tick(now_s=t0 + 7.9) == []
+    assert len(scheduler.tick(now_s=t0 + 8.0 + 1.0)) == 1
+    assert len(sent) == 2
 
 
 def test_paused_subscriptions_stop_their_target(worker_settings: Settings, db: Database) -> None:
@@ -168,7 +170,7 @@ def test_dispatch_ids_are_unique_and_a_failed_send_frees_the_target(
         ids.append(dispatch_id)
 
     client = redis.Redis.from_url(worker_settings.redis_url)
-    scheduler = Scheduler(worker_settings, db, client, send, rng=random.Random(1))
+    scheduler = Scheduler(worker_settings, db, client, send, rng=random.Random(1), spread_checks=False)
     with pytest.raises(ConnectionError):
         scheduler.tick(now_s=5_000_000.0)
     assert not client.keys("mta:inflight:*"), "a message that was never sent holds nothing in flight"
@@ -216,7 +218,11 @@ def test_targets_of_one_service_are_checked_together(worker_settings: Settings, 
     settings = worker_settings.model_copy(update={"site_budget_per_minute": 2})
     client = redis.Redis.from_url(settings.redis_url)
     scheduler = Scheduler(
-        settings, db, client, lambda target_id, _d, riders, _days: messages.append((target_id, riders))
+        settings,
+        db,
+        client,
+        lambda target_id, _d, riders, _days: messages.append((target_id, riders)),
+        spread_checks=False,
     )
     targets = scheduler.sync()
     wohnsitz = [t.id for t in targets if t.service_id == WOHNSITZ]
@@ -278,7 +284,7 @@ def test_a_check_carries_the_days_its_group_wants(worker_settings: Settings, db:
         messages.update(dict.fromkeys([target_id, *riders], days))
 
     client = redis.Redis.from_url(worker_settings.redis_url)
-    scheduler = Scheduler(worker_settings, db, client, send)
+    scheduler = Scheduler(worker_settings, db, client, send, spread_checks=False)
     targets = {t.service_id: t.id for t in scheduler.sync()}
     scheduler.tick(now_s=3_000_000.0)
     wohnsitz_days = decode_days(messages[targets[WOHNSITZ]])
@@ -299,7 +305,7 @@ def test_costly_rounds_space_the_groups_out(worker_settings: Settings, db: Datab
     _subscribe(db, 2)
     settings = worker_settings.model_copy(update={"site_budget_per_minute": 30, "check_min_interval_s": 1.0})
     client = redis.Redis.from_url(settings.redis_url)
-    scheduler = Scheduler(settings, db, client, lambda *_args: None)
+    scheduler = Scheduler(settings, db, client, lambda *_args: None, spread_checks=False)
     scheduler.sync()
     scheduler.tick(now_s=3_000_000.0)
     assert scheduler.interval_s("munich") == pytest.approx(60.0 * 2 / 30)

@@ -1,0 +1,139 @@
+"""Release-aware pacing: the city's stated windows, MTA's own history, and what the scheduler does
+with them (intervals by state, the streak let lapse before a window)."""
+
+from __future__ import annotations
+
+import random
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import redis
+
+from shared.db.database import Database
+from shared.db.models import Subscription, User
+from shared.domain import SITE_TIMEZONE
+from shared.release_windows import load_release_windows
+from shared.settings import Settings
+from worker.release_plan import ReleasePlan
+from worker.scheduler import Scheduler
+
+ORLEANSPLATZ = 102522  # Bürgerbüro: windows Mon-Fri 7-8 and 9-11, nightly 0-1
+FS_OFFICE = 10308174  # Führerscheinstelle: Mon-Fri 7:00-8:30
+WOHNSITZ = 1063475
+FS_UMSCHREIBUNG = 1071896
+
+
+def berlin(day: int, hour: int, minute: int = 0) -> datetime:
+    """December 2026: the 7th is a Monday, the 12th a Saturday."""
+    return datetime(2026, 12, day, hour, minute, tzinfo=SITE_TIMEZONE)
+
+
+@pytest.fixture
+def plan() -> ReleasePlan:
+    return ReleasePlan(load_release_windows())
+
+
+@pytest.mark.parametrize(
+    ("when", "state"),
+    [
+        (berlin(7, 7, 30), "hot"),  # Monday, same-day release hour
+        (berlin(7, 6, 59), "hot"),  # within the two-minute lead before 7:00
+        (berlin(7, 6, 50), "normal"),  # before the lead: an ordinary working morning
+        (berlin(7, 15, 0), "normal"),
+        (berlin(12, 15, 0), "cold"),  # Saturday afternoon
+        (berlin(8, 2, 0), "cold"),  # Tuesday night, after the overnight window
+        (berlin(8, 0, 30), "hot"),  # the assumed overnight release hour
+    ],
+)
+def test_state_of_a_buergerbuero_group(plan: ReleasePlan, when: datetime, state: str) -> None:
+    assert plan.state(WOHNSITZ, [ORLEANSPLATZ], when) == state
+
+
+def test_own_history_makes_an_hour_hot(plan: ReleasePlan) -> None:
+    """Tried: many slots first seen on Wednesdays between 14 and 15, a few scattered elsewhere.
+    Asserted: Wednesday 14-15 turns hot for that service only; a scattered hour does not."""
+    moments = [berlin(9, 14, m) for m in range(0, 60, 10)] + [berlin(10, 16, 5), berlin(11, 10, 0)]
+    assert plan.state(WOHNSITZ, [ORLEANSPLATZ], berlin(16, 14, 20)) == "normal"
+    hot = plan.learn(WOHNSITZ, moments)
+    assert hot == {(2, 14)}
+    assert plan.state(WOHNSITZ, [ORLEANSPLATZ], berlin(16, 14, 20)) == "hot"
+    assert plan.state(FS_UMSCHREIBUNG, [FS_OFFICE], berlin(16, 14, 20)) == "normal"
+    assert plan.state(WOHNSITZ, [ORLEANSPLATZ], berlin(17, 16, 5)) == "normal"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "groups: [{name: X, offices: [1], windows: [{days: mon-fry, from: '07:00', to: '08:00'}]}]",
+            "weekday",
+        ),
+        (
+            "groups: [{name: X, offices: [1], windows: [{days: mon, from: '09:00', to: '08:00'}]}]",
+            "ends before",
+        ),
+        ("groups: [{name: X, offices: [], windows: []}]", "names no offices"),
+        ("groups: [{name: X, offices: [1], windows: [{days: mon, from: 7h, to: '08:00'}]}]", "time of day"),
+        ("nothing: here", "'groups' list"),
+    ],
+)
+def test_a_bad_windows_file_says_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "windows.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ValueError, match=message):
+        load_release_windows(path)
+
+
+def _two_groups(db: Database) -> None:
+    with db.transaction() as session:
+        session.add_all([User(id=1, language="en"), User(id=2, language="en")])
+        session.add(Subscription(user_id=1, service_id=WOHNSITZ, office_ids=[ORLEANSPLATZ]))
+        session.add(Subscription(user_id=2, service_id=FS_UMSCHREIBUNG, office_ids=[FS_OFFICE]))
+
+
+def test_hot_groups_get_the_budget_cold_ones_wait(worker_settings: Settings, db: Database) -> None:
+    """Tried: a Bürgerbüro group and a Führerschein group on a 6-per-minute budget, at three
+    moments. Asserted: Monday 9:30 (Bürgerbüro hot, Führerschein normal) the hot group's interval
+    is half the other's; Monday 15:00 (both normal) they are equal; Saturday 15:00 (both cold)
+    both are four times Monday afternoon's."""
+    _two_groups(db)
+    settings = worker_settings.model_copy(update={"site_budget_per_minute": 6, "check_min_interval_s": 1.0})
+    client = redis.Redis.from_url(settings.redis_url)
+    scheduler = Scheduler(settings, db, client, lambda *_a: None, rng=random.Random(1))
+    scheduler.sync()
+    bb = ("munich", WOHNSITZ, 1)
+    fs = ("munich", FS_UMSCHREIBUNG, 1)
+
+    def at(when: datetime) -> tuple[float, float]:
+        now_s = when.timestamp()
+        return scheduler.interval_s("munich", bb, now_s), scheduler.interval_s("munich", fs, now_s)
+
+    hot, normal = at(berlin(7, 9, 30))
+    assert hot == pytest.approx(normal / 2)
+    assert hot == pytest.approx(0.5 * 60 * (1 / 0.5 + 1) / 6)  # the hot group weighs double
+    afternoon = at(berlin(7, 15, 0))
+    assert afternoon[0] == afternoon[1] == pytest.approx(60 * 2 / 6)
+    weekend = at(berlin(12, 15, 0))
+    assert weekend[0] == weekend[1] == pytest.approx(4 * afternoon[0])
+
+
+def test_the_streak_lapses_before_a_window(worker_settings: Settings, db: Database) -> None:
+    """Tried: Monday 6:57 (the Bürgerbüro window's lead begins 6:58), once with requests in the
+    site's current streak and once without. Asserted: with a streak the site holds back (the city's
+    counter starts the window at zero, the 60 s pause falls before it) and no check is sent; without
+    one, or well before the window, checks go out."""
+    _two_groups(db)
+    client = redis.Redis.from_url(worker_settings.redis_url)
+    sent: list[int] = []
+    scheduler = Scheduler(
+        worker_settings, db, client, lambda target_id, *_a: sent.append(target_id), spread_checks=False
+    )
+    scheduler.sync()
+    before_window = berlin(7, 6, 57).timestamp()
+    assert not scheduler.holding_for_window("munich", before_window)
+    scheduler.budget("munich").charge(5)
+    assert scheduler.holding_for_window("munich", before_window)
+    assert scheduler.tick(now_s=before_window) == []
+    assert not scheduler.holding_for_window("munich", berlin(7, 6, 30).timestamp())
+    assert not scheduler.holding_for_window("munich", berlin(7, 7, 10).timestamp())  # inside: no choice
