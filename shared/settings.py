@@ -58,7 +58,17 @@ class Settings(BaseSettings):
     """Requests per minute that all workers together may send to one site (the city allows 60-120)."""
     booking_budget_per_minute: int = Field(default=5, ge=1, le=1_000)
     check_jitter_s: float = Field(default=2.0, ge=0, le=30)
-    """Random delay added after a minute boundary, so checks do not all fire at :00."""
+    """Random extra delay (0..N s) between two dispatches to one site, so the rhythm is not
+    machine-regular."""
+    release_aware: bool = True
+    """Spend the budget where slots appear: faster inside the city's stated release windows and the
+    hours MTA has seen slots appear in, slower at night and at weekends (``worker.release_plan``)."""
+    release_windows_file: str = ""
+    """A YAML file of release windows replacing the shipped ``shared/data/release-windows.yaml``."""
+    release_hot_factor: float = Field(default=0.5, gt=0, le=1)
+    """A group's interval factor inside a release window (0.5: rounds twice as often as normal)."""
+    release_cold_factor: float = Field(default=4.0, ge=1, le=60)
+    """A group's interval factor at night and at weekends outside release windows."""
     worker_heartbeat_timeout_ms: int = Field(default=15_000, ge=1_000)
     """A check whose worker died (SIGKILL) is delivered again after this long."""
     layout_changed_alert_after: int = Field(default=3, ge=1, le=1_000)
