@@ -14,7 +14,6 @@ Shared state for handlers lives in ``application.bot_data``: ``"settings"``, ``"
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import logging
 import os
@@ -28,7 +27,7 @@ from telegram import Update
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
 from telegram.request import HTTPXRequest
 
-from bot import captcha_relay
+from bot import captcha_relay, handlers
 from bot.persistence import DatabasePersistence
 from bot.sender import OutboxRequest, Sender, SenderConfig
 from bot.watchdog import queue_site_blocked_alerts
@@ -104,32 +103,8 @@ def _database_of(application: Application[Any, Any, Any, Any, Any, Any]) -> Data
 def register_handlers(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
     """The captcha relay's reply handler, the conversations (``bot.handlers.register``, which also
     adds the error handler) and their command menu (``bot.handlers.set_commands``, in post_init)."""
-    try:
-        handlers = importlib.import_module("bot.handlers")
-    except ModuleNotFoundError as exc:
-        if exc.name != "bot.handlers":
-            raise
-        handlers = None
     captcha_relay.register(application)
-    register = getattr(handlers, "register", None)
-    if register is None:
-        log.warning("bot_handlers_missing", hint="bot.handlers.register is not there yet: alerts only")
-        application.add_error_handler(_on_error)  # the conversations bring their own otherwise
-    else:
-        register(application)
-    application.bot_data["_set_commands"] = getattr(handlers, "set_commands", None)
-
-
-async def _on_error(update: object, context: ContextTypes.DEFAULT_TYPE) -> None:
-    """Log a handler's failure without personal data; the process carries on."""
-    error = context.error
-    update_id = update.update_id if isinstance(update, Update) else None
-    log.error(
-        "handler_error",
-        update_id=update_id,
-        error=type(error).__name__ if error else None,
-        exc_info=error,
-    )
+    handlers.register(application)
 
 
 async def _post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> None:
@@ -160,12 +135,10 @@ async def _post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> 
         application.job_queue.run_repeating(
             _watch_sites, interval=WATCHDOG_INTERVAL_S, first=WATCHDOG_INTERVAL_S, name="bot-site-watchdog"
         )
-    set_commands = application.bot_data.get("_set_commands")
-    if set_commands is not None:
-        try:
-            await set_commands(application.bot)
-        except Exception as exc:  # a menu is not worth failing the start over
-            log.warning("set_commands_failed", error=f"{type(exc).__name__}: {exc}")
+    try:
+        await handlers.set_commands(application.bot)
+    except Exception as exc:  # a menu is not worth failing the start over
+        log.warning("set_commands_failed", error=f"{type(exc).__name__}: {exc}")
     log.info("bot_started", mode="webhook" if settings.webhook_url else "polling")
 
 

@@ -45,10 +45,6 @@ def _settings(role: str) -> Settings:
     return settings
 
 
-def _not_built(role: str, issue: int) -> NoReturn:
-    _fail(f"mta {role}: this role is not built yet (tracked in issue #{issue}); nothing was started.")
-
-
 @app.command()
 def settings(
     show: Annotated[

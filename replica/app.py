@@ -1,7 +1,7 @@
 """The replica's FastAPI app and its runner.
 
 ``create_app`` wires the state, the citizen API under ``/buergeransicht/api/citizen/``, the pages
-(``replica/pages.py`` when present), the control API (when enabled), the request log, and a
+(``replica/pages.py``), the control API (when enabled), the request log, and a
 lifespan-owned ticker that fires scenario events and expires reservations on the replica clock.
 """
 
@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from replica.api import dispatch
 from replica.catalog import Catalog
 from replica.config import API_PREFIX, CONTROL_PREFIX, ReplicaConfig
+from replica.pages import router as pages_router
 from replica.ratelimit import client_ip
 from replica.scenarios import load_into, resolve_scenario
 from replica.state import ReplicaState, RequestRecord
@@ -96,21 +97,6 @@ async def _ticker(state: ReplicaState, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), TICK_INTERVAL_S)
 
 
-def _include_pages(app: FastAPI) -> bool:
-    """Serve the pages engineer's router (``replica.pages.router``) if the module exists."""
-    try:
-        from replica import pages  # type: ignore[attr-defined,unused-ignore]
-    except ModuleNotFoundError as exc:
-        if exc.name in ("replica.pages",):
-            return False
-        raise
-    router = getattr(pages, "router", None)
-    if router is None:
-        return False
-    app.include_router(router)
-    return True
-
-
 def create_app(
     config: ReplicaConfig,
     scenario: Path | str | None = None,
@@ -146,7 +132,7 @@ def create_app(
         from replica.control import router as control_router
 
         app.include_router(control_router)
-    app.state.pages_included = _include_pages(app)
+    app.include_router(pages_router)
     app.add_middleware(RequestLogMiddleware, state=state)
     return app
 
@@ -173,7 +159,6 @@ def run(
         scenario=str(scenario) if scenario else None,
         control=cfg.control_enabled,
         legacy_api=cfg.legacy_api,
-        pages=app.state.pages_included,
     )
     uvicorn.run(app, host=cfg.host, port=cfg.port, access_log=False, log_level="warning")
 

@@ -1,8 +1,10 @@
 """Leader election through one Redis key, so that exactly one scheduler dispatches checks.
 
-The leader holds ``key`` with a TTL and renews it; a standby polls and takes over once the key
-expires (the leader died or lost Redis). Renewal and release only touch the key while it still
-holds our id, so a paused leader that lost the lease can never release its successor's lock.
+The leader holds ``key`` (``shared.contracts.LEADER_KEY``) through redis-py's ``Lock`` with a TTL,
+its identity as the lock's token (the status service reads who leads from the key), and renews it
+with ``reacquire``; a standby tries a non-blocking ``acquire`` each tick and takes over once the
+key expires (the leader died or lost Redis). ``Lock`` renews and releases only while the key still
+holds our token, so a paused leader that lost the lease can never touch its successor's.
 """
 
 from __future__ import annotations
@@ -12,21 +14,10 @@ import socket
 import uuid
 
 import redis
+from redis.exceptions import LockError
+from redis.lock import Lock
 
-from worker.heartbeat import LEADER_KEY
-
-_RENEW = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
+from shared.contracts import LEADER_KEY
 
 
 class LeaderLock:
@@ -38,18 +29,25 @@ class LeaderLock:
         self.ttl_ms = ttl_ms
         self.identity = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.is_leader = False
-        self._renew = client.register_script(_RENEW)
-        self._release = client.register_script(_RELEASE)
+        # thread_local off: the token belongs to this scheduler, whichever thread renews it
+        self._lock = Lock(client, key, timeout=ttl_ms / 1000, blocking=False, thread_local=False)
 
     def acquire_or_renew(self) -> bool:
-        if self.is_leader and self._renew(keys=[self.key], args=[self.identity, self.ttl_ms]):
-            return True
-        self.is_leader = bool(self.client.set(self.key, self.identity, nx=True, px=self.ttl_ms))
+        if self.is_leader:
+            try:
+                self._lock.reacquire()
+                return True
+            except LockError:  # the lease ran out (and maybe someone else holds it now)
+                self._lock.local.token = None
+        self.is_leader = bool(self._lock.acquire(blocking=False, token=self.identity))
         return self.is_leader
 
     def release(self) -> None:
         if self.is_leader:
-            self._release(keys=[self.key], args=[self.identity])
+            try:
+                self._lock.release()
+            except LockError:  # no longer ours: the successor's lease stays
+                self._lock.local.token = None
         self.is_leader = False
 
     def current_leader(self) -> str | None:
