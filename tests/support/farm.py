@@ -43,6 +43,7 @@ FARM_ENV: dict[str, str] = {
     "MTA_TRACE_ON_FAILURE": "false",
     "MTA_CHECK_JITTER_S": "0",
     "MTA_CHECK_MIN_INTERVAL_S": "1",
+    "MTA_RELEASE_AWARE": "false",  # the same pace whatever the hour (see tests/worker/test_release_plan.py)
     "MTA_SITE_BUDGET_PER_MINUTE": "120",
     "MTA_SITE_REQUESTS_BEFORE_PAUSE": "0",
     "MTA_WORKER_HEARTBEAT_TIMEOUT_MS": "3000",
