@@ -84,16 +84,55 @@ def test_alerts_arrive_once_with_their_message_ids(
 def test_a_wake_up_over_redis_starts_a_drain(
     bot_settings: Settings, bot_db: Database, fake_telegram: FakeBotApi
 ) -> None:
-    """With hourly sweeps, a row queued later still goes out because the worker's publish wakes the sender."""
+    """Sweeps an hour apart, so only the worker's publish can deliver a row queued later in time.
+
+    Waited for, not slept: the sender's listener is subscribed (``PUBSUB NUMSUB``) and its loop is
+    idle (first drain done, no drain or due-time read running, no wake pending: the wake it gives
+    itself on subscribing is spent). Then two rows are queued and one message is published; asserted:
+    both go out within 15 s. Tried: the listener ignoring messages (the rows wait for the hourly
+    sweep, the wait times out) and no listener (the subscriber never shows)."""
     settings = bot_settings.model_copy(update={"outbox_sweep_s": 3600.0})
 
     async def body(application: Any) -> None:
-        await asyncio.sleep(0.5)  # the sender's first sweep is over; the next is an hour away
-        await asyncio.to_thread(seed_slot_alerts, bot_db, 2)
+        sender = application.bot_data["sender"]
+        busy = 0  # drains and due-time reads running now
+        drain, next_due = sender.drain, sender.store.next_due
+
+        async def counted_drain() -> int:
+            nonlocal busy
+            busy += 1
+            try:
+                return int(await drain())
+            finally:
+                busy -= 1
+
+        def counted_next_due() -> Any:
+            nonlocal busy
+            busy += 1
+            try:
+                return next_due()
+            finally:
+                busy -= 1
+
+        sender.drain, sender.store.next_due = counted_drain, counted_next_due
         client = sync_redis.Redis.from_url(settings.redis_url)
-        client.publish(WAKE_CHANNEL, "1")
-        client.close()
-        await _until(_settled(bot_db, 2), timeout_s=15)
+
+        def idle() -> bool:
+            subscribed = dict(client.pubsub_numsub(WAKE_CHANNEL)).get(WAKE_CHANNEL.encode(), 0) >= 1
+            return subscribed and sender.stats.last_drain_at is not None
+
+        try:
+            await _until(idle, timeout_s=15)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 15
+            while busy or sender._wake.is_set():  # the loop's own state, read on its own thread
+                assert loop.time() < deadline, "the sender never went idle"
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(seed_slot_alerts, bot_db, 2)
+            client.publish(WAKE_CHANNEL, "1")
+            await _until(_settled(bot_db, 2), timeout_s=15)
+        finally:
+            client.close()
 
     _run(settings, bot_db, body)
     assert len(fake_telegram.sent(method="sendMessage")) == 2
