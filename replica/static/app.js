@@ -98,6 +98,7 @@ function freshCalendar() {
     // The hour (number) or day part ("am" | "pm") shown when Früher/Später page the day's times.
     group: null,
     listOpen: null, // the list view's open day
+    failed: false, // the last calendar request failed: its error callout stands alone
   };
 }
 
@@ -480,6 +481,7 @@ class ZmsAppointmentWrapped extends HTMLElement {
     cal.start = today;
     cal.end = addMonths(today, CALENDAR_MONTHS);
     cal.loading = true;
+    cal.failed = false;
     this.render();
     try {
       if (this.legacyApi) await this.fetchLegacyDays();
@@ -502,7 +504,7 @@ class ZmsAppointmentWrapped extends HTMLElement {
       if (stale()) return;
       cal.loading = false;
       cal.fetched = true;
-      this.stepFailed(err, s);
+      this.calendarFailed(err, s);
       return;
     }
     cal.loading = false;
@@ -520,6 +522,7 @@ class ZmsAppointmentWrapped extends HTMLElement {
       return;
     }
     cal.loadingSlots = !keepSelection;
+    cal.failed = false;
     this.render();
     try {
       if (this.legacyApi) await this.fetchLegacySlots(iso);
@@ -530,7 +533,7 @@ class ZmsAppointmentWrapped extends HTMLElement {
     } catch (err) {
       if (s !== this.s || seq !== this.calSeq) return;
       cal.loadingSlots = false;
-      this.stepFailed(err, s);
+      this.calendarFailed(err, s);
       return;
     }
     cal.loadingSlots = false;
@@ -586,6 +589,13 @@ class ZmsAppointmentWrapped extends HTMLElement {
   }
 
   /** An API error on the booking steps: captcha trouble means the session is gone. */
+  /** AppointmentSelection.vue: a calendar error answer hides the calendar and the no-slots callout
+   * alike, only the error callout stays (the site's "nothing free" answers show the no-slots one). */
+  calendarFailed(err, s = this.s) {
+    s.cal.failed = !(err instanceof ApiError && ["noAppointmentForThisScope", "noAppointmentForThisDay"].includes(err.code));
+    this.stepFailed(err, s);
+  }
+
   stepFailed(err, s = this.s) {
     if (this.handleFatal(err, s) || s !== this.s) return;
     if (CAPTCHA_ERRORS.has(err.code)) {
@@ -1142,11 +1152,11 @@ class ZmsAppointmentWrapped extends HTMLElement {
       );
     }
 
-    const noSlots = cal.fetched && !cal.loading && s.selected.size > 0 && !this.bookableDays().length;
+    const noSlots = cal.fetched && !cal.loading && !cal.failed && s.selected.size > 0 && !this.bookableDays().length;
     const section = h("section.m-component.appointment-selection", {});
     if (noSlots && !(s.stepError && s.stepError.back)) {
       section.append(h("h2", { text: this.t.dateAndTime }), this.renderNoSlots());
-    } else if (s.selected.size > 0 && !(s.stepError && s.stepError.back)) {
+    } else if (s.selected.size > 0 && !cal.failed && !(s.stepError && s.stepError.back)) {
       // CalendarListToggle.vue: the heading, then one switch button labelled with the current view
       // and what a press does; both options are aria-hidden spans.
       const list = cal.listView;
