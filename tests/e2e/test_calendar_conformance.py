@@ -33,8 +33,22 @@ from tests.e2e.conftest import (
 pytestmark = [pytest.mark.browser]
 
 FS = FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE
-MONTHS = ("Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September", "Oktober")
-MONTHS += ("November", "Dezember")
+MONTHS = tuple(
+    [
+        "Januar",
+        "Februar",
+        "März",
+        "April",
+        "Mai",
+        "Juni",
+        "Juli",
+        "August",
+        "September",
+        "Oktober",
+        "November",
+        "Dezember",
+    ]
+)
 WEEKDAYS = ("Montag", "Dienstag", "Mittwoch", "Donnerstag", "Freitag", "Samstag", "Sonntag")
 """Expected German names (test data: what Intl de-DE prints)."""
 
