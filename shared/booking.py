@@ -45,6 +45,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from shared.db.database import Database
 from shared.db.models import (
     ACTIVE_BOOKING_STATUSES,
     Booking,
@@ -269,6 +270,33 @@ def start_booking(
     assert booking is not None
     log.info("booking_started", booking_id=booking_id, slot_id=slot_id, manual=manual)
     return Start(StartOutcome.STARTED, booking)
+
+
+def begin_booking(
+    db: Database,
+    *,
+    user_id: int,
+    slot_id: int,
+    subscription_id: int | None,
+    requested_at: datetime,
+    manual: bool = False,
+    now: datetime | None = None,
+) -> Start:
+    """``start_booking`` in a transaction of its own, committed before the site is touched (a racing
+    worker sees the claim); the booking comes back detached, for use after the session closed."""
+    with db.transaction() as session:
+        start = start_booking(
+            session,
+            user_id=user_id,
+            slot_id=slot_id,
+            subscription_id=subscription_id,
+            requested_at=requested_at,
+            manual=manual,
+            now=now,
+        )
+        if start.booking is not None:
+            session.expunge(start.booking)
+        return start
 
 
 def held_by_mta(session: Session, slot: Slot, *, except_booking: int | None = None) -> bool:
@@ -700,6 +728,7 @@ __all__ = [
     "active_booking",
     "apply_site_state",
     "autobook_requests",
+    "begin_booking",
     "cancellable",
     "close_stale",
     "held_by_mta",

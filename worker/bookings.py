@@ -269,19 +269,15 @@ def _start(
     manual: bool,
     now: datetime,
 ) -> policy.Start:
-    with db.transaction() as session:
-        start = policy.start_booking(
-            session,
-            user_id=user_id,
-            slot_id=slot_id,
-            subscription_id=subscription_id,
-            requested_at=requested_at,
-            manual=manual,
-            now=now,
-        )
-        if start.booking is not None:
-            session.expunge(start.booking)
-        return start
+    return policy.begin_booking(
+        db,
+        user_id=user_id,
+        slot_id=slot_id,
+        subscription_id=subscription_id,
+        requested_at=requested_at,
+        manual=manual,
+        now=now,
+    )
 
 
 async def _attempt(

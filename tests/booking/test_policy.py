@@ -1,5 +1,8 @@
 """Booking policy on SQLite and PostgreSQL: one active booking per person and service (enforced by
-the database), one booking per request, no blind retries, fair autobook dispatch, reminders once."""
+the database), one booking per request, no blind retries, fair autobook dispatch, reminders once.
+
+Requests go through ``shared.booking.begin_booking``, the worker's own entry, not a copy of it in
+the test: tried with the request time not passed through, the redelivery test fails."""
 
 from __future__ import annotations
 
@@ -36,21 +39,12 @@ def add_slot(db: Database, minutes_ahead: int, office_id: int = FS_OFFICE) -> in
 
 
 def start(
-    db: Database, user_id: int, slot_id: int, sub_id: int | None, at: datetime, **kw: object
+    db: Database, user_id: int, slot_id: int, sub_id: int | None, at: datetime, *, manual: bool = False
 ) -> policy.Start:
-    with db.transaction() as session:
-        result = policy.start_booking(
-            session,
-            user_id=user_id,
-            slot_id=slot_id,
-            subscription_id=sub_id,
-            requested_at=at,
-            now=at,
-            **kw,  # type: ignore[arg-type]
-        )
-        if result.booking is not None:
-            session.expunge(result.booking)
-        return result
+    """A booking request at ``at``, through the worker's own entry (``shared.booking.begin_booking``)."""
+    return policy.begin_booking(
+        db, user_id=user_id, slot_id=slot_id, subscription_id=sub_id, requested_at=at, manual=manual, now=at
+    )
 
 
 def test_one_active_booking_per_user_and_service_is_enforced_by_the_database(policy_db: Database) -> None:
