@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from replica import mails
 from replica.captcha import CaptchaService
@@ -39,10 +39,26 @@ from replica.config import ReplicaConfig
 from replica.errors import ApiError
 from replica.ratelimit import RateLimiter
 
-if TYPE_CHECKING:
-    from replica.scenarios import ScenarioRunner
-
 UNIT_S = SLOT_MINUTES * 60
+
+
+class NamedScenario(Protocol):
+    @property
+    def name(self) -> str: ...
+
+
+class RunningScenario(Protocol):
+    """What the state and the control API use of a running scenario (``replica.scenarios.
+    ScenarioRunner``, which imports this module: the state names the runner only by this shape)."""
+
+    @property
+    def scenario(self) -> NamedScenario: ...
+
+    def apply_due(self, now: datetime | None = None) -> list[dict[str, Any]]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
 PLACEHOLDER_EMAIL = "test@muenchen.de"
 """The backend keeps a placeholder address on a process until the customer data arrive."""
 FIRST_PROCESS_ID = 101002
@@ -178,7 +194,7 @@ class ReplicaState:
             challenge_ttl_s=config.captcha_challenge_ttl_s,
             token_ttl_s=config.captcha_token_ttl_s,
         )
-        self.scenario: ScenarioRunner | None = None
+        self.scenario: RunningScenario | None = None
         self._init_mutable()
 
     def _init_mutable(self) -> None:

@@ -18,7 +18,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from playwright.async_api import BrowserContext, Page
 
 from shared.logging import get_logger
-from worker.captcha import token_lifetime_s
+from worker.captcha_token import token_lifetime_s
 
 log = get_logger("mta.browser")
 
