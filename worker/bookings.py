@@ -39,7 +39,13 @@ import redis
 
 from shared import booking as policy
 from shared import enqueue
-from shared.contracts import BOOKING_KEY_PREFIX, booking_marker_key
+from shared.contracts import (
+    BOOK_SLOT_ACTOR,
+    BOOKING_KEY_PREFIX,
+    CANCEL_BOOKING_ACTOR,
+    POLL_BOOKING_STATES_ACTOR,
+    booking_marker_key,
+)
 from shared.db.database import Database, open_database
 from shared.db.models import Booking, BookingProfile, BookingStatus, Notification, NotificationKind, Slot
 from shared.domain import CheckFailure, RateLimited, ensure_utc, utcnow
@@ -653,7 +659,9 @@ def _actor_deps() -> BookingDeps:
     return BookingDeps(settings=settings, db=_db, redis=_redis(), pool=rt.pool, booker=_booker)
 
 
-@dramatiq.actor(queue_name=BOOKINGS_QUEUE, max_retries=0, time_limit=BOOKING_TIME_LIMIT_MS)
+@dramatiq.actor(
+    actor_name=BOOK_SLOT_ACTOR, queue_name=BOOKINGS_QUEUE, max_retries=0, time_limit=BOOKING_TIME_LIMIT_MS
+)
 async def book_slot(
     user_id: int,
     slot_id: int,
@@ -686,14 +694,24 @@ async def book_slot(
     log.info("booking_done", slot_id=slot_id, outcome=report.outcome, attempts=report.attempts)
 
 
-@dramatiq.actor(queue_name=BOOKINGS_QUEUE, max_retries=3, time_limit=BOOKING_TIME_LIMIT_MS)
+@dramatiq.actor(
+    actor_name=CANCEL_BOOKING_ACTOR,
+    queue_name=BOOKINGS_QUEUE,
+    max_retries=3,
+    time_limit=BOOKING_TIME_LIMIT_MS,
+)
 async def cancel_booking(booking_id: int, user_id: int) -> None:
     """Cancel a held appointment at the city because its user no longer wants it."""
     cancelled = await cancel_at_city(_actor_deps(), booking_id, user_id)
     log.info("booking_cancel_done", booking_id=booking_id, cancelled=cancelled)
 
 
-@dramatiq.actor(queue_name=BOOKINGS_QUEUE, max_retries=0, time_limit=POLL_TIME_LIMIT_MS)
+@dramatiq.actor(
+    actor_name=POLL_BOOKING_STATES_ACTOR,
+    queue_name=BOOKINGS_QUEUE,
+    max_retries=0,
+    time_limit=POLL_TIME_LIMIT_MS,
+)
 async def poll_booking_states() -> None:
     """The periodic booking-state job; one at a time across all workers (Redis lock)."""
     deps = _actor_deps()
