@@ -17,11 +17,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
 
 import dramatiq
 import redis
 
+from shared.db.database import Database
 from shared.domain import CheckFailure, CheckTimeout, Observation, RateLimited, TargetKey
 from shared.horizon import decode_days
 from shared.logging import get_logger
@@ -40,24 +40,19 @@ CHECK_MAX_AGE_MS = 180_000
 """A check that waited longer than this (no worker was up) is dropped unrun: by then the scheduler
 has sent a fresh one (its in-flight mark expires after as long), and old news is worth nothing."""
 
-_db: Any = None
-_redis: redis.Redis | None = None
 
+def _database() -> Database:
+    """This process's database, opened and closed with its runtime (``worker.runtime``)."""
+    from worker import runtime
 
-def _database() -> Any:
-    global _db
-    if _db is None:
-        from shared.db.database import open_database
-
-        _db = open_database(get_settings())
-    return _db
+    return runtime.current().db
 
 
 def _client() -> redis.Redis:
-    global _redis
-    if _redis is None:
-        _redis = redis.Redis.from_url(get_settings().redis_url)
-    return _redis
+    """This process's Redis connection, opened and closed with its runtime."""
+    from worker import runtime
+
+    return runtime.current().client()
 
 
 def _load_targets(target_ids: list[int]) -> dict[int, TargetKey]:
@@ -293,9 +288,11 @@ async def check_target(
                 backoff_until=recorded.backoff_until.isoformat() if recorded.backoff_until else None,
             )
     finally:
-        for each_id in target_ids:  # else their in-flight marks expire by themselves
-            with _redis_step("mark_done", each_id):
-                mark_done(_client(), each_id, not_before=not_before.get(each_id))
+        held = runtime.peek()  # None: the browser never came up, and with it no Redis connection
+        if held is not None:  # else the in-flight marks expire by themselves
+            for each_id in target_ids:
+                with _redis_step("mark_done", each_id):
+                    mark_done(held.client(), each_id, not_before=not_before.get(each_id))
 
 
 from worker import bookings  # noqa: E402,F401  (registers book_slot)

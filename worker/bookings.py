@@ -46,11 +46,11 @@ from shared.contracts import (
     POLL_BOOKING_STATES_ACTOR,
     booking_marker_key,
 )
-from shared.db.database import Database, open_database
+from shared.db.database import Database
 from shared.db.models import Booking, BookingProfile, BookingStatus, Notification, NotificationKind, Slot
 from shared.domain import CheckFailure, RateLimited, ensure_utc, utcnow
 from shared.logging import get_logger, scrub_text
-from shared.settings import Settings, get_settings
+from shared.settings import Settings
 from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL
 from worker.budget import SiteBudget, site_budget
 from worker.global_broker import broker as _broker  # noqa: F401  (set before the actors below)
@@ -621,9 +621,7 @@ def request_cancel(booking_id: int, user_id: int) -> None:
 
 # --- actor plumbing --------------------------------------------------------------------------------
 _deps_override: BookingDeps | None = None
-_db: Database | None = None
-_client: redis.Redis | None = None
-_booker: MunichBooker | None = None
+"""Set by ``use_dependencies`` (tests, benches); otherwise the actors use this process's runtime."""
 
 
 def use_dependencies(deps: BookingDeps | None) -> None:
@@ -633,30 +631,22 @@ def use_dependencies(deps: BookingDeps | None) -> None:
 
 
 def _redis() -> redis.Redis:
-    global _client
     if _deps_override is not None:
         return _deps_override.redis
-    if _client is None:
-        _client = redis.Redis.from_url(get_settings().redis_url)
-    return _client
+    from worker import runtime
+
+    return runtime.current().client()
 
 
 def _actor_deps() -> BookingDeps:
-    global _db, _booker
+    """What a booking needs, from the worker's runtime (database, Redis, pool and booker are opened
+    and closed with it, ``worker.runtime``)."""
     if _deps_override is not None:
         return _deps_override
     from worker import runtime
-    from worker.captcha import InPageAltchaSolver
-    from worker.pacer import pacer_from_settings
 
     rt = runtime.current()
-    settings = get_settings()
-    if _db is None:
-        _db = open_database(settings)
-    if _booker is None:
-        pacer = pacer_from_settings(settings)
-        _booker = MunichBooker(solver=InPageAltchaSolver(pacer=pacer), pacer=pacer)
-    return BookingDeps(settings=settings, db=_db, redis=_redis(), pool=rt.pool, booker=_booker)
+    return BookingDeps(settings=rt.settings, db=rt.db, redis=rt.client(), pool=rt.pool, booker=rt.booker)
 
 
 @dramatiq.actor(

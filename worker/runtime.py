@@ -1,8 +1,10 @@
-"""This worker process's long-lived resources: the browser pool and the site adapters.
+"""This worker process's long-lived resources: the browser pool, the site adapters and booker, the
+database and the Redis connection.
 
 Created by ``BrowserMiddleware`` at worker boot, closed at shutdown; actors reach them through
 ``current()``, which fails loudly when the browser never came up (Dramatiq swallows hook errors).
-The runtime also keeps the few numbers this process's heartbeat reports.
+No actor module keeps a connection of its own. The runtime also keeps the few numbers this
+process's heartbeat reports.
 """
 
 from __future__ import annotations
@@ -10,10 +12,19 @@ from __future__ import annotations
 import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import redis
+from redis import Redis
+
+from shared.db.database import Database, open_database
 from shared.logging import get_logger
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from worker.browser import BrowserPool
+    from worker.sites.base import SiteAdapter
+    from worker.sites.munich.booker import MunichBooker
 
 log = get_logger("mta.worker")
 
@@ -21,8 +32,12 @@ log = get_logger("mta.worker")
 @dataclass
 class Runtime:
     settings: Settings
-    pool: Any
-    adapters: dict[str, Any]
+    pool: BrowserPool
+    adapters: dict[str, SiteAdapter]
+    booker: MunichBooker
+    db: Database
+    redis: Redis | None
+    """None only without ``MTA_REDIS_URL`` (a runtime outside ``mta worker``, e.g. a test's)."""
     stack: AsyncExitStack
     started_at: float = field(default_factory=time.time)
     stopping: bool = False
@@ -31,6 +46,12 @@ class Runtime:
     checks_done: int = 0
     last_check_at: float | None = None
     last_outcome: str | None = None
+
+    def client(self) -> Redis:
+        """The Redis connection; actors need one (``mta worker`` refuses to start without it)."""
+        if self.redis is None:
+            raise RuntimeError("MTA_REDIS_URL is empty: this worker runtime has no Redis")
+        return self.redis
 
     def note_check(self, outcome: str) -> None:
         self.checks_done += 1
@@ -62,17 +83,28 @@ async def start(settings: Settings) -> Runtime:
     from worker.captcha import InPageAltchaSolver
     from worker.pacer import pacer_from_settings
     from worker.sites.munich.adapter import MunichAdapter
+    from worker.sites.munich.booker import MunichBooker
 
     stack = AsyncExitStack()
     try:
+        db = open_database(settings)
+        stack.callback(db.close)
+        client = redis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        if client is not None:
+            stack.callback(client.close)
         pool = await stack.enter_async_context(BrowserPool(settings))
         await pool.launch()
         pacer = pacer_from_settings(settings)
-        adapters = {"munich": MunichAdapter(solver=InPageAltchaSolver(), pacer=pacer, settings=settings)}
+        adapters: dict[str, SiteAdapter] = {
+            "munich": MunichAdapter(solver=InPageAltchaSolver(), pacer=pacer, settings=settings)
+        }
+        booker = MunichBooker(solver=InPageAltchaSolver(pacer=pacer), pacer=pacer)
     except BaseException:
         await stack.aclose()
         raise
-    _current = Runtime(settings=settings, pool=pool, adapters=adapters, stack=stack)
+    _current = Runtime(
+        settings=settings, pool=pool, adapters=adapters, booker=booker, db=db, redis=client, stack=stack
+    )
     log.info("worker_runtime_started", sites=sorted(adapters))
     return _current
 
