@@ -26,10 +26,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api.dashboard import DashboardFeed, DbView, make_environment, read_db_view, render_sections
 from api.farm import HEARTBEAT_MAX_AGE_S, FarmState
+from api.farm_metrics import render_farm_metrics
 from api.outages import OutageWatch
 from api.queries import target_rows
 from api.routes import admin, router
-from api.schemas import PartStatus, ReadyOut
+from api.schemas import PartStatus, ReadyOut, TargetOut
 from api.state import AppState, get_state
 from shared.db.database import open_database
 from shared.db.engine import make_session_factory, session_scope
@@ -151,6 +152,29 @@ def render_metrics(metrics_dir: Path) -> bytes:
     return generate_latest(registry)
 
 
+async def farm_metrics(state: AppState) -> bytes:
+    """The farm's own gauges (``api.farm_metrics``) for this scrape."""
+    now = utcnow()
+    farm = await state.farm()
+    cadence = state.cadence(farm)
+
+    def read() -> list[TargetOut] | None:
+        try:
+            with session_scope(state.reader) as session:
+                return target_rows(session, now, cadence=cadence)[0]
+        except Exception:  # reported as mta_farm_database_up 0
+            return None
+
+    targets = await run_in_threadpool(read)
+    return render_farm_metrics(
+        farm,
+        targets,
+        now=now,
+        data_dir=state.settings.data_dir,
+        telegram_configured=state.settings.telegram_token is not None,
+    )
+
+
 def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
     """The status service for ``settings``; ``refresh_s``: how often live dashboards are rebuilt."""
 
@@ -236,11 +260,11 @@ def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
         summary="Prometheus metrics of every MTA process (multiprocess folder)",
         tags=["health"],
     )
-    async def metrics() -> Response:
+    async def metrics(state: Annotated[AppState, Depends(get_state)]) -> Response:
         from prometheus_client import CONTENT_TYPE_LATEST
 
         body = await run_in_threadpool(render_metrics, settings.metrics_dir)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+        return Response(body + await farm_metrics(state), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -58,4 +58,8 @@ fi
 if [ "${MTA_SETUP_XVFB:-0}" = 1 ] && ! command -v Xvfb >/dev/null; then
   apt_install xvfb xauth || log "no Xvfb: the headed-browser test will be skipped"
 fi
+# 6. Optional: promtool (Debian's prometheus package) to check the alert rules in deploy/prometheus
+if [ "${MTA_SETUP_PROMTOOL:-0}" = 1 ] && ! command -v promtool >/dev/null; then
+  apt_install prometheus || log "no promtool: the Prometheus rule tests will be skipped"
+fi
 log "ready: $VENV/bin/mta"

@@ -5,7 +5,7 @@
 # answers, this script starts one if it can (root on Debian), else those tests skip with a reason.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MTA_SETUP_XVFB=1 ./scripts/setup.sh
+MTA_SETUP_XVFB=1 MTA_SETUP_PROMTOOL=1 ./scripts/setup.sh
 VENV=${MTA_VENV:-.venv}
 log() { printf '\033[1m[test]\033[0m %s\n' "$*" >&2; }
 
