@@ -1,16 +1,16 @@
 """The Dramatiq broker every MTA process shares: Redis, async actors, a browser per worker process.
 
 Importing ``worker.global_broker`` (as the actor modules do) configures the global broker from
-settings (``setup_broker``). Worker
-processes (``MTA_WORKER_PROCESS=1``, set by ``mta worker``) also get the ``BrowserMiddleware``:
+settings (``setup_broker``). Worker processes (``MTA_WORKER_PROCESS=1``, set by ``mta worker``) also
+get the ``BrowserMiddleware``:
 
-- ``before_worker_boot``: one Chromium pool per process, started on the event loop the AsyncIO
-  middleware (listed before it) has just started; then the process starts beating
-  (``worker.heartbeat``);
+- ``before_worker_boot``: the runtime (``worker.runtime``: one Chromium pool per process, the
+  database and the Redis connection), started on the event loop the AsyncIO middleware (listed
+  before it) has just started; then the process starts beating (``worker.heartbeat``);
 - ``before_worker_shutdown``: the runtime is marked stopping (the worker threads still finish their
   current message, for up to ``--worker-shutdown-timeout``);
-- ``after_worker_shutdown``: the browser is closed. Dramatiq runs "after" hooks in reverse order,
-  so this runs before AsyncIO stops the loop.
+- ``after_worker_shutdown``: the runtime is closed (browser, database, Redis). Dramatiq runs
+  "after" hooks in reverse order, so this runs before AsyncIO stops the loop.
 
 A worker process killed with SIGKILL never acknowledged its message: another worker's broker puts
 it back on the queue once the dead one's Redis heartbeat is ``worker_heartbeat_timeout_ms`` old.
@@ -52,7 +52,8 @@ log = get_logger("mta.worker")
 
 
 class BrowserMiddleware(dramatiq.Middleware):
-    """Owns this worker process's ``Runtime`` (browser pool, adapters) and its heartbeat."""
+    """Owns this worker process's ``Runtime`` (browser pool, adapters, booker, database, Redis) and its
+    heartbeat."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
