@@ -2,24 +2,24 @@
 
 Start order: a local ``redis-server`` (when ``MTA_REDIS_URL`` is empty), the database migration
 (``mta db upgrade``), then together the replica (``--replica SCENARIO``; the farm's ``MTA_SITE_URL``
-then points at it and a demo user gets subscriptions for the scenario's offices), scheduler,
-workers, bot (only with a Telegram token; otherwise a console printer shows new alerts) and api.
-Each role is waited for until it is healthy (its heartbeat in Redis, or its HTTP answer), with a
-line of progress per role. A role whose command says "not built yet" is reported as skipped and
-the rest of the farm runs on. Every role's output goes to ``<data_dir>/logs/<role>.log``.
+then points at it and a demo user gets subscriptions for the scenario's offices, ``mta.demo``),
+scheduler, workers, bot (only with a Telegram token; otherwise ``mta.notify`` prints new alerts)
+and api. Each role is waited for until it is healthy (its heartbeat in Redis, or its HTTP answer),
+with a line of progress per role. A role whose command says "not built yet" is reported as
+skipped and the rest of the farm runs on. Every role's output goes to
+``<data_dir>/logs/<role>.log``, rotated by size (``mta.logs``).
 
-Ctrl-C, SIGTERM or SIGHUP stops the children in reverse order: SIGTERM, a grace period, then
-SIGKILL for the child's process group and anything it started. Should this process die without
-doing so (SIGKILL), a watchdog process learns it from the kernel (``PR_SET_PDEATHSIG``) and stops
-the roles the same way, so no role outlives its supervisor.
+Once up, ``mta.supervisor`` restarts a role that dies or wedges (back-off, crash-loop limit) and
+records it as a farm event. Ctrl-C, SIGTERM or SIGHUP stops the children in reverse order:
+SIGTERM, a grace period, then SIGKILL for the child's process group and anything it started.
+Should this process die without doing so (SIGKILL), a watchdog process learns it from the kernel
+(``PR_SET_PDEATHSIG``) and stops the roles the same way, so no role outlives its supervisor.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
-import json
 import os
 import shutil
 import signal
@@ -29,261 +29,25 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mta.demo import DEMO_USER_ID, demo_wishes, end_demo, seed_demo_subscriptions
+from mta.logs import LogRotation
+from mta.notify import ConsoleAlerts, describe_notification
+from mta.probes import WorkerStall, role_heartbeat
+from mta.procs import descendants
+from mta.supervisor import DEFAULT_GRACE_S, WORKER_GRACE_S, Child, Supervisor
+from shared.events import EventLog
 from shared.logging import get_logger
 from shared.settings import Settings
 
 log = get_logger("mta.up")
 
-NOT_BUILT_MARKER = "not built yet"
-DEMO_USER_ID = 1
-"""The demo subscriptions' owner when no operator chat id is configured (no real Telegram user)."""
-MAX_DEMO_SUBSCRIPTIONS = 4
-PREFERRED_SERVICES = (1063475, 1063441, 10339027, 1064361, 1071854, 1063426)
-"""Popular short services, picked first for the demo subscriptions (Wohnsitzanmeldung, Personalausweis,
-Notfall-Hilfe Aufenthaltstitel, Führerschein-Verlängerung, Internationaler Führerschein, Beglaubigung)."""
-DEFAULT_GRACE_S = 10.0
-WORKER_GRACE_S = 15.0
-"""Dramatiq lets the running check finish (``--worker-shutdown-timeout``, 8 s) and closes Chromium."""
-PR_SET_PDEATHSIG = 1
-
 
 class FarmError(Exception):
     """A role the farm cannot run without failed to start; the message says which and why."""
-
-
-# --- processes -------------------------------------------------------------------------------------
-def _watch_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Ask the kernel to SIGTERM this child when ``mta up`` dies (Linux; a no-op elsewhere), with
-    SIGTERM blocked until the child has its handler (``watchdog`` unblocks it): a signal during
-    the child's start would otherwise kill it on the spot."""
-    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _proc_start_time(pid: int) -> str | None:
-    """The kernel's start time of ``pid`` (tells a live process from a reused pid); None if gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    if fields and fields[0] == "Z":  # a zombie has finished; its parent reaps it
-        return None
-    return fields[19] if len(fields) > 19 else None
-
-
-def descendants(pid: int) -> list[tuple[int, str]]:
-    """Every live process below ``pid`` as (pid, start time), read from /proc (empty elsewhere)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").glob("[0-9]*"):
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry.name))
-    found: list[tuple[int, str]] = []
-    todo = list(children.get(pid, []))
-    while todo:
-        child = todo.pop()
-        started = _proc_start_time(child)
-        if started is not None:
-            found.append((child, started))
-        todo.extend(children.get(child, []))
-    return found
-
-
-def _alive(pid: int, started: str) -> bool:
-    return _proc_start_time(pid) == started
-
-
-@dataclass
-class Child:
-    """One role's process; its output goes to ``log_path``."""
-
-    role: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-    grace_s: float = DEFAULT_GRACE_S
-    reported_exit: bool = False
-
-    @property
-    def running(self) -> bool:
-        return self.process.poll() is None
-
-    def log_tail(self, lines: int = 12) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
-
-    def said_not_built(self) -> bool:
-        return NOT_BUILT_MARKER in self.log_tail(40)
-
-
-@dataclass
-class Supervisor:
-    """Starts children in their own sessions and stops them in reverse order, leaving none behind.
-
-    A watchdog process (``watchdog``) runs beside the roles: should this process die without
-    stopping them (SIGKILL, a crash), the kernel tells the watchdog, which stops the roles in the
-    same order. The roles themselves are not told directly: all at once, Redis would go before the
-    workers that still need it to shut down.
-    """
-
-    log_dir: Path
-    children: list[Child] = field(default_factory=list)
-    registry: Path | None = None
-    """Where the roles' pids are written for the watchdog (``<log_dir>/../up.pids.json``)."""
-    watchdog_process: subprocess.Popen[bytes] | None = None
-
-    def start_watchdog(self, env: dict[str, str]) -> None:
-        self.registry = self.log_dir.parent / "up.pids.json"
-        self._write_registry()
-        code = "import sys; from mta.up import watchdog; watchdog(sys.argv[1], int(sys.argv[2]))"
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.log_dir / "watchdog.log").open("ab") as out:
-            self.watchdog_process = subprocess.Popen(
-                [sys.executable, "-c", code, str(self.registry), str(os.getpid())],
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                preexec_fn=_watch_parent if sys.platform == "linux" else None,
-            )
-
-    def _write_registry(self) -> None:
-        if self.registry is None:
-            return
-        entries = [
-            {
-                "role": c.role,
-                "pid": c.process.pid,
-                "start": _proc_start_time(c.process.pid),
-                "grace_s": c.grace_s,
-            }
-            for c in self.children
-        ]
-        temp = self.registry.with_suffix(".tmp")
-        temp.write_text(json.dumps(entries))
-        temp.replace(self.registry)
-
-    def spawn(
-        self, role: str, argv: list[str], env: dict[str, str], *, grace_s: float = DEFAULT_GRACE_S
-    ) -> Child:
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{role}.log"
-        with log_path.open("ab") as out:
-            out.write(
-                f"\n--- mta up: starting {role} at {datetime.now().isoformat(timespec='seconds')}\n".encode()
-            )
-            out.flush()
-            # a session of its own: the terminal's Ctrl-C reaches only us, and we stop roles in order
-            process = subprocess.Popen(
-                argv,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        child = Child(role, process, log_path, grace_s)
-        self.children.append(child)
-        self._write_registry()
-        return child
-
-    def forget(self, child: Child) -> None:
-        """``child`` ran to its end (a one-shot step); it is no role to stop."""
-        self.children.remove(child)
-        self._write_registry()
-
-    def stop_all(self, report: Callable[[str], None] | None = None) -> None:
-        """SIGTERM each child (last started first), wait its grace period, then kill what is left."""
-        for child in reversed(self.children):
-            if report is not None and child.running:
-                report(child.role)
-            stop_process(child.process.pid, child.grace_s)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.process.wait(1)
-        self.children.clear()
-        self._write_registry()
-        if self.watchdog_process is not None:
-            self.watchdog_process.kill()
-            self.watchdog_process.wait(10)
-            self.watchdog_process = None
-        if self.registry is not None:
-            self.registry.unlink(missing_ok=True)
-
-
-def _wait_gone(processes: list[tuple[int, str]], timeout_s: float) -> list[tuple[int, str]]:
-    deadline = time.monotonic() + timeout_s
-    left = [(p, s) for p, s in processes if _alive(p, s)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = [(p, s) for p, s in left if _alive(p, s)]
-    return left
-
-
-def stop_process(pid: int, grace_s: float, *, started: str | None = None) -> None:
-    """SIGTERM ``pid`` and wait ``grace_s``; then SIGKILL its process group; then end whatever it
-    started that is still alive (Chromium leaves the group), SIGTERM first, SIGKILL after 3 s."""
-    started = started or _proc_start_time(pid)
-    if started is None:
-        return
-    tree = descendants(pid)
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:  # a zombie counts as gone: its parent reaps it
-        if not _alive(pid, started):
-            break
-        time.sleep(0.05)
-    else:
-        log.warning("role_killed", pid=pid, grace_s=grace_s)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
-        _wait_gone([(pid, started)], 5)
-    leftovers = [(p, s) for p, s in tree if _alive(p, s)]
-    for p, _ in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGTERM)
-    leftovers = _wait_gone(leftovers, 3)
-    for p, _ in leftovers:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(p, signal.SIGKILL)
-    _wait_gone(leftovers, 2)  # SIGKILL is not instant either
-
-
-def watchdog(registry: str, parent_pid: int) -> None:
-    """Beside the roles: once ``mta up`` (``parent_pid``) is gone, stop the roles it listed in
-    ``registry``, last started first. The kernel's SIGTERM (``PR_SET_PDEATHSIG``) wakes it; a
-    check of the parent every second covers a parent that died before that was set up."""
-    wake = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: wake.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # blocked by _watch_parent
-    while not wake.wait(1.0):
-        if os.getppid() != parent_pid:
-            break
-    try:
-        entries = json.loads(Path(registry).read_text())
-    except (OSError, ValueError):
-        return
-    for entry in reversed(entries):
-        if entry.get("start"):
-            print(f"mta up is gone: stopping {entry['role']} (pid {entry['pid']})", flush=True)
-            stop_process(int(entry["pid"]), float(entry["grace_s"]), started=str(entry["start"]))
-    with contextlib.suppress(OSError):
-        Path(registry).unlink()
 
 
 # --- small helpers ---------------------------------------------------------------------------------
@@ -353,150 +117,6 @@ def farm_lock(data_dir: Path) -> Iterator[None]:
         yield
 
 
-# --- the demo's subscriptions ----------------------------------------------------------------------
-def demo_wishes(scenario_path: Path, *, limit: int = MAX_DEMO_SUBSCRIPTIONS) -> list[tuple[int, list[int]]]:
-    """(service, offices) pairs that will see the scenario's releases, one per group of offices.
-
-    For each release in the scenario, the service that the replica's site offers at most of its
-    offices in one slot unit wins (popular services first among equals); wishes for the same
-    service are merged. The site's view matters: it hides some services at some offices.
-    """
-    import yaml
-
-    from replica.catalog import Catalog
-
-    site = Catalog.load()
-    data = yaml.safe_load(scenario_path.read_text(encoding="utf-8")) or {}
-    wishes: dict[int, list[int]] = {}
-    for event in data.get("events") or []:
-        release = event.get("release") if isinstance(event, dict) else None
-        if not isinstance(release, dict) or release.get("services", "all") != "all":
-            continue
-        offices = [int(o) for o in (release.get("offices") or [release.get("office")]) if o is not None]
-        best: tuple[tuple[int, int, int], int, list[int]] | None = None
-        for service_id in sorted(site.services):
-            covered = [
-                o
-                for o in offices
-                if site.offers(o, service_id) and site.units_needed(o, [service_id], [1]) == 1
-            ]
-            if not covered:
-                continue
-            rank = PREFERRED_SERVICES.index(service_id) if service_id in PREFERRED_SERVICES else 99
-            score = (len(covered), -rank, -service_id)
-            if best is None or score > best[0]:
-                best = (score, service_id, covered)
-        if best is not None:
-            merged = wishes.setdefault(best[1], [])
-            merged.extend(o for o in best[2] if o not in merged)
-    return [(service_id, sorted(offices)) for service_id, offices in wishes.items()][:limit]
-
-
-def seed_demo_subscriptions(settings: Settings, scenario_path: Path) -> int:
-    """Give the demo user subscriptions matching the scenario, once; returns how many were added."""
-    from sqlalchemy import select
-
-    from shared.db.database import open_database
-    from shared.db.models import Subscription, SubscriptionState, User
-
-    user_id = settings.operator_chat_ids[0] if settings.operator_chat_ids else DEMO_USER_ID
-    db = open_database(settings)
-    try:
-        with db.transaction() as session:
-            if session.get(User, user_id) is None:
-                session.add(User(id=user_id, language="de"))
-                session.flush()
-            existing = session.scalars(
-                select(Subscription).where(
-                    Subscription.user_id == user_id, Subscription.state == SubscriptionState.ACTIVE
-                )
-            ).all()
-            if existing:
-                return 0
-            wishes = demo_wishes(scenario_path)
-            for service_id, offices in wishes:
-                session.add(Subscription(user_id=user_id, service_id=service_id, office_ids=offices))
-            return len(wishes)
-    finally:
-        db.close()
-
-
-# --- alerts on the console -------------------------------------------------------------------------
-def describe_notification(kind: str, payload: dict[str, Any], text: str | None) -> str:
-    """One console line for an outbox row: what, where, when; never who."""
-    from shared.catalog import get_catalog
-    from shared.domain import SITE_TIMEZONE
-
-    if kind == "operator":
-        return f"operator: {text or payload.get('reason', 'see the dashboard')}"
-    catalog = get_catalog()
-    service = catalog.service(int(payload.get("service_id", 0)))
-    office = catalog.office(int(payload.get("office_id", 0)))
-    when = str(payload.get("start", "?"))
-    with contextlib.suppress(ValueError):
-        when = datetime.fromisoformat(when).astimezone(SITE_TIMEZONE).strftime("%a %d.%m. %H:%M")
-    what = service.name if service else f"service {payload.get('service_id')}"
-    where = office.name if office else f"office {payload.get('office_id')}"
-    label = {"slot": "free slot", "gone": "gone again"}.get(kind, kind)
-    return f"{label}: {what} — {where} — {when}"
-
-
-class ConsoleAlerts:
-    """Prints every new outbox row (no personal data) while no Telegram bot sends them."""
-
-    def __init__(
-        self, settings: Settings, echo: Callable[[str], None], *, poll_s: float = 1.0, site_url: str = ""
-    ) -> None:
-        self.settings = settings
-        self.echo = echo
-        self.poll_s = poll_s
-        self.site_url = site_url
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.printed = 0
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="console-alerts", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        from sqlalchemy import func, select
-
-        from shared.db.database import open_database
-        from shared.db.models import Notification
-
-        db = open_database(self.settings)
-        try:
-            with db.transaction() as session:
-                last_id = session.scalar(select(func.max(Notification.id))) or 0
-            while not self._stop.wait(self.poll_s):
-                try:
-                    with db.transaction() as session:
-                        rows = session.execute(
-                            select(
-                                Notification.id, Notification.kind, Notification.payload, Notification.text
-                            )
-                            .where(Notification.id > last_id)
-                            .order_by(Notification.id)
-                            .limit(50)
-                        ).all()
-                except Exception as exc:  # a locked or missing DB must not kill the farm's console
-                    log.warning("console_alerts_failed", error=str(exc))
-                    continue
-                for row_id, kind, payload, text in rows:
-                    last_id = max(last_id, row_id)
-                    stamp = datetime.now().strftime("%H:%M:%S")
-                    self.echo(f"[{stamp}] 🔔 {describe_notification(str(kind), payload or {}, text)}")
-                    self.printed += 1
-        finally:
-            db.close()
-
-
 # --- the farm --------------------------------------------------------------------------------------
 @dataclass
 class RoleResult:
@@ -512,7 +132,9 @@ class RoleSpec:
 
     role: str
     argv: list[str]
-    ready: Callable[[], bool]
+    ready: Callable[[Child], bool]
+    """Healthy? Asked of the role's current process (a heartbeat must come from it, not from the
+    process a restart replaced)."""
     timeout_s: float
     required: bool = False
     detail: str = ""
@@ -540,7 +162,14 @@ class Farm:
         self.workers = workers
         self.echo = echo or _echo
         self.stop = stop or threading.Event()
-        self.supervisor = Supervisor(self.settings.data_dir / "logs")
+        self.supervisor = Supervisor(
+            self.settings.data_dir / "logs",
+            rotation=LogRotation.from_settings(self.settings),
+            say=self.echo,
+        )
+        self.probes: dict[str, Callable[[Child], bool]] = {}
+        self.events: EventLog | None = None
+        self.worker_stall: WorkerStall | None = None
         self.env: dict[str, str] = {}
         self.results: list[RoleResult] = []
         self.console: ConsoleAlerts | None = None
@@ -580,7 +209,7 @@ class Farm:
                     self._end(RoleResult(role, "failed", "interrupted"))
                 return running
             for role, (spec, child, deadline) in list(pending.items()):
-                if spec.ready():
+                if spec.ready(child):
                     self._end(RoleResult(role, "ready", spec.detail))
                 elif not child.running:
                     child.reported_exit = True
@@ -598,6 +227,8 @@ class Farm:
                 else:
                     continue
                 running[role] = child
+                child.supervised = True  # from now on, restarted when it dies
+                self.probes[role] = spec.ready
                 del pending[role]
             self.stop.wait(0.2)
         return running
@@ -613,9 +244,13 @@ class Farm:
             self.echo("    " + tail.replace("\n", "\n    "))
         if spec.required:
             raise FarmError(f"{spec.role} did not start (see {child.log_path})")
+        # an optional role that failed may have met a passing trouble: it is tried again with
+        # back-off, and given up after the crash-loop limit
+        child.supervised = True
+        self.probes[spec.role] = spec.ready
 
     def _start_role(
-        self, role: str, argv: list[str], ready: Callable[[], bool], **options: Any
+        self, role: str, argv: list[str], ready: Callable[[Child], bool], **options: Any
     ) -> Child | None:
         return self._start_group([RoleSpec(role, argv, ready, **options)])[role]
 
@@ -654,13 +289,17 @@ class Farm:
                 "--save", "", "--appendonly", "no", "--protected-mode", "yes",
             ]  # fmt: skip
             url = redis_url
-            self._start_role("redis", argv, lambda: _redis_ping(url), timeout_s=20, required=True, detail=url)
+            self._start_role(
+                "redis", argv, lambda _child: _redis_ping(url), timeout_s=20, required=True, detail=url
+            )
         elif not _redis_ping(redis_url):
             raise FarmError("MTA_REDIS_URL does not answer PING")
         else:
             self._end(RoleResult("redis", "ready", "MTA_REDIS_URL"))
         self.env["MTA_REDIS_URL"] = redis_url
         cfg = self.settings = cfg.model_copy(update={"redis_url": redis_url})
+        self.events = EventLog(lambda: _redis_client(redis_url))
+        self.supervisor.record = self.events.record
         if self.stop.is_set():
             return
 
@@ -679,6 +318,11 @@ class Farm:
             raise FarmError(f"the database migration failed (see {migrate.log_path})")
         db_label = "SQLite " + str(data / "mta.db") if not cfg.database_url else "MTA_DATABASE_URL"
         self._end(RoleResult("database", "ready", db_label))
+        ended, dropped = end_demo(cfg)  # an earlier demo that was killed left its subscriptions
+        if ended or dropped:
+            self._line(
+                "demo", f"ended {ended} subscriptions of an earlier demo ({dropped} unsent alerts dropped)"
+            )
         if self.stop.is_set():
             return
 
@@ -701,7 +345,7 @@ class Farm:
                 "--control",
             )
             detail = f"{page_url}, scenario {self.replica_scenario}"
-            specs.append(RoleSpec("replica", argv, lambda: _http_ok(page_url), 60, True, detail))
+            specs.append(RoleSpec("replica", argv, lambda _child: _http_ok(page_url), 60, True, detail))
             self.env["MTA_SITE_URL"] = page_url
             cfg = self.settings = cfg.model_copy(update={"site_url": page_url})
             added = seed_demo_subscriptions(cfg, self.scenario_path)
@@ -712,13 +356,13 @@ class Farm:
             RoleSpec(
                 "scheduler",
                 self._argv("scheduler"),
-                lambda: _redis_has(redis_url, "mta:heartbeat:scheduler:*"),
+                lambda child: role_heartbeat(redis_url, "scheduler", child),
                 timeout_s=90,
             )
         )
 
-        def worker_ready() -> bool:  # each worker process beats once its browser pool is up
-            return _redis_has(redis_url, "mta:heartbeat:worker:*")
+        def worker_ready(child: Child) -> bool:  # each worker process beats once its browser is up
+            return role_heartbeat(redis_url, "worker", child)
 
         plural = "es" if self.workers != 1 else ""
         specs.append(
@@ -733,7 +377,7 @@ class Farm:
         )
         if cfg.telegram_token is not None and cfg.telegram_token.get_secret_value():
             specs.append(
-                RoleSpec("bot", self._argv("bot"), lambda: _redis_has(redis_url, "mta:heartbeat:bot*"), 90)
+                RoleSpec("bot", self._argv("bot"), lambda child: role_heartbeat(redis_url, "bot", child), 90)
             )
         else:
             self._end(RoleResult("bot", "skipped", "no MTA_TELEGRAM_TOKEN"))
@@ -745,25 +389,29 @@ class Farm:
         api_port = pick_port(cfg.api_port, local_host)
         base = f"http://{local_host}:{api_port}"
         self.env["MTA_API_PORT"] = str(api_port)
-        specs.append(RoleSpec("api", self._argv("api"), lambda: _http_ok(base + "/healthz"), 90, detail=base))
+        specs.append(
+            RoleSpec("api", self._argv("api"), lambda _child: _http_ok(base + "/healthz"), 90, detail=base)
+        )
 
         running = self._start_group(specs)
         if running.get("api") is not None and any(
             r.role == "api" and r.status == "ready" for r in self.results
         ):
             self.dashboard_url = base + "/"
+        self.worker_stall = WorkerStall(redis_url, stall_s=cfg.worker_stall_s)
         if self.console is not None:
             self.console.start()  # after every fork: no thread runs while children are spawned
 
-    def watch(self) -> None:
-        """Until stopped: report roles that exit on their own."""
-        while not self.stop.wait(1.0):
-            for child in self.supervisor.children:
-                if not child.running and not child.reported_exit:
-                    child.reported_exit = True
-                    self.echo(
-                        f"  {child.role} exited with code {child.process.returncode}; log: {child.log_path}"
-                    )
+    def watch(self, tick_s: float = 0.5) -> None:
+        """Until stopped: restart roles that die or wedge, rotate logs, write pending events.
+
+        A restart forks while the console printer's thread runs; the child execs at once, so no
+        lock that thread holds matters to it."""
+        stalled = {"worker": self.worker_stall} if self.worker_stall is not None else {}
+        while not self.stop.wait(tick_s):
+            self.supervisor.tend(self.probes, stalled)  # type: ignore[arg-type]
+            if self.events is not None and self.events.pending:
+                self.events.flush()
 
     def shutdown(self) -> None:
         if self.console is not None:
@@ -771,6 +419,10 @@ class Farm:
         if self.supervisor.children:
             self.echo("mta up: stopping…")
         self.supervisor.stop_all(report=lambda role: self.echo(f"  {role:<10} stopping"))
+        if self.scenario_path is not None:
+            with contextlib.suppress(Exception):  # a database that is gone must not hide the stop
+                ended, dropped = end_demo(self.settings)
+                self._line("demo", f"ended {ended} subscriptions ({dropped} unsent alerts dropped)")
         self.echo("mta up: stopped.")
 
     def summary(self) -> None:
@@ -824,6 +476,7 @@ def run_farm(settings: Settings, *, replica_scenario: str | None = None, workers
 
 
 __all__ = [
+    "DEMO_USER_ID",
     "Child",
     "ConsoleAlerts",
     "Farm",
@@ -832,6 +485,8 @@ __all__ = [
     "demo_wishes",
     "descendants",
     "describe_notification",
+    "end_demo",
+    "farm_lock",
     "run_farm",
     "seed_demo_subscriptions",
 ]

@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     """auto: readable on a terminal, JSON lines otherwise."""
     data_dir: Path = Path("data")
     """Folder for the SQLite database, traces, screenshots, keys and Prometheus files."""
+    log_max_bytes: int = Field(default=10_000_000, ge=10_000, le=10_000_000_000)
+    """Under ``mta up``: a role's log file past this size is rotated (``<role>.log.1`` …)."""
+    log_backups: int = Field(default=5, ge=0, le=100)
+    """Under ``mta up``: rotated copies kept per role (0: the log is just truncated)."""
 
     # --- storage -------------------------------------------------------------------------------
     database_url: str = ""
@@ -87,6 +91,9 @@ class Settings(BaseSettings):
     """How far ahead the scheduler looks for days that subscribers want (the page asks 6 months)."""
     scheduler_lease_ms: int = Field(default=10_000, ge=500, le=600_000)
     """The scheduler leader's lease in Redis; a standby takes over this long after the leader died."""
+    worker_stall_s: float = Field(default=180.0, ge=5, le=3_600)
+    """Under ``mta up``: a worker process with no fresh heartbeat, or holding a check without
+    finishing one, for this long is wedged (Chromium or its driver hung) and is replaced."""
 
     # --- browsers ------------------------------------------------------------------------------
     chromium_path: str = ""
@@ -128,6 +135,10 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     """Bearer token for admin API calls; empty disables them."""
     retention_days: int = Field(default=30, ge=1, le=3_650)
+    backup_interval_h: float = Field(default=24.0, ge=0, le=8_760)
+    """The scheduler backs the database up this often into ``<data_dir>/backups`` (0: never)."""
+    backup_keep: int = Field(default=7, ge=1, le=1_000)
+    """Scheduled backups kept; older ones are deleted."""
 
     # --- the replica ---------------------------------------------------------------------------
     replica_host: str = "127.0.0.1"
@@ -196,6 +207,10 @@ class Settings(BaseSettings):
     @property
     def metrics_dir(self) -> Path:
         return self.data_dir / "metrics"
+
+    @property
+    def backup_dir(self) -> Path:
+        return self.data_dir / "backups"
 
 
 def _describe(exc: ValidationError) -> str:

@@ -10,6 +10,9 @@ event), which also makes DDL transactional for the migrations.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,6 +44,18 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+def _private_file(path: Path) -> None:
+    """The SQLite file exists and only its owner may read it (0600): it holds personal data.
+    SQLite gives its -wal and -shm files the database file's mode; an empty file is a new database."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        with contextlib.suppress(PermissionError):  # not ours to change: leave it as it is
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                os.chmod(path, 0o600)
+
+
 def make_engine(url: str | URL, *, busy_timeout_ms: int = 10_000, foreign_keys: bool = True) -> Engine:
     """An engine for ``url``; for SQLite: WAL, BEGIN IMMEDIATE, busy timeout, foreign keys on.
 
@@ -53,7 +68,7 @@ def make_engine(url: str | URL, *, busy_timeout_ms: int = 10_000, foreign_keys: 
 
     path = _sqlite_file(parsed)
     if path is not None:
-        path.expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+        _private_file(path.expanduser().resolve())
     engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000})
 
     @event.listens_for(engine, "connect")

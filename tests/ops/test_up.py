@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from mta import procs
 from mta.up import (
     Farm,
     FarmError,
@@ -121,13 +122,8 @@ def farm(tmp_path: Path, farm_env: dict[str, str]) -> Iterator[tuple[subprocess.
                 process.wait(10)
 
 
-def _alive(pid: int, started: str) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    fields = stat.rsplit(")", 1)[1].split()
-    return fields[0] != "Z" and fields[19] == started
+def _alive(pid: int, started: float) -> bool:
+    return procs.alive((pid, started))
 
 
 @pytest.mark.slow
@@ -176,7 +172,7 @@ def test_a_role_that_is_not_built_is_skipped(tmp_path: Path) -> None:
     farm = Farm(load_settings(data_dir=tmp_path), echo=lines.append)
     farm.env = dict(os.environ)
     argv = [sys.executable, "-c", "import sys; print('mta bot: this role is not built yet'); sys.exit(2)"]
-    child = farm._start_role("bot", argv, lambda: False, timeout_s=60, required=False)
+    child = farm._start_role("bot", argv, lambda _child: False, timeout_s=60, required=False)
     assert child is None
     assert farm.results[-1].status == "skipped"
     farm.supervisor.stop_all()
@@ -190,7 +186,7 @@ def test_a_required_role_that_fails_stops_the_start(tmp_path: Path) -> None:
     farm.env = dict(os.environ)
     argv = [sys.executable, "-c", "import sys; print('address already in use'); sys.exit(1)"]
     with pytest.raises(FarmError, match=r"replica did not start .*replica\.log"):
-        farm._start_role("replica", argv, lambda: False, timeout_s=60, required=True)
+        farm._start_role("replica", argv, lambda _child: False, timeout_s=60, required=True)
     assert any("address already in use" in line for line in lines)
     farm.supervisor.stop_all()
 
@@ -260,8 +256,10 @@ def test_killed_supervisor_leaves_no_role_behind(tmp_path: Path) -> None:
     assert not [p for p, s in tree if _alive(p, s)], (tmp_path / "logs" / "watchdog.log").read_text()
 
 
-def _start_time(pid: int) -> str:
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+def _start_time(pid: int) -> float:
+    found = procs.identify(pid)
+    assert found is not None
+    return found[1]
 
 
 def test_one_farm_per_data_folder(tmp_path: Path) -> None:
