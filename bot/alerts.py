@@ -20,6 +20,7 @@ from babel.dates import format_date, format_datetime, format_time
 from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.i18n import Gettext, normalize_language, translator
+from bot.services import service_name
 from shared.catalog import get_catalog
 from shared.domain import SITE_TIMEZONE
 from shared.sites import deep_link
@@ -144,9 +145,10 @@ def describe_age(age: timedelta, _: Gettext) -> str:
     return _("{duration} ago").format(duration=describe_duration(age, _))
 
 
-def _service_name(site: str, service_id: int, _: Gettext) -> str:
-    service = get_catalog(site).service(service_id)
-    return service.name if service else _("service {id}").format(id=service_id)
+def _service_name(site: str, service_id: int, _: Gettext, language: str) -> str:
+    """The catalogue's (German) name, with a hint in the reader's language where one is known."""
+    name = service_name(service_id, language, site=site)
+    return name if name is not None else _("service {id}").format(id=service_id)
 
 
 def _office_line(site: str, office_id: int, _: Gettext) -> str:
@@ -187,7 +189,7 @@ def describe_filters(site: str, filters: Filters, language: str | None) -> list[
 
 
 def _slot_body(alert: SlotAlert, lang: str, _: Gettext, now: datetime) -> list[str]:
-    service = _esc(_service_name(alert.site, alert.service_id, _))
+    service = _esc(_service_name(alert.site, alert.service_id, _, lang))
     berlin_time = _esc(_("(Berlin time)"))  # outside the f-string, so extraction sees it
     lines = [
         f"🏛 <b>{service}</b>",
@@ -247,7 +249,7 @@ def render_booking(update: BookingUpdate, language: str | None, now: datetime) -
     cancelled."""
     lang = _lang(language)
     _ = translator(lang)
-    service = _esc(_service_name(update.site, update.service_id, _))
+    service = _esc(_service_name(update.site, update.service_id, _, lang))
     where = _office_line(update.site, update.office_id, _)
     when = _esc(berlin_datetime(update.start_at, lang)) if update.start_at else "?"
     what = f"<b>{service}</b>\n📍 {where}\n🕒 {when}"

@@ -13,6 +13,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup, KeyboardButton,
 
 from bot.callbacks import CallbackSigner
 from bot.i18n import LANGUAGE_NAMES, Gettext
+from bot.services import service_button_label
 from shared.catalog import Office, Service
 
 ButtonSpec = tuple[str, str, str | int]
@@ -51,9 +52,9 @@ def nav_row(_: Gettext, *, back: bool = True) -> list[ButtonSpec]:
 
 
 def services_keyboard(
-    _: Gettext, kb: KeyboardMaker, services: Sequence[Service], *, back: bool = False
+    _: Gettext, kb: KeyboardMaker, services: Sequence[Service], *, language: str, back: bool = False
 ) -> InlineKeyboardMarkup:
-    rows: list[list[ButtonSpec]] = [[(s.name, "sv", s.id)] for s in services]
+    rows: list[list[ButtonSpec]] = [[(service_button_label(s, language), "sv", s.id)] for s in services]
     rows.append(nav_row(_, back=back))
     return kb.markup(rows)
 

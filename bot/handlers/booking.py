@@ -37,8 +37,8 @@ from bot.alerts import BOOK_CALLBACK_PREFIX, berlin_datetime
 from bot.callbacks import Callback
 from bot.i18n import Gettext
 from bot.keyboards import ButtonSpec, KeyboardMaker, yes_no_keyboard
-from bot.validation import N_
 from bot.services import service_label
+from bot.validation import N_
 from shared import booking as policy
 from shared import enqueue
 from shared.catalog import get_catalog

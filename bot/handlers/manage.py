@@ -10,6 +10,7 @@ from datetime import datetime
 
 from bot.callbacks import Callback
 from bot.keyboards import subscription_keyboard, yes_no_keyboard
+from bot.services import service_label
 from shared.catalog import get_catalog
 from shared.db.models import SubscriptionState, TargetState
 from shared.domain import SITE_TIMEZONE, utcnow
@@ -130,7 +131,8 @@ async def show_status(turn: Turn) -> None:
         service = catalog.service(status.service_id)
         lines = [
             _("#{id} {service}").format(
-                id=status.subscription_id, service=service.name if service else status.service_id
+                id=status.subscription_id,
+                service=service_label(service, turn.language) if service else status.service_id,
             ),
             _("People: {count} · offices watched: {offices}").format(
                 count=status.service_count, offices=status.office_count

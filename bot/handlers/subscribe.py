@@ -43,6 +43,7 @@ from bot.keyboards import (
     weekdays_keyboard,
     window_keyboard,
 )
+from bot.services import search_services, service_label
 from bot.validation import (
     N_,
     TIME_PRESETS,
@@ -159,7 +160,9 @@ def summary_text(turn: Turn, data: dict[str, Any], *, heading: str) -> str:
     lines = [
         heading,
         "",
-        _("Service: {name}").format(name=service.name if service else data["service_id"]),
+        _("Service: {name}").format(
+            name=service_label(service, turn.language) if service else data["service_id"]
+        ),
         _("People: {count}").format(count=data.get("count", 1)),
         _("Offices: {offices}").format(offices=_describe_offices(turn, list(data.get("office_ids") or []))),
         _("Dates: {window}").format(
@@ -244,20 +247,21 @@ def _view(turn: Turn, flow: Flow) -> tuple[str, Any]:
             services = frequent_services()
             text = _(
                 "Which service do you need an appointment for?\n"
-                "Tap a frequent one, or type a word of its name to search (e.g. “Pass”)."
+                "Tap a frequent one, or say in your own words what you need, in any of my languages "
+                "(e.g. “passport”, “Anmeldung”, “прописка”); typos are fine."
             )
-        return text, services_keyboard(_, kb, services)
+        return text, services_keyboard(_, kb, services, language=turn.language)
     service = _service(flow)
     assert service is not None
     if step == "people":
-        text = _("{service}\n\nFor how many people?").format(service=service.name)
+        text = _("{service}\n\nFor how many people?").format(service=service_label(service, turn.language))
         return text, people_keyboard(_, kb, _max_people(service), flow.data.get("count"))
     if step == "offices":
         offices = _offices(flow)
         distances = {int(k): v for k, v in (flow.data.get("distances_km") or {}).items()}
         text = _(
             "Which offices? Tick one or more and tap Done, or take any office offering {service}."
-        ).format(service=service.name)
+        ).format(service=service_label(service, turn.language))
         return text, offices_keyboard(_, kb, offices, flow.data.get("office_ids") or [], distances)
     if step == "location":
         text = _("Share your location with the button below and I will tick the offices nearest to you.")
@@ -407,8 +411,7 @@ async def on_text(turn: Turn, flow: Flow, text: str) -> None:
         if step == "service":
             if len(text) < 2:
                 raise InputError(N_("Please type at least two letters of the service's name."))
-            found = get_catalog().search_services(text, limit=SEARCH_RESULTS)
-            found = [s for s in found if get_catalog().offices_for_service(s.id)]
+            found = search_services(text, limit=SEARCH_RESULTS)
             if not found:
                 raise InputError(
                     N_("No service matches “{query}”. Try another word, or tap one of the buttons."),

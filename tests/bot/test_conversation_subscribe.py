@@ -20,7 +20,8 @@ from tests.bot.conftest import RunningBot, UserChat
 REISEPASS = 1063453
 SERVICE_PROMPT = (
     "Which service do you need an appointment for?\n"
-    "Tap a frequent one, or type a word of its name to search (e.g. “Pass”)."
+    "Tap a frequent one, or say in your own words what you need, in any of my languages "
+    "(e.g. “passport”, “Anmeldung”, “прописка”); typos are fine."
 )
 OFFICES_PROMPT = "Which offices? Tick one or more and tap Done, or take any office offering {service}."
 WINDOW_PROMPT = "Which dates? Tap a window, or type dates like 01.12.2026 - 24.12.2026 (or one date)."
