@@ -106,6 +106,12 @@ class User(Base):
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
     language: Mapped[str] = mapped_column(String(8), default="de")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    consented_at: Mapped[datetime | None] = mapped_column(default=None)
+    """When they agreed to MTA keeping their booking details (/profile asks first); None: not asked
+    or withdrawn."""
+    quiet_start: Mapped[time | None] = mapped_column(Time, default=None)
+    quiet_end: Mapped[time | None] = mapped_column(Time, default=None)
+    """Berlin wall-clock hours without slot alerts (may wrap midnight); both None: no quiet hours."""
 
     profile: Mapped[BookingProfile | None] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True, uselist=False
