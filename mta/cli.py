@@ -237,6 +237,19 @@ def scheduler() -> None:
         PeriodicJob("poll_booking_states", BOOKING_POLL_EVERY_S, poll_booking_states.send),
         PeriodicJob("retention", RETENTION_EVERY_S, purge),
     ]
+    if cfg.backup_interval_h > 0:
+        from shared.backup import scheduled_backup
+
+        every_s = cfg.backup_interval_h * 3600
+        jobs.append(
+            PeriodicJob(  # asks often whether one is due; the newest file's time decides
+                "backup",
+                min(600.0, every_s),
+                lambda: scheduled_backup(
+                    cfg.effective_database_url, cfg.backup_dir, every_s=every_s, keep=cfg.backup_keep
+                ),
+            )
+        )
     try:
         Scheduler(cfg, db, client, send=send, jobs=jobs).run(stop)
     finally:

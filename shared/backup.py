@@ -185,4 +185,52 @@ def _pg_run(tool: str, url: str, args: list[str]) -> None:
         raise BackupError(f"{tool} failed (exit {result.returncode}): {last}")
 
 
-__all__ = ["BackupError", "BackupResult", "RestoreResult", "backup_database", "restore_database"]
+# --- on a schedule -------------------------------------------------------------------------------
+SCHEDULED_PREFIX = "mta-"
+SCHEDULED_STAMP = "%Y%m%dT%H%M%SZ"
+
+
+def scheduled_backups(folder: Path) -> list[Path]:
+    """The scheduled backups in ``folder``, oldest first (their names sort by time)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p for p in folder.iterdir() if p.name.startswith(SCHEDULED_PREFIX) and p.suffix in {".db", ".dump"}
+    )
+
+
+def scheduled_backup(
+    url: str, folder: Path, *, every_s: float, keep: int, now: datetime | None = None
+) -> BackupResult | None:
+    """A backup into ``folder`` if the newest one there is ``every_s`` old or older (a restarted
+    scheduler does not back up again at once); then only the newest ``keep`` are kept. Files are
+    private (0600, the folder 0700): a backup holds personal data, encrypted with the key that is
+    NOT in it (``MTA_ENCRYPTION_KEY`` or ``<data_dir>/encryption.key``). Returns None when not due."""
+    now = now or datetime.now(UTC)
+    folder.mkdir(parents=True, exist_ok=True)
+    os.chmod(folder, 0o700)
+    existing = scheduled_backups(folder)
+    if existing:
+        newest = datetime.strptime(existing[-1].stem[len(SCHEDULED_PREFIX) :], SCHEDULED_STAMP).replace(
+            tzinfo=UTC
+        )
+        if (now - newest).total_seconds() < every_s:
+            return None
+    backend = normalize_url(url).get_backend_name()
+    suffix = ".db" if backend == "sqlite" else ".dump"
+    result = backup_database(url, folder / f"{SCHEDULED_PREFIX}{now.strftime(SCHEDULED_STAMP)}{suffix}")
+    os.chmod(result.path, 0o600)
+    for old in scheduled_backups(folder)[: -max(1, keep)]:
+        old.unlink(missing_ok=True)
+    return result
+
+
+__all__ = [
+    "BackupError",
+    "BackupResult",
+    "RestoreResult",
+    "backup_database",
+    "restore_database",
+    "scheduled_backup",
+    "scheduled_backups",
+]
