@@ -1542,25 +1542,31 @@ class ZmsAppointmentWrapped extends HTMLElement {
     const c = s.customer;
     const field = ({ key, id, label, tag = "input", type = "text", required = false, maxlength = null, placeholder = null, autocomplete = null }) => {
       const error = s.fieldErrors[key];
+      // patternlab MucInput/MucTextArea: the group gets has-error and a FormErrorMessage
+      // (span.m-error-message#text-input-error, role=alert); the control itself is not marked.
       const control = h(`${tag}.${tag === "textarea" ? "m-textarea" : "m-input"}#${id}`, {
         type: tag === "input" ? type : null,
         name: id,
         value: c[key],
         required,
+        "aria-required": required ? "true" : "false",
         maxlength,
         placeholder,
         autocomplete,
-        "aria-invalid": error ? "true" : null,
-        "aria-describedby": error ? `${id}-error` : null,
-        class: error ? "has-error" : "",
         on: { input: (ev) => (c[key] = ev.target.value) },
       });
       return h(
         "div.m-form-group",
-        {},
-        h("label.m-label", { for: id }, label, required ? h("span.m-label__required", { "aria-hidden": "true", text: " *" }) : null),
-        control,
-        error ? h(`p.m-error-message#${id}-error`, { role: "alert", text: error }) : null,
+        { class: error ? "has-error" : "" },
+        h("label.m-label", { for: id, class: required ? "" : "m-label--optional" }, label),
+        h("div.m-input-wrapper", {}, control),
+        error
+          ? h(
+              "span.m-error-message.form-error-message#text-input-error",
+              { role: "alert", tabindex: "0", "aria-live": "polite" },
+              h("span", { text: error }),
+            )
+          : null,
       );
     };
     const form = h(

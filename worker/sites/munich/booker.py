@@ -926,15 +926,14 @@ class MunichBooker:
         invalid = page.locator(bsel.INVALID_FIELD)
         found: list[tuple[str, str]] = []
         for i in range(await invalid.count()):
-            element = invalid.nth(i)
-            element_id = await element.get_attribute("id") or ""
+            group = invalid.nth(i)
+            control = group.locator(bsel.FIELD_CONTROL)
+            element_id = (await control.first.get_attribute("id") or "") if await control.count() else ""
             name = bsel.FIELD_OF_ELEMENT_ID.get(element_id, element_id or "unknown")
             message = ""
-            described = await element.get_attribute("aria-describedby")
-            if described:
-                error = page.locator(f"#{described}")
-                if await error.count():
-                    message = (await error.first.inner_text()).strip()
+            error = group.locator(bsel.FIELD_ERROR_MESSAGE)
+            if await error.count():
+                message = (await error.first.inner_text()).strip()
             if name.startswith("customTextfield"):
                 label = await self._label_of(page, element_id)
                 if label:

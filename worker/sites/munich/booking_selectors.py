@@ -73,8 +73,12 @@ FIELD_OF_ELEMENT_ID: dict[str, str] = {
     "textarea-remarks": "customTextfield",
     "textarea-remarks2": "customTextfield2",
 }
-INVALID_FIELD = "[aria-invalid=true]"
-"""The page marks a field it refuses before sending anything (the UI uses the API's own patterns)."""
+INVALID_FIELD = ".m-form-group.has-error"
+"""The page marks a field it refuses before sending anything (the UI uses the API's own patterns):
+patternlab MucInput/MucTextArea give the field's group ``has-error`` and put the message in a
+FormErrorMessage (``.m-error-message``, role=alert) inside it; the control is not marked itself."""
+FIELD_CONTROL = "input, textarea"
+FIELD_ERROR_MESSAGE = ".m-error-message"
 MAX_NAME_CHARS = 50
 MAX_CUSTOM_CHARS = 250
 
@@ -210,6 +214,8 @@ __all__ = [
     "EARLIER_BUTTON",
     "EMAIL_INPUT",
     "ERROR_CALLOUT",
+    "FIELD_CONTROL",
+    "FIELD_ERROR_MESSAGE",
     "FIELD_OF_ELEMENT_ID",
     "FIELD_OF_ERROR_CODE",
     "FIRST_NAME_INPUT",
