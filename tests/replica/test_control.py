@@ -143,6 +143,27 @@ def test_layout_variant_and_endpoint_rename(site: ReplicaServer) -> None:
     assert site.get("available-calendar/", **PARAMS).status_code == 200
 
 
+def test_renamed_answer_fields(site: ReplicaServer) -> None:
+    """A site release that renamed an answer field: only the named endpoint's answer changes, {}
+    and a reset put it back. Broken once by renaming on every endpoint: the catalogue assertion
+    failed."""
+    state = site.control("POST", "faults", json={"renamed_fields": {"availableDays": "days"}})
+    assert state["renamedFields"] == {"available-calendar": {"availableDays": "days"}}
+    body = site.get("available-calendar/", **PARAMS).json()
+    assert "availableDays" not in body and body["days"] == []
+    assert "offices" in site.get("offices-and-services/").json()
+    site.control("POST", "faults", json={"renamed_fields": {}})
+    assert site.get("available-calendar/", **PARAMS).json()["availableDays"] == []
+    site.control(
+        "POST",
+        "faults",
+        json={"renamed_fields": {"offices": "locations"}, "endpoints": ["offices-and-services"]},
+    )
+    assert "locations" in site.get("offices-and-services/").json()
+    site.control("POST", "reset")
+    assert "offices" in site.get("offices-and-services/").json()
+
+
 def test_request_log(site: ReplicaServer) -> None:
     site.control("DELETE", "requests")
     site.get("offices-and-services/", headers={"X-Forwarded-For": "203.0.113.5"})
