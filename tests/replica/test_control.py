@@ -147,8 +147,9 @@ def test_renamed_answer_fields(site: ReplicaServer) -> None:
     """A site release that renamed an answer field: only the named endpoint's answer changes, {}
     and a reset put it back. Broken once by renaming on every endpoint: the catalogue assertion
     failed."""
-    state = site.control("POST", "faults", json={"renamed_fields": {"availableDays": "days"}})
-    assert state["renamedFields"] == {"available-calendar": {"availableDays": "days"}}
+    renames = {"availableDays": "days", "offices": "locations"}
+    state = site.control("POST", "faults", json={"renamed_fields": renames})
+    assert state["renamedFields"] == {"available-calendar": renames}
     body = site.get("available-calendar/", **PARAMS).json()
     assert "availableDays" not in body and body["days"] == []
     assert "offices" in site.get("offices-and-services/").json()
