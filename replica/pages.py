@@ -9,8 +9,9 @@ DOM notices: ``renamed-timeslot-ids`` gives the time-slot buttons other ids and 
 (``button.slot-btn#slot-<officeId>-<epoch>``), ``renamed-buttons`` relabels the step buttons
 ("Fortfahren" for "Weiter", "Reservierung abschicken" for "Termin reservieren"), ``no-shadow-dom``
 renders the component into the light DOM, ``renamed-day-tiles`` takes role=button, the class and the
-aria-label off the calendar's day tiles (``div.muc-calendar-day``). The variant is read on every page load from the provider
-set with :func:`set_layout_provider` or else from the replica state (``app.state.replica``).
+aria-label off the calendar's day tiles (``div.muc-calendar-day``). The variant is read on every
+page load from the provider set with :func:`set_layout_provider` or else from the replica state
+(``app.state.replica``).
 
 The page also follows the API release the state serves: with ``legacy_api`` it uses the <= muc45
 availability endpoints, and a renamed calendar endpoint (``calendar_path``) is passed on, so the
