@@ -13,11 +13,12 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Annotated
 
+import orjson
 import redis
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from markupsafe import Markup
@@ -25,13 +26,16 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.dashboard import DashboardFeed, DbView, make_environment, read_db_view, render_sections
+from api.etag import send
 from api.farm import HEARTBEAT_MAX_AGE_S, FarmState
 from api.farm_metrics import render_farm_metrics
 from api.outages import OutageWatch
 from api.queries import target_rows
 from api.routes import admin, router
 from api.schemas import PartStatus, ReadyOut, TargetOut
+from api.snapshot import JSON, ReadyAnswer, answer
 from api.state import AppState, get_state
+from api.writes import ForgetAnswersOnWrite
 from shared.db.database import open_database
 from shared.db.engine import make_session_factory, session_scope
 from shared.domain import utcnow
@@ -219,18 +223,23 @@ def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
     )
     app.include_router(router)
     app.include_router(admin)
+    app.add_middleware(ForgetAnswersOnWrite)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def dashboard(request: Request, state: Annotated[AppState, Depends(get_state)]) -> HTMLResponse:
-        sections = await state.feed.snapshot()
-        page = state.templates.get_template("dashboard.html").render(
-            sections={k: Markup(v) for k, v in sections.items()},
-            static_url="/static",
-            events_url="/events",
-            api_docs_url="/docs",
-        )
-        return HTMLResponse(page)
+    async def dashboard(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Response:
+        async def build(read_at_s: float) -> ReadyAnswer:
+            sections = await state.feed.snapshot()
+            page = state.templates.get_template("dashboard.html").render(
+                sections={k: Markup(v) for k, v in sections.items()},
+                static_url="/static",
+                events_url="/events",
+                api_docs_url="/docs",
+            )
+            return answer(page.encode(), "text/html; charset=utf-8", read_at_s=read_at_s)
+
+        # the page is rendered once per refresh and sent as ready bytes (api.snapshot)
+        return send(request, await state.answers.get("dashboard", build, max_age_s=state.feed.interval_s))
 
     @app.get("/events", response_class=EventSourceResponse, include_in_schema=False)
     async def events(state: Annotated[AppState, Depends(get_state)]) -> AsyncIterator[ServerSentEvent]:
@@ -249,9 +258,14 @@ def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
         summary="Database, Redis, workers, scheduler leader, bot: each part, and whether all required are up",
         tags=["health"],
     )
-    async def readyz(state: Annotated[AppState, Depends(get_state)]) -> JSONResponse:
-        report = await readiness(state)
-        return JSONResponse(report.model_dump(mode="json"), status_code=200 if report.ready else 503)
+    async def readyz(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Response:
+        async def build(read_at_s: float) -> ReadyAnswer:
+            report = await readiness(state)
+            body = orjson.dumps(report.model_dump(mode="json"))
+            return answer(body, JSON, read_at_s=read_at_s, status_code=200 if report.ready else 503)
+
+        # live: never reused once read, but requests that come while one reading runs share it
+        return send(request, await state.answers.get("readyz", build, max_age_s=0.0, serve_stale=False))
 
     @app.get(
         "/metrics",
@@ -273,7 +287,13 @@ class ApiServer(uvicorn.Server):
     """uvicorn's server that first ends the live dashboard streams, so stopping never waits on them."""
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
-        state = getattr(getattr(self.config.app, "state", None), "mta", None)
+        # from an import string (several processes) the app is loaded_app, inside uvicorn's middleware
+        app: object = (
+            getattr(self.config, "loaded_app", None) if isinstance(self.config.app, str) else self.config.app
+        )
+        while app is not None and not hasattr(app, "state"):
+            app = getattr(app, "app", None)
+        state = getattr(getattr(app, "state", None), "mta", None)
         if isinstance(state, AppState):
             await state.feed.close()
         await super().shutdown(sockets=sockets)

@@ -8,13 +8,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar, cast
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
-from pydantic import AfterValidator, AwareDatetime
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
+from pydantic import AfterValidator, AwareDatetime, TypeAdapter
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from api import queries
+from api.etag import send_cached
 from api.schemas import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -122,12 +123,30 @@ async def _read_shared(state: AppState, key: str, work: Callable[[Session], R]) 
 
 async def _write(state: AppState, work: Callable[[Session], R]) -> R:
     state.cache.clear()
+    state.answers.clear()
 
     def run() -> R:
         with state.db.transaction() as session:
             return work(session)
 
     return await run_in_threadpool(run)
+
+
+async def _ready(
+    request: Request, state: AppState, key: str, adapter: TypeAdapter[Any], produce: Callable[[], Any]
+) -> Response:
+    """A public read as ready bytes (``api.snapshot``): built once per refresh per ``key`` (which
+    names every parameter), shared by all requests meanwhile, sent with its ETag."""
+    return await send_cached(request, state.answers, key, adapter, produce, max_age_s=state.feed.interval_s)
+
+
+STATUS_OUT = TypeAdapter(StatusOut)
+TARGET_OUT = TypeAdapter(TargetOut)
+TARGETS_PAGE = TypeAdapter(Page[TargetOut])
+SLOTS_PAGE = TypeAdapter(Page[SlotOut])
+CHECKS_PAGE = TypeAdapter(Page[CheckOut])
+ALERTS_PAGE = TypeAdapter(Page[AlertOut])
+BOOKINGS_PAGE = TypeAdapter(Page[BookingOut])
 
 
 def _page(items: list[Any], total: int, limit: int, offset: int) -> dict[str, Any]:
@@ -168,7 +187,12 @@ def _db_summary(session: Session, now: datetime, cadence: queries.Cadence) -> di
 
 
 @router.get("/status", response_model=StatusOut, summary="The farm at a glance")
-async def get_status(state: Annotated[AppState, Depends(get_state)]) -> StatusOut:
+async def get_status(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Response:
+    return await _ready(request, state, "status", STATUS_OUT, lambda: status_now(state))
+
+
+async def status_now(state: AppState) -> StatusOut:
+    """The farm at a glance, read now."""
     now = utcnow()
     farm = await state.farm()
     cadence = state.cadence(farm)
@@ -217,11 +241,19 @@ async def get_status(state: Annotated[AppState, Depends(get_state)]) -> StatusOu
 
 @router.get("/targets", response_model=Page[TargetOut], summary="Watched targets with state and figures")
 async def list_targets(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
     include_inactive: Annotated[bool, Query(description="also targets nobody watches any more")] = False,
-) -> dict[str, Any]:
+) -> Response:
+    key = f"targets:{limit}:{offset}:{include_inactive}"
+    return await _ready(
+        request, state, key, TARGETS_PAGE, lambda: _targets_page(state, limit, offset, include_inactive)
+    )
+
+
+async def _targets_page(state: AppState, limit: int, offset: int, include_inactive: bool) -> dict[str, Any]:
     now = utcnow()
     cadence = state.cadence(await state.farm())
     rows, _ = await _read_shared(
@@ -234,9 +266,14 @@ async def list_targets(
 
 @router.get("/targets/{target_id}", response_model=TargetOut, responses=NOT_FOUND, summary="One target")
 async def get_target(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     target_id: Annotated[int, Path(ge=1, le=MAX_ID)],
-) -> TargetOut:
+) -> Response:
+    return await _ready(request, state, f"target:{target_id}", TARGET_OUT, lambda: _target(state, target_id))
+
+
+async def _target(state: AppState, target_id: int) -> TargetOut:
     now = utcnow()
     cadence = state.cadence(await state.farm())
     rows, _ = await _read_shared(
@@ -253,6 +290,7 @@ async def get_target(
 
 @router.get("/slots", response_model=Page[SlotOut], summary="Slot episodes, newest first")
 async def list_slots(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
@@ -261,6 +299,26 @@ async def list_slots(
     service_id: IdQuery = None,
     office_id: IdQuery = None,
     since: Since = None,
+) -> Response:
+    key = f"slots:{limit}:{offset}:{open}:{site}:{service_id}:{office_id}:{since}"
+    return await _ready(
+        request,
+        state,
+        key,
+        SLOTS_PAGE,
+        lambda: _slots_page(state, limit, offset, open, site, service_id, office_id, since),
+    )
+
+
+async def _slots_page(
+    state: AppState,
+    limit: int,
+    offset: int,
+    open: bool | None,
+    site: str | None,
+    service_id: int | None,
+    office_id: int | None,
+    since: datetime | None,
 ) -> dict[str, Any]:
     stmt = select(Slot).order_by(Slot.id.desc())
     if open is not None:
@@ -283,12 +341,31 @@ async def list_slots(
 
 @router.get("/checks", response_model=Page[CheckOut], summary="Checks, newest first")
 async def list_checks(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
     target_id: IdQuery = None,
     outcome: CheckOutcome | None = None,
     since: Since = None,
+) -> Response:
+    key = f"checks:{limit}:{offset}:{target_id}:{outcome}:{since}"
+    return await _ready(
+        request,
+        state,
+        key,
+        CHECKS_PAGE,
+        lambda: _checks_page(state, limit, offset, target_id, outcome, since),
+    )
+
+
+async def _checks_page(
+    state: AppState,
+    limit: int,
+    offset: int,
+    target_id: int | None,
+    outcome: CheckOutcome | None,
+    since: datetime | None,
 ) -> dict[str, Any]:
     stmt = select(Check).order_by(Check.id.desc())
     if target_id is not None:
@@ -350,24 +427,36 @@ async def _bookings_page(
     "/alerts", response_model=Page[AlertOut], summary="Notifications, newest first (no personal data)"
 )
 async def list_alerts(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
     status_: Annotated[NotificationStatus | None, Query(alias="status")] = None,
     kind: NotificationKind | None = None,
     since: Since = None,
-) -> dict[str, Any]:
-    return await _alerts_page(state, _alerts_stmt(status_, kind, since), limit, offset, admin=False)
+) -> Response:
+    key = f"alerts:{limit}:{offset}:{status_}:{kind}:{since}"
+    return await _ready(
+        request,
+        state,
+        key,
+        ALERTS_PAGE,
+        lambda: _alerts_page(state, _alerts_stmt(status_, kind, since), limit, offset, admin=False),
+    )
 
 
 @router.get("/bookings", response_model=Page[BookingOut], summary="Bookings, newest first (no personal data)")
 async def list_bookings(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
     status_: Annotated[BookingStatus | None, Query(alias="status")] = None,
-) -> dict[str, Any]:
-    return await _bookings_page(state, status_, limit, offset, admin=False)
+) -> Response:
+    key = f"bookings:{limit}:{offset}:{status_}"
+    return await _ready(
+        request, state, key, BOOKINGS_PAGE, lambda: _bookings_page(state, status_, limit, offset, admin=False)
+    )
 
 
 # --- admin: personal data and actions --------------------------------------------------------------

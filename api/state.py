@@ -17,6 +17,7 @@ from api.dashboard import DashboardFeed
 from api.farm import FarmState, read_farm
 from api.outages import OutageWatch
 from api.queries import Cadence
+from api.snapshot import AnswerCache
 from shared.db.database import Database
 from shared.settings import Settings
 
@@ -34,6 +35,8 @@ class AppState:
     cache: dict[str, tuple[float, Any]] = field(default_factory=dict)
     """Briefly reused read results (see ``api.routes._read_shared``); cleared by every write."""
     cache_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    answers: AnswerCache = field(default_factory=AnswerCache)
+    """Public reads prepared once per refresh as ready bytes (``api.snapshot``); cleared by every write."""
     outages: OutageWatch | None = None
     """Redis and database outages seen by this process (ongoing ones, and events for ended ones)."""
 

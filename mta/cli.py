@@ -272,9 +272,9 @@ def bot() -> None:
 
 @app.command()
 def api() -> None:
-    """Run the status service: dashboard, JSON API, health and metrics."""
+    """Run the status service: dashboard, JSON API, health and metrics (MTA_API_WORKERS processes)."""
     cfg = _settings("api")
-    from api.app import run
+    from api.serve import run
 
     run(cfg)
 

@@ -132,6 +132,11 @@ class Settings(BaseSettings):
     # --- status service ------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65_535)
+    api_workers: int = Field(default=0, ge=0, le=64)
+    """Server processes of ``mta api`` on the one port; 0: one per core, at most 8."""
+    api_refresh_s: float = Field(default=1.0, gt=0, le=60)
+    """How often the dashboard and the public JSON answers are rebuilt; in between every client
+    gets the same prepared bytes (an answer is at most twice this old)."""
     admin_token: SecretStr | None = None
     """Bearer token for admin API calls; empty disables them."""
     retention_days: int = Field(default=30, ge=1, le=3_650)

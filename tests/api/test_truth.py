@@ -201,7 +201,8 @@ def test_a_redis_outage_leaves_a_dated_event(
         stopped_at = datetime.now(UTC)
         restartable_redis.stop()
         wait_until(lambda: "redis" in state.outages.down_since, 20, "the outage to be noticed")
-        assert "Redis down since" in client.get("/").text
+        # the page is a ready answer of the last refresh: the next refresh says it
+        wait_until(lambda: "Redis down since" in client.get("/").text, 5, "the outage on the dashboard")
         restartable_redis.start()
         events = wait_until(
             lambda: [e for e in client.get("/api/v1/status").json()["events"] if e["kind"] == "redis_down"],

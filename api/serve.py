@@ -1,0 +1,128 @@
+"""``mta api``: the status service in one or several server processes sharing one port.
+
+One Python process answers on one core; a host's other cores serve only through more processes.
+With ``MTA_API_WORKERS`` above one (0: one per core, at most ``MAX_AUTO_WORKERS``) this process binds
+the port, starts that many server processes (spawned: each builds its app from the same environment
+this one read its settings from), starts a new one for any that dies, and stops them all on SIGTERM
+or SIGINT. Each server process keeps its own prepared answers and dashboard feed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+from multiprocessing.context import SpawnProcess
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+from uvicorn._subprocess import get_subprocess
+from uvicorn.config import STARTUP_FAILURE
+
+from api.app import ApiServer, create_app
+from shared.logging import configure_logging, get_logger
+from shared.settings import Settings, get_settings
+
+log = get_logger("mta.api.serve")
+
+MAX_AUTO_WORKERS = 8
+GRACEFUL_S = 5
+"""How long a stopping server process lets open requests finish."""
+
+
+def worker_count(settings: Settings, cpus: int | None = None) -> int:
+    """Server processes to run: ``MTA_API_WORKERS``, or one per core (capped) when it is 0."""
+    if settings.api_workers:
+        return settings.api_workers
+    return max(1, min(cpus if cpus is not None else (os.cpu_count() or 1), MAX_AUTO_WORKERS))
+
+
+def app_from_environment() -> FastAPI:
+    """The app of one spawned server process (uvicorn's ``factory``): settings read from its environment."""
+    settings = get_settings()
+    configure_logging(settings, role="api")
+    return create_app(settings, refresh_s=settings.api_refresh_s)
+
+
+def _config(settings: Settings, app: FastAPI | str, workers: int) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        factory=isinstance(app, str),
+        host=settings.api_host,
+        port=settings.api_port,
+        workers=workers,
+        log_level="warning",
+        timeout_graceful_shutdown=GRACEFUL_S,
+    )
+
+
+class Supervisor:
+    """Keeps ``workers`` server processes alive on one bound socket until told to stop."""
+
+    def __init__(self, config: uvicorn.Config, sock: socket.socket, workers: int) -> None:
+        self.config = config
+        self.sock = sock
+        self.workers = workers
+        self.stop = threading.Event()
+        self.processes: list[SpawnProcess] = []
+
+    def _spawn(self) -> SpawnProcess:
+        process = get_subprocess(self.config, target=ApiServer(self.config).run, sockets=[self.sock])
+        process.start()
+        return process
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stop.set()
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; 0, or ``STARTUP_FAILURE`` when a process could not start."""
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        self.processes = [self._spawn() for _ in range(self.workers)]
+        log.info("api_workers_started", workers=self.workers, pids=[p.pid for p in self.processes])
+        code = 0
+        while not self.stop.wait(0.5):
+            for index, process in enumerate(self.processes):
+                if process.is_alive():
+                    continue
+                process.join()
+                if process.exitcode == STARTUP_FAILURE:  # the app cannot start: a restart would not help
+                    log.error("api_worker_failed_to_start", pid=process.pid)
+                    code = STARTUP_FAILURE
+                    self.stop.set()
+                    break
+                log.warning("api_worker_died", pid=process.pid, exitcode=process.exitcode)
+                self.processes[index] = self._spawn()
+        self._stop_all()
+        return code
+
+    def _stop_all(self) -> None:
+        for process in self.processes:
+            if process.is_alive() and process.pid is not None:
+                os.kill(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            process.join(GRACEFUL_S + 10)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def run(settings: Settings) -> None:
+    """Serve on ``MTA_API_HOST``:``MTA_API_PORT`` with ``worker_count(settings)`` processes."""
+    workers = worker_count(settings)
+    if workers == 1:
+        ApiServer(_config(settings, create_app(settings, refresh_s=settings.api_refresh_s), 1)).run()
+        return
+    config = _config(settings, "api.serve:app_from_environment", workers)
+    sock = config.bind_socket()
+    try:
+        code = Supervisor(config, sock, workers).run()
+    finally:
+        sock.close()
+    if code:
+        raise SystemExit(code)
+
+
+__all__ = ["MAX_AUTO_WORKERS", "Supervisor", "app_from_environment", "run", "worker_count"]

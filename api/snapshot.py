@@ -1,0 +1,129 @@
+"""Answers prepared once per refresh and handed to every client as ready bytes.
+
+Under a thousand clients the status service must not compute the same answer once per request:
+each public read (the dashboard page, ``/api/v1/status``, ``/targets``, ``/slots?…``) is built by
+one builder per key at a time, serialised once (orjson) with its ETag, and reused for the refresh
+interval. When an answer expires, the first request starts its one rebuild; requests meanwhile still
+get the previous answer, which is then at most two intervals old, so no client queues behind a
+rebuild (older than that, they wait for the new one). Keys are bounded (least recently used dropped),
+so query-parameter variants cannot grow the store without limit. Each server process holds its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import TypeAdapter
+
+from shared.logging import get_logger
+
+log = get_logger("mta.api.snapshot")
+
+MAX_KEYS = 512
+"""Distinct answers kept per process (parameter variants of the lists included)."""
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class ReadyAnswer:
+    """One prepared answer: the body as sent, its ETag, and when its data was read (loop time)."""
+
+    body: bytes
+    media_type: str
+    etag: str
+    read_at_s: float
+    status_code: int = 200
+
+
+def answer(body: bytes, media_type: str, *, read_at_s: float, status_code: int = 200) -> ReadyAnswer:
+    """``body`` with a strong ETag naming exactly these bytes."""
+    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+    return ReadyAnswer(body, media_type, etag, read_at_s, status_code)
+
+
+def json_body(adapter: TypeAdapter[Any], value: Any) -> bytes:
+    """``value`` as the endpoint's response model says (validated, JSON mode, by alias), via orjson."""
+    return orjson.dumps(adapter.dump_python(adapter.validate_python(value), mode="json", by_alias=True))
+
+
+@dataclass
+class AnswerCache:
+    """Ready answers by key, one build per key at a time (see the module docstring)."""
+
+    max_keys: int = MAX_KEYS
+    _answers: OrderedDict[str, ReadyAnswer] = field(default_factory=OrderedDict)
+    _building: dict[str, asyncio.Task[ReadyAnswer]] = field(default_factory=dict)
+    _generation: int = 0
+    builds: int = 0
+    """Builds started in this process (tests and the bench read it)."""
+
+    async def get(
+        self,
+        key: str,
+        build: Callable[[float], Awaitable[ReadyAnswer]],
+        *,
+        max_age_s: float,
+        serve_stale: bool = True,
+    ) -> ReadyAnswer:
+        """The answer for ``key``: reused while younger than ``max_age_s``; else rebuilt once by
+        ``build(read_at_s)``. ``serve_stale``: the expired answer serves while its rebuild runs,
+        up to ``2 * max_age_s`` old."""
+        now = asyncio.get_running_loop().time()
+        ready = self._answers.get(key)
+        if ready is not None:
+            self._answers.move_to_end(key)
+            age_s = now - ready.read_at_s
+            if age_s < max_age_s:
+                return ready
+            task = self._building.get(key) or self._start(key, build, now)
+            if serve_stale and age_s < 2 * max_age_s:
+                return ready
+            return await asyncio.shield(task)
+        task = self._building.get(key) or self._start(key, build, now)
+        return await asyncio.shield(task)
+
+    def clear(self) -> None:
+        """Forget every answer (state was changed through this process): the next request rebuilds,
+        and builds already running cannot put back what they read before the change."""
+        self._generation += 1
+        self._answers.clear()
+        self._building.clear()
+
+    def _start(
+        self, key: str, build: Callable[[float], Awaitable[ReadyAnswer]], now: float
+    ) -> asyncio.Task[ReadyAnswer]:
+        generation = self._generation
+        self.builds += 1
+
+        async def run() -> ReadyAnswer:
+            try:
+                ready = await build(now)
+            finally:
+                if self._building.get(key) is task:
+                    del self._building[key]
+            if generation == self._generation:
+                self._answers[key] = ready
+                self._answers.move_to_end(key)
+                while len(self._answers) > self.max_keys:
+                    self._answers.popitem(last=False)
+            return ready
+
+        task = asyncio.create_task(run(), name=f"answer:{key}")
+        task.add_done_callback(_log_failure)
+        self._building[key] = task
+        return task
+
+
+def _log_failure(task: asyncio.Task[ReadyAnswer]) -> None:
+    """A rebuild nobody awaited (stale answers served meanwhile) must not fail silently."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("answer_build_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}"[:300])
+
+
+__all__ = ["JSON", "MAX_KEYS", "AnswerCache", "ReadyAnswer", "answer", "json_body"]
