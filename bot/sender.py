@@ -52,6 +52,7 @@ from bot.alerts import (
     render_slot_alert,
 )
 from bot.metrics import ALERTS, DETECTION_LATENCY
+from bot.quiet import HELD_KEY, QuietHours, hold_until
 from shared.contracts import WAKE_CHANNEL
 from shared.db.database import Database
 from shared.db.models import (
@@ -173,6 +174,8 @@ class Job:
     edit_message_id: int | None = None
     skip_reason: str | None = None
     defer: bool = False
+    hold_until: datetime | None = None
+    """A slot alert due inside its person's quiet hours: wait until then (``bot.quiet``)."""
     slot_id: int | None = None
     subscription_id: int | None = None
 
@@ -342,6 +345,16 @@ class OutboxStore:
                         log.exception("outbox_render_failed", notification_id=row.id)
                         job.skip_reason = f"cannot render: {type(exc).__name__}: {exc}"[:500]
                         job.rendered = None
+                    slot = slots.get(row.slot_id) if row.slot_id is not None else None
+                    if (
+                        user is not None
+                        and row.kind == NotificationKind.SLOT
+                        and job.rendered is not None
+                        and slot is not None
+                        and slot.gone_at is None
+                    ):
+                        quiet = QuietHours.of(user.quiet_start, user.quiet_end)
+                        job.hold_until = hold_until(quiet, slot.start_at, now)
                     jobs.append(job)
         return jobs
 
@@ -376,6 +389,9 @@ class OutboxStore:
                 job.skip_reason = "the slot no longer exists"
                 return
             alert = self._slot_alert(row, slot, sub, with_profile)
+            if row.kind == NotificationKind.SLOT and alert.gone_at and (row.payload or {}).get(HELD_KEY):
+                job.skip_reason = "the slot went during the person's quiet hours"
+                return
             if row.kind == NotificationKind.SLOT:
                 job.rendered = (
                     render_gone(alert, language, now)
@@ -387,6 +403,8 @@ class OutboxStore:
             original = session.get(Notification, int(original_id)) if original_id is not None else None
             if original is None:
                 job.skip_reason = "the alert to edit no longer exists"
+            elif original.status in DUE_STATUSES and (original.payload or {}).get(HELD_KEY):
+                job.skip_reason = "its alert waits for the end of quiet hours, and will be dropped"
             elif original.status in (*DUE_STATUSES, NotificationStatus.SENDING):
                 job.defer = True  # wait until the alert itself is settled
             elif original.telegram_message_id is None or original.chat_id is None:
@@ -493,6 +511,7 @@ class OutboxStore:
                 and row.kind == NotificationKind.SLOT
                 and row.slot_id is not None
                 and not (row.payload or {}).get("late")
+                and not (row.payload or {}).get(HELD_KEY)
             ):
                 slot = session.get(Slot, row.slot_id)
                 if slot is not None:
@@ -558,6 +577,18 @@ class OutboxStore:
                     claim_token=None,
                 )
             )
+
+    def hold(self, notification_id: int, until: datetime) -> None:
+        """Put a slot alert back until its person's quiet hours end (not an attempt)."""
+        with self.db.transaction() as session:
+            row = session.scalar(select(Notification).where(self._mine(notification_id)))
+            if row is None:
+                return
+            row.status = NotificationStatus.PENDING
+            row.next_attempt_at = ensure_utc(until)
+            row.claim_token = None
+            row.claimed_at = None
+            row.payload = {**(row.payload or {}), HELD_KEY: True}
 
     def mark_dead(self, notification_id: int, error: str) -> None:
         with self.db.transaction() as session:
@@ -832,6 +863,10 @@ class Sender:
         if job.defer:
             self.stats.deferred += 1
             await asyncio.to_thread(store.defer, job.id)
+            return
+        if job.hold_until is not None:
+            log.info("alert_held_for_quiet_hours", notification_id=job.id)
+            await asyncio.to_thread(store.hold, job.id, job.hold_until)
             return
         if job.rendered is None or job.skip_reason is not None:
             self.stats.skipped += 1

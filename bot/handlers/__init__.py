@@ -32,7 +32,7 @@ from bot.i18n import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, translator
 from bot.keyboards import language_keyboard
 from bot.validation import MAX_MESSAGE_CHARS, N_, InputError
 
-from . import booking, manage, privacy, profile, store, subscribe
+from . import booking, control, manage, privacy, profile, store, subscribe
 from .common import LANGUAGE_KEY, Flow, Turn, current_flow, end_flow, log
 
 CommandFn = Callable[[Turn], Awaitable[None]]
@@ -79,6 +79,8 @@ HELP_TEXT = N_(
     "/list – your subscriptions (pause, resume, edit, delete)\n"
     "/status – is it working? last checks and slots seen\n"
     "/profile – your details for booking\n"
+    "/quiet – quiet hours: no alerts at night\n"
+    "/test – send me a sample alert\n"
     "/export – all your data as a file\n"
     "/delete – erase all your data\n"
     "/language – English, Deutsch, Русский, Українська, Türkçe\n"
@@ -119,6 +121,8 @@ COMMANDS: dict[str, CommandFn] = {
     "status": manage.show_status,
     "profile": profile.begin,
     "bookings": booking.show_bookings,
+    "quiet": control.show_quiet,
+    "test": control.send_test,
     "export": privacy.export,
     "delete": privacy.begin_erase,
     "language": _language,
@@ -185,6 +189,8 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await manage.on_list_button(turn, callback)
     elif callback.action in booking.ACTIONS:
         await booking.on_button(turn, callback)
+    elif callback.action in control.ACTIONS:
+        await control.on_button(turn, callback)
     elif callback.action == "lg" and callback.arg in SUPPORTED_LANGUAGES:
         await turn.run(store.set_language, turn.user_id, callback.arg)
         turn.set_language(callback.arg)
@@ -293,6 +299,8 @@ COMMAND_DESCRIPTIONS = {
     "status": N_("is it working?"),
     "profile": N_("your details for booking"),
     "bookings": N_("your bookings: state, cancel"),
+    "quiet": N_("quiet hours: no alerts at night"),
+    "test": N_("send me a sample alert"),
     "export": N_("all your data as a file"),
     "delete": N_("erase all your data"),
     "language": N_("choose your language"),

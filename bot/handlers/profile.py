@@ -3,7 +3,10 @@
 ```mermaid
 stateDiagram-v2
     [*] --> overview: /profile (a profile exists)
-    [*] --> first: /profile (none yet)
+    [*] --> consent: /profile (none yet, not agreed)
+    [*] --> first: /profile (none yet, agreed before)
+    consent --> first: I agree (time of consent stored)
+    consent --> [*]: No, thanks (nothing stored)
     overview --> first: Change
     overview --> [*]: Remove / Close
     first --> last --> email --> phone --> birth --> confirm
@@ -16,7 +19,9 @@ stateDiagram-v2
 
 Each value is checked with ``shared.profile_rules`` (the site's own patterns, e.g. no "+" in an
 e-mail address) as it is typed, so a refused value is asked again at once and nothing invalid is
-ever stored. Values are shown back masked.
+ever stored. Values are shown back masked. Before the first value is typed, the person reads what
+is kept, why, for how long and how to erase it, and agrees with a button (``users.consented_at``);
+removing the profile withdraws the consent, so a new profile asks again.
 """
 
 from __future__ import annotations
@@ -43,7 +48,18 @@ from . import store
 from .common import Flow, Turn, end_flow, start_flow
 
 KIND = "profile"
-STEPS = ("first", "last", "email", "phone", "birth", "case", "confirm")
+CONSENT_TEXT = N_(
+    "Before you enter anything, what I would keep and why:\n"
+    "• What: your name, e-mail address, phone number and, where an office asks for it, your date of "
+    "birth or case number.\n"
+    "• Why: only to fill in the city's booking form when you ask me to book (or allow me to), and to "
+    "tell you how it went. Nobody else gets them.\n"
+    "• How: encrypted at rest, never written to logs.\n"
+    "• How long: until you remove them (/profile → Remove) or erase everything (/delete). /export shows "
+    "you all of it.\n\n"
+    "Do you agree that I keep these details for booking?"
+)
+STEPS = ("consent", "first", "last", "email", "phone", "birth", "case", "confirm")
 
 PROBLEM_MESSAGES = {
     ProfileProblem.INVALID_FAMILY_NAME: N_("The name must not be empty."),
@@ -112,6 +128,10 @@ async def begin(turn: Turn) -> None:
     existing = await turn.run(store.load_profile, turn.user_id)
     subscriptions = await turn.run(store.subscriptions_of, turn.user_id)
     ask_case = _needs_case_reference(subscriptions)
+    if existing is None and not await turn.run(store.has_consented, turn.user_id):
+        flow = start_flow(turn.context, KIND, "consent", ask_case=ask_case)
+        await render(turn, flow, new_message=True)
+        return
     if existing is None:
         flow = start_flow(turn.context, KIND, "first", ask_case=ask_case)
         intro = _(
@@ -142,6 +162,9 @@ async def render(
         markup = kb.markup(
             [[("✏ " + _("Change"), "pc", ""), ("🗑 " + _("Remove"), "pr", "")], [("✖ " + _("Close"), "x", "")]]
         )
+    elif step == "consent":
+        text = _(CONSENT_TEXT)
+        markup = kb.markup([[("✅ " + _("I agree"), "pa", ""), ("✖ " + _("No, thanks"), "pn", "")]])
     elif step == "remove":
         text = _("Remove your booking profile? MTA can then no longer book for you.")
         markup = kb.markup([[("🗑 " + _("Yes, remove it"), "prk", "")], nav_row(_)])
@@ -205,6 +228,7 @@ def _next_step(flow: Flow) -> str:
 async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
     _ = turn._
     allowed = {
+        "consent": {"pa", "pn"},
         "overview": {"pc", "pr"},
         "remove": {"prk"},
         "phone": {"ps"},
@@ -215,6 +239,21 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
     if cb.action not in allowed:
         await turn.answer(
             _("That button belongs to an earlier step; please use the latest message."), alert=True
+        )
+        return
+    if cb.action == "pa":
+        await turn.run(store.record_consent, turn.user_id)
+        await turn.show(_("Thank you. You can withdraw at any time with /profile → Remove, or /delete."))
+        flow.go("first")
+        await render(turn, flow, new_message=True)
+        return
+    if cb.action == "pn":
+        end_flow(turn.context)
+        await turn.show(
+            _(
+                "All right: I keep none of these details. Alerts still come, and you can book yourself "
+                "with the link in each one."
+            )
         )
         return
     if cb.action == "pc":

@@ -211,9 +211,48 @@ def save_profile(db: Database, user_id: int, profile: ProfileData) -> None:
 
 
 def delete_profile(db: Database, user_id: int) -> bool:
+    """Remove the profile and the consent that came with it (a new profile asks again)."""
     with db.transaction() as session:
         result = session.execute(delete(BookingProfile).where(BookingProfile.user_id == user_id))
+        user = session.get(User, user_id)
+        if user is not None:
+            user.consented_at = None
         return bool(getattr(result, "rowcount", 0))
+
+
+# --- consent and quiet hours ----------------------------------------------------------------------
+
+
+def has_consented(db: Database, user_id: int) -> bool:
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        return user is not None and user.consented_at is not None
+
+
+def record_consent(db: Database, user_id: int) -> None:
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        if user is None:
+            session.add(User(id=user_id, consented_at=utcnow()))
+        else:
+            user.consented_at = utcnow()
+
+
+def quiet_hours(db: Database, user_id: int) -> tuple[time, time] | None:
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        if user is None or user.quiet_start is None or user.quiet_end is None:
+            return None
+        return user.quiet_start, user.quiet_end
+
+
+def set_quiet_hours(db: Database, user_id: int, hours: tuple[time, time] | None) -> None:
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        if user is None:
+            user = User(id=user_id)
+            session.add(user)
+        user.quiet_start, user.quiet_end = hours if hours is not None else (None, None)
 
 
 # --- /status -------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ def test_profile_refuses_plus_address_and_stores_valid_one_encrypted(
     each gets a clear refusal and the same question again; the valid profile is stored, readable
     through the model, and none of its values appears in plain text in the SQLite files."""
     chat = UserChat(fake_telegram, 3001)
-    chat.send("/profile", expect="Your first name")
+    chat.send("/profile", expect="Do you agree that I keep these details for booking?")
+    chat.press("I agree", expect="Your first name")
     chat.send("Erika", expect="Your last name?")
     chat.send("Mustermann", expect="Your e-mail address?")
     chat.send("a+b@example.org", expect="does not accept this e-mail address")
@@ -63,7 +64,8 @@ def test_profile_skip_back_and_remove(
 ) -> None:
     """Back returns to the previous question, Skip leaves optional fields empty, Remove deletes the row."""
     chat = UserChat(fake_telegram, 3002)
-    chat.send("/profile", expect="Your first name")
+    chat.send("/profile", expect="Do you agree that I keep these details for booking?")
+    chat.press("I agree", expect="Your first name")
     chat.send("Max", expect="Your last name?")
     chat.press("Back", expect="Your first name")
     chat.send("Moritz", expect="Your last name?")
@@ -91,7 +93,8 @@ def test_case_number_is_asked_only_of_einbuergerung_subscribers(
     draft = store.SubscriptionDraft(EINBUERGERUNG, 1, [], None, None, [], None, None, True)
     store.save_subscription(bot_db, 3003, draft, None)
     chat = UserChat(fake_telegram, 3003)
-    chat.send("/profile", expect="Your first name")
+    chat.send("/profile", expect="Do you agree that I keep these details for booking?")
+    chat.press("I agree", expect="Your first name")
     chat.send("Ada", expect="Your last name?")
     chat.send("Lovelace", expect="Your e-mail address?")
     chat.send("ada@example.org", expect="Your phone number")

@@ -29,7 +29,8 @@ def _raw_conversations(db: Database) -> list[tuple[int, str]]:
 
 
 def _profile_up_to_phone(chat: UserChat, first: str, last: str, email: str) -> None:
-    chat.send("/profile", expect="Your first name")
+    chat.send("/profile", expect="Do you agree that I keep these details for booking?")
+    chat.press("I agree", expect="Your first name")
     chat.send(first, expect="Your last name?")
     chat.send(last, expect="Your e-mail address?")
     chat.send(email, expect="Your phone number")
