@@ -1,0 +1,151 @@
+"""Prepared answers: ETag and 304, one build per refresh, new data after the interval, writes seen at once."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.snapshot import AnswerCache, ReadyAnswer, answer
+from shared.db.database import Database
+from shared.db.models import Slot
+from shared.settings import Settings
+from tests.api.conftest import ADMIN_TOKEN, OFFICE_ID, SERVICE_ID, SITE, seed
+from tests.support.farm import wait_until
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def test_etag_round_trip_answers_304_without_a_body(api_settings: Settings, db: Database) -> None:
+    """Tried: each prepared public read fetched, then fetched again with its ETag in If-None-Match
+    (alone, and in a list as a weak tag), and with another ETag. Asserted: 200 with an ETag and
+    ``Cache-Control: no-cache`` first; then 304 with the same ETag and an empty body; a different
+    tag gets the body again. Seen failing with ``api.etag.send`` ignoring If-None-Match."""
+    seed(db)
+    with TestClient(create_app(api_settings, refresh_s=60)) as client:
+        for path in ("/api/v1/targets", "/api/v1/slots?limit=5", "/api/v1/status", "/"):
+            first = client.get(path)
+            assert first.status_code == 200 and first.content
+            etag = first.headers["etag"]
+            assert etag.startswith('"') and first.headers["cache-control"] == "no-cache"
+            for sent in (etag, f'"other", W/{etag}'):
+                again = client.get(path, headers={"If-None-Match": sent})
+                assert again.status_code == 304, (path, sent)
+                assert again.content == b"" and again.headers["etag"] == etag
+            other = client.get(path, headers={"If-None-Match": '"not-this-one"'})
+            assert other.status_code == 200 and other.content == first.content
+
+
+def test_answer_is_reused_until_the_interval_then_shows_new_data(
+    api_settings: Settings, db: Database
+) -> None:
+    """Tried: /api/v1/slots read, a new slot written straight into the database (as a worker does),
+    the list read again at once, then until it changes. Asserted: the second read is the same
+    prepared answer (same ETag, old total); the new slot shows within a few intervals, not before
+    one interval has passed since the first read. Seen failing with the cache's age check removed
+    (every request rebuilt: the new slot showed at once)."""
+    seeded = seed(db)
+    refresh_s = 3.0
+    with TestClient(create_app(api_settings, refresh_s=refresh_s)) as client:
+        first = client.get("/api/v1/slots")
+        read_at = time.monotonic()
+        total = first.json()["total"]
+        with db.transaction() as session:
+            session.add(
+                Slot(
+                    site=SITE,
+                    office_id=OFFICE_ID,
+                    service_id=SERVICE_ID,
+                    start_at=seeded.now + timedelta(days=9),
+                    first_seen_at=seeded.now,
+                    last_seen_at=seeded.now,
+                )
+            )
+        second = client.get("/api/v1/slots")
+        assert time.monotonic() - read_at < refresh_s, "the machine stalled: the test cannot tell"
+        assert second.headers["etag"] == first.headers["etag"]
+        assert second.json()["total"] == total
+        newer = wait_until(
+            lambda: client.get("/api/v1/slots").json()["total"] == total + 1 or None,
+            10 * refresh_s,
+            "the new slot in /api/v1/slots",
+        )
+        assert newer and time.monotonic() - read_at >= refresh_s
+
+
+def test_a_write_through_the_api_shows_in_the_next_answer(api_settings: Settings, db: Database) -> None:
+    """Tried: a failed alert listed (answer prepared for a long 60 s interval), then retried through
+    the admin API. Asserted: the next public list shows it pending at once, not after the interval.
+    Seen failing with ``ForgetAnswersOnWrite`` left out of the app and ``_write`` not clearing."""
+    seeded = seed(db)
+    failed = seeded.alert_ids[1]
+    with TestClient(create_app(api_settings, refresh_s=60)) as client:
+        before = {a["id"]: a["status"] for a in client.get("/api/v1/alerts").json()["items"]}
+        assert before[failed] == "failed"
+        assert client.post(f"/api/v1/admin/alerts/{failed}/retry", headers=ADMIN).status_code == 200
+        after = {a["id"]: a["status"] for a in client.get("/api/v1/alerts").json()["items"]}
+        assert after[failed] == "pending"
+
+
+def test_one_build_serves_every_concurrent_request() -> None:
+    """Tried: 200 concurrent requests for one key while its build is still running, then 200 more
+    after it expired. Asserted: one build each time; during the rebuild the expired answer is served
+    (nobody waits), and a key whose answer is older than two intervals waits for the new one. Seen
+    failing with the in-flight build not shared (200 builds)."""
+
+    async def main() -> None:
+        cache = AnswerCache()
+        release = asyncio.Event()
+        version = 0
+
+        async def build(read_at_s: float) -> ReadyAnswer:
+            nonlocal version
+            await release.wait()
+            version += 1
+            return answer(str(version).encode(), "text/plain", read_at_s=read_at_s)
+
+        waiting = [asyncio.create_task(cache.get("k", build, max_age_s=0.3)) for _ in range(200)]
+        await asyncio.sleep(0)
+        release.set()
+        assert {a.body for a in await asyncio.gather(*waiting)} == {b"1"}
+        assert cache.builds == 1
+
+        await asyncio.sleep(0.35)  # expired, younger than two intervals
+        release.clear()
+        stale = await asyncio.gather(*(cache.get("k", build, max_age_s=0.3) for _ in range(200)))
+        assert {a.body for a in stale} == {b"1"} and cache.builds == 2
+        release.set()
+        fresh = await cache.get("k", build, max_age_s=0.3)
+        while fresh.body == b"1":  # the rebuild finishes on the loop
+            await asyncio.sleep(0.01)
+            fresh = await cache.get("k", build, max_age_s=0.3)
+        assert fresh.body == b"2" and cache.builds == 2
+
+        await asyncio.sleep(0.65)  # older than two intervals: callers wait for the new answer
+        assert (await cache.get("k", build, max_age_s=0.3)).body == b"3"
+
+    asyncio.run(main())
+
+
+def test_parameter_variants_are_bounded() -> None:
+    """Tried: 50 keys into a store of 8. Asserted: 8 kept, the most recently used ones."""
+
+    async def main() -> None:
+        cache = AnswerCache(max_keys=8)
+
+        async def build(read_at_s: float) -> ReadyAnswer:
+            return answer(b"x", "text/plain", read_at_s=read_at_s)
+
+        for n in range(50):
+            await cache.get(f"slots:{n}", build, max_age_s=60)
+        builds = cache.builds
+        for n in range(42, 50):
+            await cache.get(f"slots:{n}", build, max_age_s=60)
+        assert cache.builds == builds  # kept
+        await cache.get("slots:0", build, max_age_s=60)
+        assert cache.builds == builds + 1  # dropped long ago
+
+    asyncio.run(main())

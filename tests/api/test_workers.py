@@ -1,0 +1,126 @@
+"""``mta api`` with several server processes on one port: each answers, a dead one is replaced."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import psutil
+import pytest
+
+from api.serve import MAX_AUTO_WORKERS, worker_count
+from shared.db.database import Database
+from shared.settings import Settings
+from tests.conftest import free_port, wait_for_port
+from tests.support.farm import wait_until
+
+
+def test_worker_count_follows_the_setting_and_the_cores(api_settings: Settings) -> None:
+    """Asserted: 0 means one per core, capped; a set number is taken as it is."""
+    auto = api_settings.model_copy(update={"api_workers": 0})
+    assert worker_count(auto, cpus=2) == 2
+    assert worker_count(auto, cpus=64) == MAX_AUTO_WORKERS
+    assert worker_count(auto, cpus=1) == 1
+    assert worker_count(api_settings.model_copy(update={"api_workers": 3}), cpus=1) == 3
+
+
+@pytest.fixture
+def api_with_two_workers(
+    api_settings: Settings, db: Database
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "MTA_DATA_DIR": str(api_settings.data_dir),
+        "MTA_REDIS_URL": api_settings.redis_url,
+        "MTA_API_PORT": str(port),
+        "MTA_API_WORKERS": "2",
+        "MTA_ENV": "test",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "mta", "api"], env=env, cwd=Path.cwd())
+    try:
+        wait_for_port(port, timeout_s=60)
+        yield proc, port
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
+
+def _children(pid: int) -> set[int]:
+    """The live server processes (not multiprocessing's resource tracker, not a dead one unreaped)."""
+    found: set[int] = set()
+    for child in psutil.Process(pid).children():
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE and "resource_tracker" not in " ".join(child.cmdline()):
+                found.add(child.pid)
+        except psutil.Error:  # gone meanwhile
+            continue
+    return found
+
+
+def _get_healthz(sock: socket.socket) -> bytes:
+    sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\n\r\n")
+    data = b""
+    while not data.endswith(b'{"status":"ok"}'):
+        chunk = sock.recv(4096)
+        assert chunk, f"connection closed after {data!r}"
+        data += chunk
+    return data
+
+
+def _server_pid(client_port: int, pids: set[int]) -> int | None:
+    """Which server process holds the other end of the client's connection from ``client_port``."""
+    for pid in pids:
+        for conn in psutil.Process(pid).net_connections(kind="tcp"):
+            if conn.raddr and conn.raddr.port == client_port:
+                return pid
+    return None
+
+
+def test_mta_api_serves_from_several_processes(
+    api_with_two_workers: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    """Tried: `mta api` with MTA_API_WORKERS=2; keep-alive connections opened one after another, each
+    asked /healthz; then one server process killed (SIGKILL); then SIGTERM to `mta api`. Asserted:
+    two server processes under `mta api`, and answers come from both (each connection's server end
+    is held by one of them); the killed one is replaced by a new process that answers too; SIGTERM
+    stops all of them. Seen failing with the supervisor not restarting dead processes, and with
+    ``worker_count`` ignoring the setting (one process, no children)."""
+    proc, port = api_with_two_workers
+    workers = wait_until(lambda: c if len(c := _children(proc.pid)) == 2 else None, 60, "two workers")
+
+    def answering() -> set[int]:
+        seen: set[int] = set()
+        with ExitStack() as stack:
+            for _ in range(100):
+                sock = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout=30))
+                assert b" 200 OK" in _get_healthz(sock).split(b"\r\n", 1)[0]
+                owner = _server_pid(sock.getsockname()[1], workers)
+                assert owner is not None, "no server process holds the connection"
+                seen.add(owner)
+                if seen == workers:
+                    break
+        return seen
+
+    # a process answers once its app has started: until then the other one takes every connection
+    wait_until(lambda: answering() == workers, 60, "answers from both processes")
+
+    victim = min(workers)
+    os.kill(victim, signal.SIGKILL)
+    workers = wait_until(
+        lambda: c if len(c := _children(proc.pid)) == 2 and victim not in c else None,
+        60,
+        "a replacement worker",
+    )
+    wait_until(lambda: answering() == workers, 60, "answers from the replacement too")
+
+    proc.terminate()
+    assert proc.wait(30) == 0
+    assert not any(psutil.pid_exists(pid) for pid in workers)
