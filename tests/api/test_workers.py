@@ -94,7 +94,7 @@ def test_mta_api_serves_from_several_processes(
     stops all of them. Seen failing with the supervisor not restarting dead processes, and with
     ``worker_count`` ignoring the setting (one process, no children)."""
     proc, port = api_with_two_workers
-    workers = wait_until(lambda: c if len(c := _children(proc.pid)) == 2 else None, 60, "two workers")
+    workers = wait_until(lambda: c if len(c := _children(proc.pid)) == 2 else set(), 60, "two workers")
 
     def answering() -> set[int]:
         seen: set[int] = set()
