@@ -115,7 +115,7 @@ def test_mta_api_serves_from_several_processes(
     victim = min(workers)
     os.kill(victim, signal.SIGKILL)
     workers = wait_until(
-        lambda: c if len(c := _children(proc.pid)) == 2 and victim not in c else None,
+        lambda: c if len(c := _children(proc.pid)) == 2 and victim not in c else set(),
         60,
         "a replacement worker",
     )
