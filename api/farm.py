@@ -21,6 +21,7 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 
+from shared import killswitch
 from shared.contracts import BUDGET_KEY_PREFIX as BUDGET_PREFIX
 from shared.contracts import (
     BUDGET_WINDOW_S,
@@ -108,7 +109,9 @@ class FarmState:
     round_costs: dict[str, float] = field(default_factory=dict)
     """``site:service:count`` -> requests of the group's last round (sets the check interval)."""
     paused_sites: frozenset[str] = frozenset()
-    """Sites the farm holds back from (a 429's reset time): their targets are not stale."""
+    """Sites the farm holds back from (a 429's reset time, the kill switch): their targets are not stale."""
+    stopped_sites: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The operator's kill switch (``shared.killswitch``): site -> who, when, why."""
 
     def by_role(self, role: str) -> list[Heartbeat]:
         return [h for h in self.heartbeats if h.role == role]
@@ -287,6 +290,10 @@ async def read_farm(client: aioredis.Redis | None, *, budget_limit: int, before_
         consumers = await _read_consumers(client, heartbeats)
         events = decode_all(await client.lrange(EVENTS_KEY, 0, EVENTS_SHOWN - 1))
         costs_raw = await client.hgetall(ROUND_COST_KEY)
+        stop_keys = [
+            _text(k) async for k in client.scan_iter(match=killswitch.KEY_PREFIX + "*", count=_SCAN_COUNT)
+        ]
+        stops = dict(zip(stop_keys, await client.mget(stop_keys), strict=True)) if stop_keys else {}
         paused = {
             _text(k)[len(SITE_PAUSE_PREFIX) :]
             async for k in client.scan_iter(match=SITE_PAUSE_PREFIX + "*", count=_SCAN_COUNT)
@@ -300,8 +307,19 @@ async def read_farm(client: aioredis.Redis | None, *, budget_limit: int, before_
             costs[_text(key)] = max(1.0, float(_text(value)))
         except ValueError:
             continue
+    stopped = {k[len(killswitch.KEY_PREFIX) :]: killswitch.decode(v) for k, v in stops.items()}
     return FarmState(
-        True, None, heartbeats, leader, queues, budgets, consumers, events, costs, frozenset(paused)
+        True,
+        None,
+        heartbeats,
+        leader,
+        queues,
+        budgets,
+        consumers,
+        events,
+        costs,
+        frozenset(paused) | frozenset(stopped),
+        stopped,
     )
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, TypeVar, cast
 
+import redis
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
 from pydantic import AfterValidator, AwareDatetime, TypeAdapter
 from sqlalchemy import select, update
@@ -35,12 +36,15 @@ from api.schemas import (
     PurgeOut,
     QueueOut,
     RetryOut,
+    SiteStopIn,
+    SiteStopOut,
     SlotOut,
     StatusOut,
     TargetActionOut,
     TargetOut,
 )
 from api.state import AppState, get_state, require_admin
+from shared import killswitch
 from shared.db.engine import session_scope
 from shared.db.models import (
     Booking,
@@ -54,8 +58,10 @@ from shared.db.models import (
     TargetState,
 )
 from shared.domain import CheckOutcome, utcnow
+from shared.logging import get_logger
 
 R = TypeVar("R")
+log = get_logger("mta.api")
 MAX_ID = 2**53
 """Ids and catalogue numbers are well below this; larger input is refused, not overflowed."""
 
@@ -232,6 +238,9 @@ async def status_now(state: AppState) -> StatusOut:
         alerts_mode="sending" if state.settings.telegram_token is not None else "not sending (demo)",
         workers_alive=len(farm.live("worker", now)),
         events=[EventOut(**vars(e)) for e in farm.events],
+        stopped_sites=[
+            SiteStopOut(site=site, stopped=True, **info) for site, info in farm.stopped_sites.items()
+        ],
         **summary,
     )
 
@@ -532,6 +541,49 @@ async def clear_backoff(
         return TargetActionOut(id=target.id, state=target.state, backoff_until=target.backoff_until)
 
     return await _write(state, work)
+
+
+SitePath = Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,64}$", description="site name, e.g. munich")]
+NO_REDIS: dict[int | str, dict[str, Any]] = {503: {"model": Problem, "description": "Redis unreachable"}}
+
+
+async def _switch(state: AppState, site: str, value: str | None) -> SiteStopOut:
+    """Set (``value``) or clear the kill switch of ``site``; it lives in Redis (``shared.killswitch``)."""
+    if state.redis is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "MTA_REDIS_URL is not set")
+    try:
+        if value is None:
+            await state.redis.delete(killswitch.key(site))
+        else:
+            await state.redis.set(killswitch.key(site), value)
+    except (redis.RedisError, OSError) as exc:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"Redis: {type(exc).__name__}") from None
+    log.warning("site_kill_switch", site=site, stopped=value is not None)
+    info = killswitch.decode(value) if value is not None else {}
+    return SiteStopOut(site=site, stopped=value is not None, **info)
+
+
+@admin.post(
+    "/sites/{site}/stop",
+    response_model=SiteStopOut,
+    responses=NO_REDIS,
+    summary="Kill switch: stop every request to a site at once (until resumed)",
+)
+async def stop_site(
+    state: Annotated[AppState, Depends(get_state)], site: SitePath, body: SiteStopIn | None = None
+) -> SiteStopOut:
+    reason = body.reason if body is not None else ""
+    return await _switch(state, site, killswitch.encode(reason, by="admin API"))
+
+
+@admin.post(
+    "/sites/{site}/resume",
+    response_model=SiteStopOut,
+    responses=NO_REDIS,
+    summary="Lift the kill switch: the site is checked again",
+)
+async def resume_site(state: Annotated[AppState, Depends(get_state)], site: SitePath) -> SiteStopOut:
+    return await _switch(state, site, None)
 
 
 @admin.post("/retention/purge", response_model=PurgeOut, summary="Run the retention purge now")

@@ -242,6 +242,9 @@ class StatusOut(BaseModel):
     targets_stale: int = Field(description="active targets not checked for longer than their interval allows")
     people: PeopleOut | None = Field(description="null when the database is unreadable")
     events: list[EventOut] = Field(description="the farm's own events, newest first")
+    stopped_sites: list[SiteStopOut] = Field(
+        default_factory=list, description="sites the operator's kill switch stops: no request goes there"
+    )
 
 
 class RetryOut(BaseModel):
@@ -256,6 +259,20 @@ class PurgeOut(BaseModel):
     subscriptions_ended: int
     notifications_queued: int
     conversations_deleted: int
+
+
+class SiteStopIn(BaseModel):
+    reason: str = Field(default="", max_length=500, description="why, for the other operators")
+
+
+class SiteStopOut(BaseModel):
+    """The kill switch of one site: while ``stopped``, no request at all goes to it."""
+
+    site: str
+    stopped: bool
+    reason: str = ""
+    by: str = ""
+    at: str = ""
 
 
 class TargetActionOut(BaseModel):
@@ -286,6 +303,8 @@ __all__ = [
     "QueueOut",
     "ReadyOut",
     "RetryOut",
+    "SiteStopIn",
+    "SiteStopOut",
     "SlotOut",
     "StatusOut",
     "TargetActionOut",

@@ -24,6 +24,7 @@ import redis
 from shared.db.database import Database
 from shared.domain import CheckFailure, CheckTimeout, Observation, RateLimited, TargetKey
 from shared.horizon import decode_days
+from shared.killswitch import site_stopped
 from shared.logging import get_logger
 from shared.settings import get_settings
 from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL
@@ -230,6 +231,9 @@ async def check_target(
             log.info("target_gone", target_id=target_id)
             return
         key = group_key(list(keys.values()))
+        if await asyncio.to_thread(site_stopped, _client(), key.site):  # queued before the kill switch
+            log.info("check_dropped_site_stopped", target_id=target_id, site=key.site)
+            return
         adapter = rt.adapters.get(key.site)
         if adapter is None:
             raise LookupError(f"no site adapter for {key.site!r} (target {target_id})")

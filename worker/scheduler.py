@@ -53,6 +53,7 @@ from shared.db.database import Database
 from shared.db.models import Slot, Subscription, SubscriptionState, Target
 from shared.domain import SITE_TIMEZONE, ensure_utc
 from shared.horizon import DayWish, encode_days, wanted_days
+from shared.killswitch import site_stopped
 from shared.logging import get_logger
 from shared.recording import sync_targets
 from shared.release_windows import load_release_windows
@@ -290,7 +291,9 @@ class Scheduler:
         paused = {
             site
             for site in sites
-            if site_paused_s(self.client, site) > 0 or self.holding_for_window(site, now_s)
+            if site_paused_s(self.client, site) > 0
+            or self.holding_for_window(site, now_s)
+            or site_stopped(self.client, site)  # the operator's kill switch
         }
         candidates: list[tuple[float, TargetView]] = []
         for target in self._targets:
