@@ -27,7 +27,7 @@ from telegram import Update
 from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, ContextTypes
 from telegram.request import HTTPXRequest
 
-from bot import captcha_relay, handlers
+from bot import captcha_relay, handlers, operator
 from bot.persistence import DatabasePersistence
 from bot.sender import OutboxRequest, Sender, SenderConfig
 from bot.watchdog import queue_site_blocked_alerts
@@ -104,6 +104,7 @@ def register_handlers(application: Application[Any, Any, Any, Any, Any, Any]) ->
     """The captcha relay's reply handler, the conversations (``bot.handlers.register``, which also
     adds the error handler) and their command menu (``bot.handlers.set_commands``, in post_init)."""
     captcha_relay.register(application)
+    operator.register(application)  # before the catch-all for unknown commands
     handlers.register(application)
 
 
