@@ -86,6 +86,11 @@ class SlotAlert:
     gone_at: datetime | None = None
 
 
+DAY_BEFORE = "day_before"
+"""``BookingUpdate.status`` (and a reminder row's payload status) of the reminder the day before a
+confirmed appointment."""
+
+
 @dataclass(frozen=True)
 class BookingUpdate:
     """A booking's progress for the person; ``status`` is a ``BookingStatus`` value or "reminder"."""
@@ -274,6 +279,11 @@ def render_booking(update: BookingUpdate, language: str | None, now: datetime) -
             )
     elif status == "confirmed":
         head = "✅ " + _esc(_("Your appointment is confirmed."))
+        head += "\n" + _esc(_("The calendar file follows; /bookings offers it again."))
+    elif status == DAY_BEFORE:
+        head = "📅 " + _esc(
+            _("Your appointment is tomorrow. Bring what the city's confirmation e-mail asks for.")
+        )
     elif status == "expired":
         head = "⌛ " + _esc(_("The reservation expired: the activation link was not opened in time."))
     elif status == "cancelled":
@@ -299,6 +309,7 @@ def render_operator(text: str | None, payload: dict[str, Any]) -> Rendered:
 
 __all__ = [
     "BOOK_CALLBACK_PREFIX",
+    "DAY_BEFORE",
     "BookingUpdate",
     "Filters",
     "Rendered",

@@ -42,6 +42,7 @@ from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, Tele
 from telegram.request import HTTPXRequest, RequestData
 
 from bot.alerts import (
+    DAY_BEFORE,
     BookingUpdate,
     Filters,
     Rendered,
@@ -51,6 +52,7 @@ from bot.alerts import (
     render_operator,
     render_slot_alert,
 )
+from bot.calendar import Appointment, appointment_ics, filename
 from bot.metrics import ALERTS, DETECTION_LATENCY
 from bot.quiet import HELD_KEY, QuietHours, hold_until
 from shared.contracts import WAKE_CHANNEL
@@ -58,6 +60,7 @@ from shared.db.database import Database
 from shared.db.models import (
     Booking,
     BookingProfile,
+    BookingStatus,
     Notification,
     NotificationKind,
     NotificationStatus,
@@ -176,6 +179,10 @@ class Job:
     defer: bool = False
     hold_until: datetime | None = None
     """A slot alert due inside its person's quiet hours: wait until then (``bot.quiet``)."""
+    document: tuple[str, bytes] | None = None
+    """Sent after the message (a confirmed appointment's .ics); its failure does not fail the row."""
+    day_before: tuple[int, datetime] | None = None
+    """(booking id, when): once the message is sent, queue the day-before reminder."""
     slot_id: int | None = None
     subscription_id: int | None = None
 
@@ -421,11 +428,21 @@ class OutboxStore:
             if booking is None:
                 job.skip_reason = "the booking no longer exists"
                 return
-            status = (
-                "reminder"
-                if row.kind == NotificationKind.REMINDER
-                else str(payload.get("status") or booking.status)
-            )
+            if row.kind == NotificationKind.REMINDER:
+                status = DAY_BEFORE if payload.get("status") == DAY_BEFORE else "reminder"
+            else:
+                status = str(payload.get("status") or booking.status)
+            if status == DAY_BEFORE and booking.status != BookingStatus.CONFIRMED:
+                job.skip_reason = "the appointment is no longer confirmed"
+                return
+            if status == BookingStatus.CONFIRMED and booking.start_at is not None:
+                appointment = Appointment(
+                    booking.id, booking.site, booking.service_id, booking.office_id, booking.start_at
+                )
+                job.document = (filename(appointment), appointment_ics(appointment, language or "en", now))
+                remind_at = booking.start_at - timedelta(days=1)
+                if remind_at > now:
+                    job.day_before = (booking.id, remind_at)
             job.rendered = render_booking(
                 BookingUpdate(
                     status=status,
@@ -577,6 +594,31 @@ class OutboxStore:
                     claim_token=None,
                 )
             )
+
+    def queue_day_before(self, job: Job) -> None:
+        """The reminder the day before a confirmed appointment (once per booking)."""
+        if job.day_before is None:
+            return
+        booking_id, remind_at = job.day_before
+        with self.db.transaction() as session:
+            exists = session.scalar(
+                select(Notification.id).where(
+                    Notification.booking_id == booking_id,
+                    Notification.kind == NotificationKind.REMINDER,
+                    Notification.payload["status"].as_string() == DAY_BEFORE,
+                )
+            )
+            if exists is None:
+                session.add(
+                    Notification(
+                        kind=NotificationKind.REMINDER,
+                        user_id=job.user_id,
+                        chat_id=job.chat_id,
+                        booking_id=booking_id,
+                        payload={"status": DAY_BEFORE},
+                        next_attempt_at=remind_at,
+                    )
+                )
 
     def hold(self, notification_id: int, until: datetime) -> None:
         """Put a slot alert back until its person's quiet hours end (not an attempt)."""
@@ -902,6 +944,7 @@ class Sender:
             else:
                 self.stats.sent += 1
                 await asyncio.to_thread(store.mark_sent, job.id, message_id)
+                await self._after_sent(job)
                 return
             finally:
                 CURRENT_SEND.reset(token)
@@ -919,6 +962,18 @@ class Sender:
         if await asyncio.to_thread(store.mark_retry, job.id, error, attempts):
             self.stats.dead += 1
             log.warning("notification_dead", notification_id=job.id, error=error)
+
+    async def _after_sent(self, job: Job) -> None:
+        """The calendar file and the day-before reminder of a confirmed appointment: extras, so a
+        failure is logged and /bookings offers the file again."""
+        try:
+            if job.day_before is not None:
+                await asyncio.to_thread(self.store.queue_day_before, job)
+            if job.document is not None and job.chat_id is not None:
+                name, content = job.document
+                await self.bot.send_document(job.chat_id, document=content, filename=name)
+        except Exception as exc:
+            log.warning("booking_extras_failed", notification_id=job.id, error=type(exc).__name__)
 
     async def _call(self, job: Job) -> int | None:
         rendered = job.rendered

@@ -34,6 +34,7 @@ from telegram import InlineKeyboardMarkup, Update
 from telegram.ext import ContextTypes
 
 from bot.alerts import BOOK_CALLBACK_PREFIX, berlin_datetime
+from bot.calendar import Appointment, appointment_ics, filename
 from bot.callbacks import Callback
 from bot.i18n import Gettext
 from bot.keyboards import ButtonSpec, KeyboardMaker, yes_no_keyboard
@@ -62,7 +63,7 @@ from .profile import mask_email
 BOOK_PATTERN = re.compile(rf"^{re.escape(BOOK_CALLBACK_PREFIX)}")
 """Every "Book this" press (the router in ``bot.handlers`` leaves these to ``on_book_button``)."""
 _BOOK_DATA = re.compile(rf"^{re.escape(BOOK_CALLBACK_PREFIX)}([0-9]{{1,18}})$")
-ACTIONS = frozenset({"bc", "bcy", "bck"})
+ACTIONS = frozenset({"bc", "bcy", "bck", "bi"})
 """Signed buttons under /bookings: cancel (bc) → yes (bcy) / keep (bck); the argument is a booking id."""
 LIST_LIMIT = 10
 """/bookings shows this many of the latest bookings (/export has all of them)."""
@@ -409,9 +410,15 @@ def _list_message(
     if total > len(views):
         more = _("(the {n} latest of {total}; /export has all of them)")
         blocks.append(more.format(n=len(views), total=total))
-    rows: list[list[ButtonSpec]] = [
-        [("✖ " + _("Cancel booking #{id}").format(id=v.id), "bc", v.id)] for v in views if v.cancellable
-    ]
+    rows: list[list[ButtonSpec]] = []
+    for v in views:
+        row: list[ButtonSpec] = []
+        if v.status is BookingStatus.CONFIRMED and v.start_at is not None:
+            row.append(("📅 " + _("Calendar #{id}").format(id=v.id), "bi", v.id))
+        if v.cancellable:
+            row.append(("✖ " + _("Cancel booking #{id}").format(id=v.id), "bc", v.id))
+        if row:
+            rows.append(row)
     return "\n\n".join(blocks), kb.markup(rows) if rows else None
 
 
@@ -429,6 +436,9 @@ async def on_button(turn: Turn, cb: Callback) -> None:
         booking_id = int(cb.arg)
     except ValueError:
         booking_id = -1
+    if cb.action == "bi":
+        await _send_calendar(turn, booking_id)
+        return
     if cb.action == "bck":
         views, total = await turn.run(bookings_of, turn.user_id)
         text, markup = _list_message(views, total, _, turn.language, turn.keys())
@@ -466,6 +476,31 @@ async def on_button(turn: Turn, cb: Callback) -> None:
         _(
             "Cancellation of booking #{id} requested. I will tell you as soon as the city has cancelled it."
         ).format(id=view.id)
+    )
+
+
+def confirmed_booking(db: Database, user_id: int, booking_id: int) -> BookingView | None:
+    """The user's own confirmed booking with a known time, else None."""
+    with db.transaction() as session:
+        row = session.get(Booking, booking_id)
+        if row is None or row.user_id != user_id or row.status != BookingStatus.CONFIRMED:
+            return None
+        return BookingView.of(row) if row.start_at is not None else None
+
+
+async def _send_calendar(turn: Turn, booking_id: int) -> None:
+    """/bookings → "Calendar": the appointment's .ics file again."""
+    view = await turn.run(confirmed_booking, turn.user_id, booking_id)
+    if view is None or view.start_at is None:
+        await turn.answer(turn._("That booking is not a confirmed appointment of yours."), alert=True)
+        return
+    appointment = Appointment(view.id, view.site, view.service_id, view.office_id, view.start_at)
+    await turn.answer()
+    await turn.context.bot.send_document(
+        turn.chat_id,
+        document=appointment_ics(appointment, turn.language),
+        filename=filename(appointment),
+        caption=turn._("Your appointment, for your calendar."),
     )
 
 
