@@ -4,7 +4,7 @@ The city's catalogue names services in German only. Readers of Russian, Ukrainia
 the German name (what the city's page and e-mails say) followed by a short hint in their language,
 from ``bot/data/services.yaml``; German and English readers see the name alone, as before.
 
-Search (the /subscribe step "type a word of its name") matches the query against the German name,
+Search (the /subscribe step "say in your own words what you need") matches the query against the German name,
 the hints, and the words people use for a service in every language (a Russian speaker may type
 "Anmeldung", an English speaker "прописка"); rapidfuzz scores the near misses, so "Reisepas",
 "registraton" or "пасспорт" still find their service. A service not in the table is found by its

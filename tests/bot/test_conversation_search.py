@@ -3,14 +3,20 @@ through the real Application and the fake Bot API; service names carry a hint in
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
+from bot.app import build_application, running
 from bot.i18n import translator
 from bot.services import service_table
 from bot.testing import FakeBotApi
+from bot.testing.outbox import PASSPORT_SERVICE_ID, seed_slot_alerts
 from shared.catalog import get_catalog
+from shared.db.database import Database
+from shared.settings import Settings
 from tests.bot.conftest import RunningBot, UserChat
 from tests.bot.test_conversation_subscribe import SERVICE_PROMPT
 
@@ -108,3 +114,33 @@ def test_every_hint_leaves_room_for_the_german_name_on_a_button() -> None:
         for language in ("ru", "uk", "tr"):
             hint = entry.hints[language]
             assert len(hint) <= MAX_HINT_CHARS, (service_id, language, hint)
+
+
+@pytest.mark.parametrize("language", ["ru", "uk", "tr"])
+def test_alerts_name_the_service_with_its_hint(
+    language: str, bot_settings: Settings, bot_db: Database, fake_telegram: FakeBotApi
+) -> None:
+    """A slot alert sent by the real sender to a ru/uk/tr reader is in their language and names the
+    service "German name (hint)". Tried: dropping the hint from alerts (fails)."""
+    _ = translator(language)
+    first_user_id = 7200 + ["ru", "uk", "tr"].index(language)
+    seeded = seed_slot_alerts(bot_db, 1, first_user_id=first_user_id, language=language)
+    hint = service_table()[PASSPORT_SERVICE_ID].hints[language]
+
+    async def main() -> None:
+        client = Redis.from_url(bot_settings.redis_url)
+        application = build_application(bot_settings, db=bot_db, redis=client)
+        try:
+            async with running(application):
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 20
+                while not fake_telegram.texts(seeded.user_ids[0]):
+                    assert loop.time() < deadline, "no alert"
+                    await asyncio.sleep(0.05)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+    [text] = fake_telegram.texts(seeded.user_ids[0])
+    assert f"Personalausweis ({hint})" in text
+    assert _("Free appointment!") in text and _("Open the booking page") in text
