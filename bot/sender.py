@@ -77,6 +77,9 @@ NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 GOLDEN_RATIO = 0.6180339887498949
 UNCONFIRMED = "delivery unconfirmed: the bot stopped while Telegram was answering; not resent"
 UNCONFIRMED_AFTER_ERROR = "delivery unconfirmed: the database refused its result; not resent"
+UNCONFIRMED_UNREADABLE = "delivery unconfirmed: Telegram's answer could not be read; not resent"
+"""The request left and an answer came, but not one we could use (the bot did not stop): without a
+message id the alert cannot be edited, so its "gone" notice is sent as a message of its own."""
 DUE_STATUSES = (NotificationStatus.PENDING, NotificationStatus.FAILED)
 
 log = get_logger("mta.bot.sender")
@@ -414,6 +417,14 @@ class OutboxStore:
                 job.skip_reason = "its alert waits for the end of quiet hours, and will be dropped"
             elif original.status in (*DUE_STATUSES, NotificationStatus.SENDING):
                 job.defer = True  # wait until the alert itself is settled
+            elif (
+                original.telegram_message_id is None
+                and original.chat_id is not None
+                and (original.last_error or "").startswith("delivery unconfirmed")
+            ):  # probably delivered, but not editable: say it is gone in a message of its own
+                gone_at = slot.gone_at or _parse_time((row.payload or {}).get("gone_at")) or now
+                job.rendered = render_gone(_with_gone(alert, gone_at), language, now)
+                job.chat_id = original.chat_id
             elif original.telegram_message_id is None or original.chat_id is None:
                 job.skip_reason = "the alert was never delivered (or its message id is unknown)"
             else:
@@ -575,7 +586,7 @@ class OutboxStore:
             if row.status == NotificationStatus.SENDING:
                 row.status = NotificationStatus.SENT
                 row.sent_at = utcnow()
-                row.last_error = f"{UNCONFIRMED} ({error})"[:1000]
+                row.last_error = f"{UNCONFIRMED_UNREADABLE} ({error})"[:1000]
             else:
                 row.status = NotificationStatus.FAILED
                 row.attempts += 1
@@ -1020,6 +1031,7 @@ __all__ = [
     "CURRENT_SEND",
     "UNCONFIRMED",
     "UNCONFIRMED_AFTER_ERROR",
+    "UNCONFIRMED_UNREADABLE",
     "WAKE_CHANNEL",
     "DrainStats",
     "Job",
