@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,11 @@ def _registry(data: Path) -> dict[str, int]:
     return {e["role"]: int(e["pid"]) for e in entries}
 
 
+def _role_pid(data: Path, role: str) -> int:
+    """The pid `mta up` registered for ``role`` (0 while none)."""
+    return _registry(data).get(role, 0)
+
+
 def _release(replica_url: str, slot_at: datetime) -> bool:
     """One free slot at the Führerscheinstelle (the service takes two 15-minute units); False
     while the replica does not answer."""
@@ -167,19 +173,21 @@ def test_every_role_killed_in_turn_comes_back_and_each_slot_is_alerted_once(
             day += timedelta(days=1)
         released: list[datetime] = []
         for index, role in enumerate(ROLES):
-            pid = wait_until(lambda r=role: _registry(data).get(r), 60, f"{role} in the registry")
+            pid = wait_until(partial(_role_pid, data, role), 60, f"{role} in the registry")
             os.kill(pid, signal.SIGKILL)
+            # an hour apart: the service takes two units, so adjacent releases would form extra slots
             slot_at = datetime(day.year, day.month, day.day, 8, 0, tzinfo=SITE_TIMEZONE) + timedelta(
                 minutes=60 * index
             )
-            wait_until(
-                lambda at=slot_at: _release(replica_url, at), 90, f"the replica to take a slot after {role}"
-            )
+            what = f"the replica to take a slot after {role}"
+            wait_until(partial(_release, replica_url, slot_at), 90, what)
             released.append(slot_at)
+
+            def sent_alerts(at: datetime) -> list[Notification]:
+                return [n for n in alerts_for(at) if n.status == NotificationStatus.SENT]
+
             sent = wait_until(
-                lambda at=slot_at: [n for n in alerts_for(at) if n.status == NotificationStatus.SENT],
-                120,
-                f"the alert of the slot released after killing {role}",
+                partial(sent_alerts, slot_at), 120, f"the alert of the slot released after killing {role}"
             )
             assert len(sent) == 1, sent
             said = f"  {role:<10} exited with code -9; restarting in"
@@ -200,10 +208,7 @@ def test_every_role_killed_in_turn_comes_back_and_each_slot_is_alerted_once(
                 return set()
             return {e["role"] for e in status["events"] if e["kind"] == "role_restarted"}
 
-        found = wait_until(
-            lambda: restarted_roles() >= set(ROLES) and restarted_roles(), 60, "restart events"
-        )
-        assert found >= set(ROLES)
+        wait_until(lambda: restarted_roles() >= set(ROLES), 60, "a restart event for every role")
         page = httpx.get(api_url + "/", timeout=5).text
         assert "restarted by mta up, healthy again" in page
     finally:

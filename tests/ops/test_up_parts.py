@@ -91,9 +91,12 @@ def test_a_dying_role_is_restarted_with_backoff_and_given_up_in_a_crash_loop(tmp
     child = supervisor.spawn("flaky", [sys.executable, "-c", "import sys; sys.exit(3)"], dict(os.environ))
     child.supervised = True
     try:
-        wait_until(
-            lambda: (supervisor.tend({}), child.given_up)[1], 30, "the role to be given up", interval_s=0.05
-        )
+
+        def given_up() -> bool:
+            supervisor.tend({})
+            return child.given_up
+
+        wait_until(given_up, 30, "the role to be given up", interval_s=0.05)
         for _ in range(3):  # a given-up role stays down: more rounds of care start nothing
             supervisor.tend({})
     finally:
@@ -102,7 +105,8 @@ def test_a_dying_role_is_restarted_with_backoff_and_given_up_in_a_crash_loop(tmp
     assert "flaky      exited with code 3; restarting in 0 s" in said
     assert said.count("restarted (restart") == 2
     assert "given up" in lines[-1]
-    assert [e.kind for e in events] == ["role_given_up"]
+    kinds = [e.kind for e in events]
+    assert kinds[-1] == "role_given_up" and kinds.count("role_given_up") == 1
     assert child.restarts == 2
 
 
@@ -139,9 +143,9 @@ def test_the_demo_users_subscriptions_end_with_the_demo(tmp_path: Path) -> None:
         assert (ended, dropped) == (added + 1, 1)
         assert not (tmp_path / "demo.json").exists()
         with db.transaction() as session:
-            states = {s.user_id: set() for s in session.scalars(select(Subscription))}
+            states: dict[int, set[SubscriptionState]] = {}
             for sub in session.scalars(select(Subscription)):
-                states[sub.user_id].add(sub.state)
+                states.setdefault(sub.user_id, set()).add(sub.state)
             note = session.scalars(select(Notification)).one()
             assert states == {DEMO_USER_ID: {SubscriptionState.DONE}, 777: {SubscriptionState.ACTIVE}}
             assert note.status == NotificationStatus.DEAD and note.last_error == "the demo ended"
