@@ -961,34 +961,47 @@ class ZmsAppointmentWrapped extends HTMLElement {
       this.render();
     };
     const duration = this.durationMinutes();
+    // muc-patternlab-vue MucCounter: the id lands on its root grid; the count is text in a <strong>
     const counter = h(
-      "div.muc-counter",
+      `div.grid.muc-counter#service-${service.id}`,
       {},
-      h("label.m-label", { for: `service-${service.id}`, text: service.name }),
       h(
-        "div.muc-counter__controls",
+        "div.grid-item",
         {},
-        button("−", {
-          variant: "secondary",
-          disabled: s.count <= 1,
-          onClick: () => setCount(s.count - 1),
-          attrs: { "aria-label": `Anzahl ${service.name} verringern auf ${s.count - 1}` },
-        }),
-        h(`input.muc-counter__value#service-${service.id}`, {
-          type: "number",
-          readonly: true,
-          min: 1,
-          max,
-          value: String(s.count),
-          "aria-live": "polite",
-        }),
-        button("+", {
-          variant: "secondary",
-          disabled: s.count >= max,
-          onClick: () => setCount(s.count + 1),
-          attrs: { "aria-label": `Anzahl ${service.name} erhöhen auf ${s.count + 1}` },
-        }),
+        h(
+          "div.content-centered",
+          {},
+          button(null, {
+            iconName: "minus",
+            variant: "secondary",
+            disabled: s.count <= 1,
+            onClick: () => setCount(s.count - 1),
+            attrs: { "aria-label": `Anzahl ${service.name} reduzieren auf ${s.count - 1}` },
+          }),
+        ),
+        h(
+          "p",
+          {},
+          h(
+            "strong.content-centered",
+            { "aria-live": "polite" },
+            h("span.visually-hidden", { text: `Aktuell ausgewählte Anzahl für ${service.name} ist ` }),
+            String(s.count),
+          ),
+        ),
+        h(
+          "div.content-centered",
+          {},
+          button(null, {
+            iconName: "plus",
+            variant: "secondary",
+            disabled: s.count >= max,
+            onClick: () => setCount(s.count + 1),
+            attrs: { "aria-label": `Anzahl ${service.name} erhöhen auf ${s.count + 1}` },
+          }),
+        ),
       ),
+      h("div.grid-item.content-centered-justify-left", {}, h("p", {}, h("label", { text: service.name }))),
     );
     const next = button(this.t.next, { disabled: !this.step0Ready(), onClick: () => this.goToStep1() });
     this.step0Next = next;

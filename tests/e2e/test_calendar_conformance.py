@@ -216,3 +216,20 @@ def test_list_view_labels_days_like_the_heading(replica: Replica, page: Page) ->
     expect(headers).to_have_text([f"{WEEKDAYS[d.weekday()]}, {d:%d.%m.%Y}" for d in (first, second)])
     expect(headers.first).to_have_attribute("aria-expanded", "true")
     expect(page.locator(f"#listContent-0 #provider-{FS}-timeslot-{start}")).to_be_visible()
+
+
+def test_the_service_counter_renders_as_the_patternlab_does(replica: Replica, page: Page) -> None:
+    """muc-patternlab-vue ``Form/MucCounter.vue``: the id zmscitizenview's ``ServiceFinder.vue``
+    gives it (``service-<sid>``) lands on the counter's root element, the count is text in a
+    ``<strong>`` after a visually hidden sentence, and the buttons say "Anzahl <name> reduzieren
+    auf N" / "... erhöhen auf N". Tried: raising Wohnsitzanmeldung (at most 3) to 2 and back.
+    Broken once by rendering the count in an input: failed."""
+    page.goto(replica.deep_link(WOHNSITZANMELDUNG, ORLEANSPLATZ))
+    counter = page.locator(f"#service-{WOHNSITZANMELDUNG}")
+    expect(counter.locator("strong")).to_have_text("Aktuell ausgewählte Anzahl für Wohnsitzanmeldung ist 1")
+    assert counter.evaluate("el => el.tagName") == "DIV"
+    assert counter.locator("input").count() == 0
+    page.get_by_role("button", name="Anzahl Wohnsitzanmeldung erhöhen auf 2").click()
+    expect(counter.locator("strong")).to_have_text("Aktuell ausgewählte Anzahl für Wohnsitzanmeldung ist 2")
+    page.get_by_role("button", name="Anzahl Wohnsitzanmeldung reduzieren auf 1").click()
+    expect(counter.locator("strong")).to_have_text("Aktuell ausgewählte Anzahl für Wohnsitzanmeldung ist 1")

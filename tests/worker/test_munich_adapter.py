@@ -536,3 +536,22 @@ async def test_days_nobody_wants_cost_no_request(
     assert all(start == end == day_of(slots[2]).isoformat() for start, end in windows[1:]), windows
     assert (FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE, slots[2]) in starts(result.observation)
     assert result.observation.covered_days is not None and day_of(slots[2]) in result.observation.covered_days
+
+
+async def test_a_walk_for_two_people_raises_the_counter(
+    pool: BrowserPool, adapter: MunichAdapter, replica: Replica
+) -> None:
+    """Tried: a target for two people at a Bürgerbüro. Asserted: the walk raises the page's counter
+    to 2 (read from the counter's text, as muc-patternlab-vue renders it) and every calendar request
+    asks for a count of 2."""
+    two = TargetKey("munich", WOHNSITZANMELDUNG, 2, (ORLEANSPLATZ,))
+    await fresh(pool, two)
+    before = len(request_log(replica))
+    result = await check(pool, adapter, two, replica)
+    assert result.walked
+    counts = {
+        parse_qs(r["query"])["serviceCounts"][0]
+        for r in request_log(replica)[before:]
+        if "available-calendar" in r["path"]
+    }
+    assert counts == {"2"}

@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -570,9 +571,10 @@ class MunichAdapter:
             await self.pacer.move_to(page, plus)
             await plus.click()
         if key.service_count > 1:
-            value = await page.locator(sel.counter_value(key.service_id)).first.input_value()
-            if value.strip() != str(key.service_count):
-                raise LayoutChanged(f"the counter shows {value!r}, not {key.service_count}")
+            text = await page.locator(sel.counter_value(key.service_id)).first.inner_text()
+            shown = re.findall(r"\d+", text)
+            if not shown or shown[-1] != str(key.service_count):
+                raise LayoutChanged(f"the counter shows {text.strip()[-40:]!r}, not {key.service_count}")
 
     async def _settle_calendar(self, page: Page, recorder: ApiRecorder, *, since: int) -> str:
         slot_button = page.locator(sel.TIMESLOT_BUTTON).first

@@ -80,8 +80,11 @@ COUNTER_INCREASE = "erhöhen auf {n}"
 
 
 def counter_value(service_id: int) -> str:
-    """The counter (muc-counter) of the chosen service."""
-    return f"#service-{service_id}"
+    """The count the service's counter shows: muc-patternlab-vue ``MucCounter`` renders its value as
+    text in a ``<strong>`` (after a visually hidden "Aktuell ausgewählte Anzahl für ... ist"), and
+    zmscitizenview's ``ServiceFinder.vue`` puts ``id="service-<sid>"`` on the counter, which Vue
+    hands to its root element."""
+    return f"#service-{service_id} strong"
 
 
 def provider_checkbox(office_id: int) -> str:
