@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -10,7 +11,7 @@ from typing import Annotated, Any, TypeVar, cast
 
 import redis
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response, status
-from pydantic import AfterValidator, AwareDatetime, TypeAdapter
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, TypeAdapter
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -45,6 +46,7 @@ from api.schemas import (
 )
 from api.state import AppState, get_state, require_admin
 from shared import killswitch
+from shared.contracts import WAKE_CHANNEL
 from shared.db.engine import session_scope
 from shared.db.models import (
     Booking,
@@ -584,6 +586,30 @@ async def stop_site(
 )
 async def resume_site(state: Annotated[AppState, Depends(get_state)], site: SitePath) -> SiteStopOut:
     return await _switch(state, site, None)
+
+
+class NoticeIn(BaseModel):
+    text: str = Field(
+        min_length=1, max_length=4000, description="the message, plain text, as every user reads it"
+    )
+
+
+class NoticeOut(BaseModel):
+    notice_id: str
+    queued: int = Field(description="outbox rows queued now (0 when the same notice was queued this minute)")
+
+
+@admin.post("/notice", response_model=NoticeOut, summary="Send a notice (a maintenance) to every user")
+async def send_notice(state: Annotated[AppState, Depends(get_state)], body: NoticeIn) -> NoticeOut:
+    from api.notices import queue_notice
+
+    now = utcnow()
+    notice_id, queued = await _write(state, lambda session: queue_notice(session, body.text, now))
+    log.info("notice_queued", notice_id=notice_id, queued=queued)
+    if queued and state.redis is not None:
+        with contextlib.suppress(redis.RedisError, OSError):  # else the sender's next sweep finds them
+            await state.redis.publish(WAKE_CHANNEL, "notice")
+    return NoticeOut(notice_id=notice_id, queued=queued)
 
 
 @admin.post("/retention/purge", response_model=PurgeOut, summary="Run the retention purge now")
