@@ -540,26 +540,56 @@ def _alert_layout_changed(
     session: Session, target: Target, error: str, operator_chat_ids: Sequence[int], now: datetime
 ) -> int:
     """One operator alert per chat for this site's current layout-trouble episode (deduplicated)."""
-    session.execute(insert_ignoring_duplicates(session, SiteState).values(site=target.site, updated_at=now))
-    site_state = session.get(SiteState, target.site, with_for_update=True, populate_existing=True)
-    assert site_state is not None
-    if not site_state.layout_trouble:
-        site_state.layout_trouble = True
-        site_state.updated_at = now
-    episode = site_state.layout_episode
     text = (
         f"MTA operator alert: the {target.site} site looks changed. {target.consecutive_layout_changes} "
         f"checks in a row of target {target.id} (service {target.service_id}) failed with a layout "
         f"error; the site adapter probably needs an update. Last error: {error}"
     )
-    payload = {
-        "reason": "layout_changed",
-        "site": target.site,
-        "target_id": target.id,
-        "layout_episode": episode,
-        "consecutive_layout_changes": target.consecutive_layout_changes,
-    }
-    dedup_prefix = f"operator:layout_changed:{target.site}:{episode}"
+    details = {"target_id": target.id, "consecutive_layout_changes": target.consecutive_layout_changes}
+    return _layout_alert(session, target.site, text, details, operator_chat_ids, now)
+
+
+def alert_booking_layout_changed(
+    session: Session,
+    site: str,
+    booking_id: int,
+    error: str,
+    operator_chat_ids: Sequence[int],
+    now: datetime | None = None,
+) -> int:
+    """A booking walk that could not find or read the page: the operator alert at once.
+
+    Checks raise it only after several layout errors in a row, because they run every few seconds
+    and one odd answer heals by itself. A booking goes through steps no check sees (the contact
+    form, the overview), and each such failure has cost a subscriber a booking, so one is enough.
+    Deduplicated with the checks' alert: one per site and layout-trouble episode.
+    """
+    now = now or utcnow()
+    text = (
+        f"MTA operator alert: the {site} site looks changed. Booking {booking_id} failed with a "
+        f"layout error (the booking walk could not find or read the page); the site adapter "
+        f"probably needs an update. Error: {error}"
+    )
+    return _layout_alert(session, site, text, {"booking_id": booking_id}, operator_chat_ids, now)
+
+
+def _layout_alert(
+    session: Session,
+    site: str,
+    text: str,
+    details: dict[str, Any],
+    operator_chat_ids: Sequence[int],
+    now: datetime,
+) -> int:
+    session.execute(insert_ignoring_duplicates(session, SiteState).values(site=site, updated_at=now))
+    site_state = session.get(SiteState, site, with_for_update=True, populate_existing=True)
+    assert site_state is not None
+    if not site_state.layout_trouble:
+        site_state.layout_trouble = True
+        site_state.updated_at = now
+    episode = site_state.layout_episode
+    payload = {"reason": "layout_changed", "site": site, "layout_episode": episode, **details}
+    dedup_prefix = f"operator:layout_changed:{site}:{episode}"
     chats: list[int | None] = list(operator_chat_ids) or [None]  # None: console and dashboard only
     rows = [
         {
@@ -574,7 +604,7 @@ def _alert_layout_changed(
     ]
     inserted = len(enqueue_notifications(session, rows))
     if inserted:
-        log.warning("layout_changed_alert", site=target.site, target_id=target.id, episode=episode)
+        log.warning("layout_changed_alert", site=site, episode=episode, **details)
     return inserted
 
 
@@ -640,6 +670,7 @@ def sync_targets(session: Session, *, catalog_for: Callable[[str], Catalog] = ge
 __all__ = [
     "FailureResult",
     "RecordResult",
+    "alert_booking_layout_changed",
     "backoff_for",
     "find_open_slot",
     "record_failure",

@@ -48,8 +48,9 @@ from shared.contracts import (
 )
 from shared.db.database import Database
 from shared.db.models import Booking, BookingProfile, BookingStatus, Notification, NotificationKind, Slot
-from shared.domain import CheckFailure, RateLimited, ensure_utc, utcnow
+from shared.domain import CheckFailure, LayoutChanged, RateLimited, ensure_utc, utcnow
 from shared.logging import get_logger, scrub_text
+from shared.recording import alert_booking_layout_changed
 from shared.settings import Settings
 from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL
 from worker.budget import SiteBudget, site_budget
@@ -196,6 +197,17 @@ def _site_trouble(deps: BookingDeps, site: str, failure: CheckFailure, requests_
 
         until = failure.reset_at or deps.clock() + timedelta(seconds=61)
         pause_site(deps.redis, site, until)
+
+
+def _alert_layout(deps: BookingDeps, site: str, booking_id: int, failure: LayoutChanged) -> None:
+    """The operator hears of a booking walk that could not read the page at once
+    (``shared.recording.alert_booking_layout_changed`` says why), and the bot is woken to send it."""
+    with deps.db.transaction() as session:
+        inserted = alert_booking_layout_changed(
+            session, site, booking_id, scrub_text(str(failure)), deps.settings.operator_chat_ids, deps.clock()
+        )
+    if inserted:
+        _wake(deps, booking_id)
 
 
 def _wake(deps: BookingDeps, booking_id: int) -> None:
@@ -351,6 +363,8 @@ async def _attempt(
                 detail=scrub_text(str(failure)),
             )
             await asyncio.to_thread(_site_trouble, deps, booking.site, failure, int(session.requests_made))
+            if isinstance(failure, LayoutChanged):
+                await asyncio.to_thread(_alert_layout, deps, booking.site, booking_id, failure)
             await _cancel_quietly(deps, session.page, booking_id)
             await asyncio.to_thread(
                 _fail,

@@ -15,10 +15,11 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
 from replica.clock import BERLIN
 from shared.db.database import Database
-from shared.db.models import BookingStatus
+from shared.db.models import BookingStatus, Notification, NotificationKind
 from tests.booking.conftest import (
     FS_OFFICE,
     FS_SERVICE,
@@ -126,9 +127,10 @@ async def test_missing_day_tiles_end_as_a_layout_change_not_taken(
 ) -> None:
     """Injected: the page's day tiles lose role=button and their class (layout variant
     ``renamed-day-tiles``); the slot is on the 20th of next month, the page opens on the 3rd.
-    Asserted: the booking fails as a site failure with code LayoutChanged (the failure that, in a
-    check, counts towards the operator alert), the subscriber hears "failed", not "taken", and the
-    slot stays free at the city. Broken once by mapping a missing tile to SlotTaken: failed."""
+    Asserted: the booking fails as a site failure with code LayoutChanged, the operator alert is
+    queued at once (one per site and layout episode, the checks' dedup key), the subscriber hears
+    "failed", not "taken", and the slot stays free at the city. Broken once by mapping a missing
+    tile to SlotTaken, and once by leaving the alert out: failed."""
     fs_appointment(replica, month_day(1, 3), 9)
     start = fs_appointment(replica, month_day(1, 20), 9)
     replica.faults(layout_variant="renamed-day-tiles")
@@ -143,6 +145,7 @@ async def test_missing_day_tiles_end_as_a_layout_change_not_taken(
     assert "day tiles" in error["reason"]
     assert [event for _, event in booking_events(db)] == ["failed"]
     assert replica.processes() == []
+    assert _operator_alerts(db) == ["layout_changed"]
 
 
 async def test_renamed_calendar_answer_field_ends_as_a_layout_change_not_taken(
@@ -167,6 +170,12 @@ async def test_renamed_calendar_answer_field_ends_as_a_layout_change_not_taken(
     assert "availableDays" in error["reason"]
     assert [event for _, event in booking_events(db)] == ["failed"]
     assert replica.processes() == []
+
+
+def _operator_alerts(db: Database) -> list[str]:
+    with db.read() as session:
+        rows = session.scalars(select(Notification).where(Notification.kind == NotificationKind.OPERATOR))
+        return [str((row.payload or {}).get("reason")) for row in rows]
 
 
 async def test_a_slot_missing_from_its_months_answer_is_taken(
