@@ -616,8 +616,17 @@ async def send_notice(state: Annotated[AppState, Depends(get_state)], body: Noti
 async def run_purge(state: Annotated[AppState, Depends(get_state)]) -> PurgeOut:
     from shared.retention import purge
 
-    days = state.settings.retention_days
-    report = await _write(state, lambda session: purge(session, utcnow(), days))
+    cfg = state.settings
+    report = await _write(
+        state,
+        lambda session: purge(
+            session,
+            utcnow(),
+            cfg.retention_days,
+            inactive_user_days=cfg.inactive_user_days,
+            inactive_warning_days=cfg.inactive_warning_days,
+        ),
+    )
     return PurgeOut(**vars(report))
 
 

@@ -259,6 +259,8 @@ class PurgeOut(BaseModel):
     subscriptions_ended: int
     notifications_queued: int
     conversations_deleted: int
+    users_warned: int = 0
+    users_erased: int = 0
 
 
 class SiteStopIn(BaseModel):

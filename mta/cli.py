@@ -231,7 +231,13 @@ def scheduler() -> None:
         from shared.retention import purge as purge_rows
 
         with db.transaction() as session:
-            purge_rows(session, utcnow(), cfg.retention_days)
+            purge_rows(
+                session,
+                utcnow(),
+                cfg.retention_days,
+                inactive_user_days=cfg.inactive_user_days,
+                inactive_warning_days=cfg.inactive_warning_days,
+            )
 
     jobs = [
         PeriodicJob("poll_booking_states", BOOKING_POLL_EVERY_S, poll_booking_states.send),

@@ -12,7 +12,11 @@
   run never notifies twice);
 - conversations the bot kept (``conversations``) untouched for ``CONVERSATION_KEEP`` are deleted:
   the bot forgets a conversation after an hour's silence anyway, and an abandoned one may hold
-  half a booking profile.
+  half a booking profile;
+- with ``inactive_user_days``: a person with no active subscription or booking whose last sign of
+  life (joining, a subscription or booking changed, a conversation) is older than that is warned
+  once (a ``REMINDER`` row, ``payload.reason == "inactive_user"``), and erased with their profile,
+  subscriptions and bookings ``inactive_warning_days`` after the warning if nothing happened since.
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ class PurgeReport:
     subscriptions_ended: int
     notifications_queued: int
     conversations_deleted: int = 0
+    users_warned: int = 0
+    users_erased: int = 0
 
 
 def _service_name(site: str, service_id: int) -> str:
@@ -89,8 +95,16 @@ def _delete_in_batches(session: Session, model: type[Check] | type[Slot], ids: l
     return deleted
 
 
-def purge(session: Session, now: datetime, retention_days: int) -> PurgeReport:
-    """Delete history older than ``retention_days`` and end subscriptions past their window."""
+def purge(
+    session: Session,
+    now: datetime,
+    retention_days: int,
+    *,
+    inactive_user_days: int = 0,
+    inactive_warning_days: int = 14,
+) -> PurgeReport:
+    """Delete history older than ``retention_days``, end subscriptions past their window, and
+    (``inactive_user_days`` > 0) warn, then erase, people who stopped using MTA."""
     if retention_days < 1:
         raise ValueError("retention_days must be at least 1")
     now = ensure_utc(now, "now")
@@ -113,13 +127,98 @@ def purge(session: Session, now: datetime, retention_days: int) -> PurgeReport:
     slots_deleted = _delete_in_batches(session, Slot, slot_ids)
 
     ended, queued = _end_expired_subscriptions(session, now)
+    warned = erased = 0
+    if inactive_user_days > 0:  # before the conversations go: a recent one is a sign of life
+        warned, erased = purge_inactive_users(session, now, inactive_user_days, inactive_warning_days)
     forgotten = session.execute(delete(Conversation).where(Conversation.updated_at < now - CONVERSATION_KEEP))
     session.flush()
     report = PurgeReport(
-        checks_deleted, slots_deleted, slots_kept, ended, queued, int(getattr(forgotten, "rowcount", 0) or 0)
+        checks_deleted,
+        slots_deleted,
+        slots_kept,
+        ended,
+        queued,
+        int(getattr(forgotten, "rowcount", 0) or 0),
+        warned,
+        erased,
     )
     log.info("retention_purge", retention_days=retention_days, **vars(report))
     return report
+
+
+INACTIVE_REASON = "inactive_user"
+_INACTIVE_TEXT = {
+    "de": (
+        "Sie haben MTA seit {days} Tagen nicht genutzt und kein aktives Abo. Ihre Daten (auch Ihr "
+        "Buchungsprofil) werden in {warn} Tagen gelöscht. Um sie zu behalten, legen Sie mit /start "
+        "ein Abo an."
+    ),
+    "en": (
+        "You have not used MTA for {days} days and have no active watch. Your data (your booking "
+        "profile too) will be erased in {warn} days. To keep it, set up a watch with /start."
+    ),
+}
+
+
+def _last_activity(session: Session) -> dict[int, datetime]:
+    """Each user's newest sign of life: joining, a subscription or booking changed, a conversation."""
+    latest: dict[int, datetime] = {}
+    for who, column in (
+        (User.id, User.created_at),
+        (Subscription.user_id, Subscription.updated_at),
+        (Booking.user_id, Booking.updated_at),
+        (Conversation.user_id, Conversation.updated_at),
+    ):
+        for user_id, at in session.execute(select(who, func.max(column)).group_by(who)):
+            if at is not None and (user_id not in latest or ensure_utc(at) > latest[user_id]):
+                latest[user_id] = ensure_utc(at)
+    return latest
+
+
+def purge_inactive_users(
+    session: Session, now: datetime, inactive_days: int, warn_days: int
+) -> tuple[int, int]:
+    """Warn people inactive for ``inactive_days`` (once per quiet spell), erase those warned
+    ``warn_days`` ago who stayed quiet; returns (warned, erased)."""
+    busy = set(
+        session.scalars(select(Subscription.user_id).where(Subscription.state == SubscriptionState.ACTIVE))
+    ) | set(session.scalars(select(Booking.user_id).where(Booking.status.in_(ACTIVE_BOOKING_STATUSES))))
+    warnings: dict[int, datetime] = {}
+    for user_id, at in session.execute(
+        select(Notification.user_id, func.max(Notification.created_at))
+        .where(Notification.payload["reason"].as_string() == INACTIVE_REASON)
+        .group_by(Notification.user_id)
+    ):
+        if user_id is not None and at is not None:
+            warnings[int(user_id)] = ensure_utc(at)
+    languages = dict(session.execute(select(User.id, User.language)).tuples().all())
+    notices, doomed = [], []
+    for user_id, last in _last_activity(session).items():
+        if user_id in busy or last >= now - timedelta(days=inactive_days):
+            continue
+        warned_at = warnings.get(user_id)
+        if warned_at is None or warned_at < last:  # not yet warned in this quiet spell
+            template = _INACTIVE_TEXT.get((languages.get(user_id) or "de")[:2], _INACTIVE_TEXT["de"])
+            notices.append(
+                {
+                    "kind": NotificationKind.REMINDER,
+                    "user_id": user_id,
+                    "chat_id": user_id,
+                    "text": template.format(days=inactive_days, warn=warn_days),
+                    "payload": {"reason": INACTIVE_REASON, "last_activity": last.isoformat()},
+                    "dedup_key": f"{INACTIVE_REASON}:{user_id}:{last:%Y%m%dT%H%M%S}",
+                    "next_attempt_at": now,
+                    "created_at": now,  # when warned: the erasure counts from here
+                }
+            )
+        elif warned_at < now - timedelta(days=warn_days):
+            doomed.append(user_id)
+    warned = len(enqueue_notifications(session, notices)) if notices else 0
+    for i in range(0, len(doomed), _BATCH):  # profile, subscriptions, bookings, conversations go with them
+        session.execute(delete(User).where(User.id.in_(doomed[i : i + _BATCH])))
+    if warned or doomed:
+        log.info("inactive_users", warned=warned, erased=len(doomed))
+    return warned, len(doomed)
 
 
 def _end_expired_subscriptions(session: Session, now: datetime) -> tuple[int, int]:
@@ -164,4 +263,11 @@ def _end_expired_subscriptions(session: Session, now: datetime) -> tuple[int, in
     return len(rows), queued
 
 
-__all__ = ["CONVERSATION_KEEP", "ENDED_REASON", "PurgeReport", "purge"]
+__all__ = [
+    "CONVERSATION_KEEP",
+    "ENDED_REASON",
+    "INACTIVE_REASON",
+    "PurgeReport",
+    "purge",
+    "purge_inactive_users",
+]

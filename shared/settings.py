@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     """Bearer token for admin API calls; empty disables them."""
     retention_days: int = Field(default=30, ge=1, le=3_650)
+    inactive_user_days: int = Field(default=365, ge=0, le=36_500)
+    """A person without an active subscription or booking and no sign of life for this long is
+    warned, then erased with their profile (0: never)."""
+    inactive_warning_days: int = Field(default=14, ge=1, le=365)
+    """Days between that warning and the erasure (anything they do in between keeps them)."""
     backup_interval_h: float = Field(default=24.0, ge=0, le=8_760)
     """The scheduler backs the database up this often into ``<data_dir>/backups`` (0: never)."""
     backup_keep: int = Field(default=7, ge=1, le=1_000)
