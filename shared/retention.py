@@ -191,7 +191,7 @@ def purge_inactive_users(
     ):
         if user_id is not None and at is not None:
             warnings[int(user_id)] = ensure_utc(at)
-    languages = dict(session.execute(select(User.id, User.language)).tuples().all())
+    languages = {user_id: language for user_id, language in session.execute(select(User.id, User.language))}
     notices, doomed = [], []
     for user_id, last in _last_activity(session).items():
         if user_id in busy or last >= now - timedelta(days=inactive_days):
