@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -26,9 +27,10 @@ from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
 from api.dashboard import DashboardFeed, DbView, make_environment, read_db_view, render_sections
-from api.etag import send
+from api.etag import send, send_ready
 from api.farm import HEARTBEAT_MAX_AGE_S, FarmState
 from api.farm_metrics import render_farm_metrics
+from api.fastpath import ServeReadyAnswers
 from api.outages import OutageWatch
 from api.queries import target_rows
 from api.routes import admin, router
@@ -57,14 +59,18 @@ async def build_sections(state: AppState) -> dict[str, str]:
             return read_db_view(session, now, cadence)
 
     db_view = await run_in_threadpool(read)
-    return render_sections(
-        state.templates,
-        db_view,
-        farm,
-        now=now,
-        telegram_configured=state.settings.telegram_token is not None,
-        budget_per_minute=state.settings.site_budget_per_minute,
-        down_since=dict(state.outages.down_since) if state.outages is not None else {},
+    # rendered in a thread too: the event loop keeps sending ready answers meanwhile
+    return await run_in_threadpool(
+        partial(
+            render_sections,
+            state.templates,
+            db_view,
+            farm,
+            now=now,
+            telegram_configured=state.settings.telegram_token is not None,
+            budget_per_minute=state.settings.site_budget_per_minute,
+            down_since=dict(state.outages.down_since) if state.outages is not None else {},
+        )
     )
 
 
@@ -224,12 +230,12 @@ def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
     app.include_router(router)
     app.include_router(admin)
     app.add_middleware(ForgetAnswersOnWrite)
+    app.add_middleware(ServeReadyAnswers)  # outermost: a ready answer skips everything else
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     async def dashboard(request: Request, state: Annotated[AppState, Depends(get_state)]) -> Response:
-        async def build(read_at_s: float) -> ReadyAnswer:
-            sections = await state.feed.snapshot()
+        def render(sections: dict[str, str], read_at_s: float) -> ReadyAnswer:
             page = state.templates.get_template("dashboard.html").render(
                 sections={k: Markup(v) for k, v in sections.items()},
                 static_url="/static",
@@ -238,8 +244,11 @@ def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
             )
             return answer(page.encode(), "text/html; charset=utf-8", read_at_s=read_at_s)
 
+        async def build(read_at_s: float) -> ReadyAnswer:
+            return await run_in_threadpool(render, await state.feed.snapshot(), read_at_s)
+
         # the page is rendered once per refresh and sent as ready bytes (api.snapshot)
-        return send(request, await state.answers.get("dashboard", build, max_age_s=state.feed.interval_s))
+        return await send_ready(request, state.answers, "dashboard", build, max_age_s=state.feed.interval_s)
 
     @app.get("/events", response_class=EventSourceResponse, include_in_schema=False)
     async def events(state: Annotated[AppState, Depends(get_state)]) -> AsyncIterator[ServerSentEvent]:

@@ -3,6 +3,7 @@
 Dashboards and scripts that poll send back the ETag they got (``If-None-Match``); an unchanged
 answer then costs a few header bytes instead of the body. ``Cache-Control: no-cache`` lets them
 keep the body but makes them ask each time, so nobody reads an answer older than the server's.
+A client that accepts gzip gets the answer's prepared gzip bytes (with their own ETag).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import TypeAdapter
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope
 
 from api.snapshot import JSON, AnswerCache, ReadyAnswer, answer, json_body
 
@@ -29,12 +32,53 @@ def etag_matches(if_none_match: str | None, etag: str) -> bool:
     return any(tag.strip().removeprefix("W/") == ours for tag in if_none_match.split(","))
 
 
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Does ``Accept-Encoding`` allow gzip (named or ``*``, and not with ``q=0``)?"""
+    for part in (accept_encoding or "").split(","):
+        coding, _, params = part.partition(";")
+        if coding.strip().lower() in ("gzip", "*"):
+            q = params.strip().lower().removeprefix("q=")
+            try:
+                return not params.strip() or float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
 def send(request: Request, ready: ReadyAnswer) -> Response:
-    """``ready`` as the response, or an empty 304 when the request's ``If-None-Match`` names it."""
-    headers = {"ETag": ready.etag, "Cache-Control": CACHE_CONTROL}
-    if ready.status_code == 200 and etag_matches(request.headers.get("if-none-match"), ready.etag):
+    """``ready`` as the response (gzipped when the client accepts it), or an empty 304 when the
+    request's ``If-None-Match`` names what it would get."""
+    gzipped = ready.gzipped is not None and accepts_gzip(request.headers.get("accept-encoding"))
+    etag = ready.gzip_etag if gzipped else ready.etag
+    headers = {"ETag": etag, "Cache-Control": CACHE_CONTROL}
+    if ready.gzipped is not None:
+        headers["Vary"] = "Accept-Encoding"
+    if ready.status_code == 200 and etag_matches(request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    return Response(ready.body, status_code=ready.status_code, media_type=ready.media_type, headers=headers)
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    body = ready.gzipped if gzipped and ready.gzipped is not None else ready.body
+    return Response(body, status_code=ready.status_code, media_type=ready.media_type, headers=headers)
+
+
+def request_line(scope: Scope) -> str:
+    """Path and raw query string: what ``api.fastpath`` looks a ready answer up by."""
+    return f"{scope['path']}?{scope['query_string'].decode('latin-1')}"
+
+
+async def send_ready(
+    request: Request,
+    cache: AnswerCache,
+    key: str,
+    build: Callable[[float], Awaitable[ReadyAnswer]],
+    *,
+    max_age_s: float,
+) -> Response:
+    """The answer ``key`` from ``cache`` (built when missing or expired), sent (or 304); this
+    request's line is remembered, so the next one like it is answered before any routing."""
+    ready = await cache.get(key, build, max_age_s=max_age_s)
+    cache.remember(request_line(request.scope), key)
+    return send(request, ready)
 
 
 async def send_cached(
@@ -49,10 +93,22 @@ async def send_cached(
     """The JSON answer ``key`` from ``cache``, built from ``produce()`` as ``adapter`` describes it
     when it is missing or expired, then sent (or 304)."""
 
+    def encode(value: Any, read_at_s: float) -> ReadyAnswer:
+        return answer(json_body(adapter, value), JSON, read_at_s=read_at_s)
+
     async def build(read_at_s: float) -> ReadyAnswer:
-        return answer(json_body(adapter, await produce()), JSON, read_at_s=read_at_s)
+        # validated, encoded and gzipped in a thread: the event loop keeps sending ready answers
+        return await run_in_threadpool(encode, await produce(), read_at_s)
 
-    return send(request, await cache.get(key, build, max_age_s=max_age_s))
+    return await send_ready(request, cache, key, build, max_age_s=max_age_s)
 
 
-__all__ = ["CACHE_CONTROL", "etag_matches", "send", "send_cached"]
+__all__ = [
+    "CACHE_CONTROL",
+    "accepts_gzip",
+    "etag_matches",
+    "request_line",
+    "send",
+    "send_cached",
+    "send_ready",
+]

@@ -3,15 +3,18 @@
 Under a thousand clients the status service must not compute the same answer once per request:
 each public read (the dashboard page, ``/api/v1/status``, ``/targets``, ``/slots?…``) is built by
 one builder per key at a time, serialised once (orjson) with its ETag, and reused for the refresh
-interval. When an answer expires, the first request starts its one rebuild; requests meanwhile still
-get the previous answer, which is then at most two intervals old, so no client queues behind a
-rebuild (older than that, they wait for the new one). Keys are bounded (least recently used dropped),
-so query-parameter variants cannot grow the store without limit. Each server process holds its own.
+interval; a large one is gzipped once too, for the clients that accept it (browsers, httpx: the
+dashboard page shrinks 20-fold). When an answer expires, the first request starts its one
+rebuild; requests meanwhile still get the previous answer, which is then at most two intervals
+old, so no client queues behind a rebuild (older than that, they wait for the new one). Keys are
+bounded (least recently used dropped), so query-parameter variants cannot grow the store without
+limit. Each server process holds its own.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -28,23 +31,32 @@ log = get_logger("mta.api.snapshot")
 MAX_KEYS = 512
 """Distinct answers kept per process (parameter variants of the lists included)."""
 JSON = "application/json"
+GZIP_MIN_BYTES = 1024
+"""Smaller answers go as they are: compressing them saves less than the header costs."""
 
 
 @dataclass(frozen=True)
 class ReadyAnswer:
-    """One prepared answer: the body as sent, its ETag, and when its data was read (loop time)."""
+    """One prepared answer: the body as sent, its ETag, and when its data was read (loop time);
+    ``gzipped`` the same body gzip-encoded (``None`` for small ones), ``gzip_etag`` its own tag."""
 
     body: bytes
     media_type: str
     etag: str
     read_at_s: float
     status_code: int = 200
+    gzipped: bytes | None = None
+    gzip_etag: str = ""
 
 
 def answer(body: bytes, media_type: str, *, read_at_s: float, status_code: int = 200) -> ReadyAnswer:
-    """``body`` with a strong ETag naming exactly these bytes."""
-    etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-    return ReadyAnswer(body, media_type, etag, read_at_s, status_code)
+    """``body`` with a strong ETag naming exactly these bytes, and gzipped once when it is large."""
+    tag = hashlib.blake2b(body, digest_size=12).hexdigest()
+    if len(body) < GZIP_MIN_BYTES:
+        return ReadyAnswer(body, media_type, f'"{tag}"', read_at_s, status_code)
+    # mtime=0: the same body always compresses to the same bytes (one ETag per content)
+    gzipped = gzip.compress(body, compresslevel=6, mtime=0)
+    return ReadyAnswer(body, media_type, f'"{tag}"', read_at_s, status_code, gzipped, f'"{tag}-gz"')
 
 
 def json_body(adapter: TypeAdapter[Any], value: Any) -> bytes:
@@ -59,6 +71,7 @@ class AnswerCache:
     max_keys: int = MAX_KEYS
     _answers: OrderedDict[str, ReadyAnswer] = field(default_factory=OrderedDict)
     _building: dict[str, asyncio.Task[ReadyAnswer]] = field(default_factory=dict)
+    _aliases: OrderedDict[str, str] = field(default_factory=OrderedDict)
     _generation: int = 0
     builds: int = 0
     """Builds started in this process (tests and the bench read it)."""
@@ -87,6 +100,25 @@ class AnswerCache:
             return await asyncio.shield(task)
         task = self._building.get(key) or self._start(key, build, now)
         return await asyncio.shield(task)
+
+    def remember(self, request_line: str, key: str) -> None:
+        """``request_line`` (path and raw query, as validated by the endpoint) names ``key``'s answer."""
+        if self._aliases.get(request_line) != key:
+            self._aliases[request_line] = key
+            while len(self._aliases) > 2 * self.max_keys:
+                self._aliases.popitem(last=False)
+
+    def ready_for(self, request_line: str, max_age_s: float) -> ReadyAnswer | None:
+        """The answer a remembered ``request_line`` would get now without any work: fresh, or
+        expired less than an interval ago while its rebuild runs; else ``None`` (ask the endpoint)."""
+        key = self._aliases.get(request_line)
+        ready = self._answers.get(key) if key is not None else None
+        if ready is None:
+            return None
+        age_s = asyncio.get_running_loop().time() - ready.read_at_s
+        if age_s < max_age_s or (age_s < 2 * max_age_s and key in self._building):
+            return ready
+        return None
 
     def clear(self) -> None:
         """Forget every answer (state was changed through this process): the next request rebuilds,
@@ -126,4 +158,4 @@ def _log_failure(task: asyncio.Task[ReadyAnswer]) -> None:
         log.warning("answer_build_failed", task=task.get_name(), error=f"{type(exc).__name__}: {exc}"[:300])
 
 
-__all__ = ["JSON", "MAX_KEYS", "AnswerCache", "ReadyAnswer", "answer", "json_body"]
+__all__ = ["GZIP_MIN_BYTES", "JSON", "MAX_KEYS", "AnswerCache", "ReadyAnswer", "answer", "json_body"]

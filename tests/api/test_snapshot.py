@@ -149,3 +149,57 @@ def test_parameter_variants_are_bounded() -> None:
         assert cache.builds == builds + 1  # dropped long ago
 
     asyncio.run(main())
+
+
+def test_large_answers_go_gzipped_to_clients_that_accept_it(api_settings: Settings, db: Database) -> None:
+    """Tried: the dashboard and /api/v1/status asked with and without ``Accept-Encoding: gzip``.
+    Asserted: gzip bytes (Content-Encoding, Vary) that decode to exactly the plain body; each
+    representation has its own ETag and 304s on it; ``gzip;q=0`` gets the plain body. Seen failing
+    with ``accepts_gzip`` always false."""
+    seed(db)
+    with TestClient(create_app(api_settings, refresh_s=60)) as client:
+        for path in ("/", "/api/v1/status"):
+            plain = client.get(path, headers={"Accept-Encoding": "identity"})
+            packed = client.get(path, headers={"Accept-Encoding": "br, gzip"})
+            assert "content-encoding" not in plain.headers
+            assert packed.headers["content-encoding"] == "gzip"
+            assert packed.headers["vary"] == plain.headers["vary"] == "Accept-Encoding"
+            assert packed.content == plain.content  # httpx decoded it
+            assert int(packed.headers["content-length"]) < len(plain.content)
+            assert packed.headers["etag"] != plain.headers["etag"]
+            for response, accept in ((plain, "identity"), (packed, "gzip")):
+                again = client.get(
+                    path, headers={"Accept-Encoding": accept, "If-None-Match": response.headers["etag"]}
+                )
+                assert again.status_code == 304
+            refused = client.get(path, headers={"Accept-Encoding": "gzip;q=0"})
+            assert "content-encoding" not in refused.headers and refused.content == plain.content
+
+
+def test_a_repeated_request_line_is_answered_before_routing(api_settings: Settings, db: Database) -> None:
+    """Tried: /api/v1/slots?limit=5 and the dashboard read once, then the endpoints' dependency
+    broken (``get_state`` overridden to fail), then the same lines, another spelling of the query,
+    and the same line after a write. Asserted: the same lines still get their ready answers (the
+    fast path needs no routing), with the same ETag; a line never validated (``limit=05``) and the
+    line after the write reach the endpoint (which now fails). Seen failing with the fast path left
+    out of the app."""
+    from api.state import get_state
+
+    seed(db)
+    with TestClient(create_app(api_settings, refresh_s=60), raise_server_exceptions=False) as client:
+        first = {path: client.get(path) for path in ("/api/v1/slots?limit=5", "/")}
+
+        def broken() -> None:
+            raise RuntimeError("routing reached")
+
+        client.app.dependency_overrides[get_state] = broken  # type: ignore[attr-defined]
+        for path, response in first.items():
+            again = client.get(path)
+            assert again.status_code == 200 and again.content == response.content
+            assert again.headers["etag"] == response.headers["etag"]
+        assert client.get("/api/v1/slots?limit=05").status_code == 500
+        client.app.dependency_overrides.clear()  # type: ignore[attr-defined]
+        purged = client.post("/api/v1/admin/retention/purge", headers=ADMIN)  # a write forgets answers
+        assert purged.status_code == 200
+        client.app.dependency_overrides[get_state] = broken  # type: ignore[attr-defined]
+        assert client.get("/api/v1/slots?limit=5").status_code == 500
