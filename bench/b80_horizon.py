@@ -3,7 +3,7 @@ for MTA's round (horizon request + day requests) against the first round's one-m
 
 Real Chromium and the real adapter against an in-process replica (Führerscheinstelle Umschreibung,
 no captcha, rate limit lifted: the site's 429s are not what is measured). Eight days are open in
-the background, spread over this month and the next. Each trial releases one slot -- on a day that
+the background: up to three in this month, the rest in the next. Each trial releases one slot -- on a day that
 was not bookable (this month, next month, 42 days ahead: the Bürgerbüro's overnight release), or at
 a new time on a day that is already open -- and runs rounds until one reads it (at most
 ``MAX_ROUNDS``), then takes it back and lets one round settle.
@@ -16,6 +16,7 @@ their measured cost with the scheduler's formula for one service at the default 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import random
 import tempfile
@@ -36,7 +37,7 @@ from worker.browser import BrowserPool, BrowserSession
 from worker.captcha import InPageAltchaSolver
 from worker.checks import run_check, session_key
 from worker.pacer import NoPacer
-from worker.sites.munich.adapter import DayReading, MunichAdapter, day_memory
+from worker.sites.munich.adapter import DayReading, Exchange, MunichAdapter, day_memory
 
 OFFICE = 10308174
 SERVICE = 1071896
@@ -50,8 +51,18 @@ EDGE_DAYS = 42
 
 class OneMonthPlan(MunichAdapter):
     """The first round's plan, for comparison: one request per check, the page's own one-day window
-    on the least recently read of today and the days known bookable (paints one month). It keeps
+    on the least recently read of today and the days known bookable (paints one month; the
+    answer's ``nextBookableDate`` is ignored, as the first round's reader did). It keeps
     its own rotation: MTA's memory forgets a day read empty, which this plan must not for today."""
+
+    @staticmethod
+    def _read(exchange: Exchange, wanted: set[int]) -> DayReading:
+        """The first round's reader never looked at ``prev``/``nextBookableDate``."""
+        if isinstance(exchange.data, dict):
+            hidden = ("prevBookableDate", "nextBookableDate")
+            data = {k: v for k, v in exchange.data.items() if k not in hidden}
+            exchange = dataclasses.replace(exchange, data=data)
+        return MunichAdapter._read(exchange, wanted)
 
     async def check_round(
         self, session: BrowserSession, key: TargetKey, days: frozenset[date] | None = None
@@ -111,8 +122,13 @@ async def _trials(
     today = datetime.now(BERLIN).date()
     rng = random.Random(seed)
     handle.reset()
-    candidates = _working_days(today + timedelta(days=2), today + timedelta(days=50), today)
-    background = set(rng.sample(candidates, BACKGROUND_DAYS))
+    # open days in this month (up to three) and the next, so both months hold bookable days
+    month_end = (today.replace(day=1) + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    next_end = (month_end + timedelta(days=32)).replace(day=1) - timedelta(days=1)
+    this_month = _working_days(today + timedelta(days=1), month_end, today)
+    picked = rng.sample(this_month, min(3, len(this_month)))
+    next_month = _working_days(month_end + timedelta(days=1), next_end, today)
+    background = set(picked) | set(rng.sample(next_month, BACKGROUND_DAYS - len(picked)))
     for day in background:
         handle.add_slots(OFFICE, _units(berlin_slot((day - today).days, hour=8)))
     session = pool.warm_session(session_key(KEY))
