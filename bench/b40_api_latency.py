@@ -1,12 +1,15 @@
 """Status API latency and throughput under 100 and 1,000 concurrent clients.
 
-``mta api`` runs as its own process (one uvicorn worker, as deployed) against an SQLite database
-seeded with a realistic farm state through the real recording code (12 targets, thousands of
-checks and slot episodes, hundreds of alerts) and a private redis-server holding worker and
-scheduler heartbeats. The load comes from an asyncio httpx generator in this process, or from
-``wrk`` with ``BENCH_API_GENERATOR=wrk`` (a Lua script cycles the paths and prints p50/p95/p99;
-it cannot tell requests still unanswered at the end of a row). Either shares the machine's cores
-with the server, so the figures are a floor on what a dedicated host would serve.
+``mta api`` runs as its own process tree, as deployed: ``MTA_API_WORKERS`` server processes (one per
+core by default; ``BENCH_API_WORKERS`` overrides), and once more with one process as the yardstick,
+against an SQLite database seeded with a realistic farm state through the real recording code
+(12 targets, thousands of checks and slot episodes, hundreds of alerts) and a private redis-server
+holding worker and scheduler heartbeats. The load comes from ``wrk`` (``scripts/bench.sh`` installs
+it; a Lua script cycles the paths and prints p50/p95/p99 and the error counts; it cannot tell
+requests still unanswered at the end of a row), or with ``BENCH_API_GENERATOR=python`` from an
+asyncio httpx generator in this process (which is measured as much as the server: about five
+times slower here). Either shares the machine's cores with the server, so the figures are a floor
+on what a dedicated host would serve.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ from tests.conftest import free_port, wait_for_port
 from worker import heartbeat
 
 TARGETS = 12
-MIX = ("/api/v1/status", "/api/v1/targets", "/api/v1/slots?limit=50", "/", "/healthz")
+SLOTS = "/api/v1/slots?limit=50"
+HEALTHZ = "/healthz"
+MIX = ("/api/v1/status", "/api/v1/targets", SLOTS, "/", HEALTHZ)
+MAX_BENCH_WORKERS = 8
 REQUEST_TIMEOUT_S = 5.0
 DRAIN_MAX_S = 120.0
 
@@ -142,22 +148,28 @@ def _counts(db: Database) -> dict[str, int]:
 # --- the processes -------------------------------------------------------------------------------
 @dataclass
 class Farm:
-    api_url: str
+    root: Path
+    redis_url: str
     counts: dict[str, int]
-    api: subprocess.Popen[bytes]
-    redis_server: subprocess.Popen[bytes]
+
+
+@dataclass
+class Api:
+    url: str
+    workers: int
+    process: subprocess.Popen[bytes]
     stderr_path: Path
 
-    def server_alive(self) -> bool:
-        return self.api.poll() is None
+    def alive(self) -> bool:
+        return self.process.poll() is None
 
 
 @contextmanager
 def farm(checks_per_target: int) -> Iterator[Farm]:
-    """A private redis-server, a seeded database and ``mta api`` in a subprocess."""
+    """A private redis-server and a seeded database with the farm's heartbeats."""
     with tempfile.TemporaryDirectory(prefix="mta-bench-api-") as folder:
         root = Path(folder)
-        redis_port, api_port = free_port(), free_port()
+        redis_port = free_port()
         redis_bin = shutil.which("redis-server")
         if redis_bin is None:
             raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
@@ -166,7 +178,6 @@ def farm(checks_per_target: int) -> Iterator[Farm]:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        api: subprocess.Popen[bytes] | None = None
         try:
             wait_for_port(redis_port)
             redis_url = f"redis://127.0.0.1:{redis_port}/0"
@@ -183,33 +194,43 @@ def farm(checks_per_target: int) -> Iterator[Farm]:
             heartbeat.beat(client, "scheduler", "bench:202", {"leader": True}, ttl_s=3600)
             client.set(heartbeat.LEADER_KEY, "bench:202", px=3_600_000)
             client.close()
-            env = {
-                **os.environ,
-                "MTA_DATA_DIR": str(root / "data"),
-                "MTA_REDIS_URL": redis_url,
-                "MTA_API_HOST": "127.0.0.1",
-                "MTA_API_PORT": str(api_port),
-                "MTA_LOG_LEVEL": "WARNING",
-                "MTA_ENV": "test",
-            }
-            stderr_path = root / "api.stderr"
-            mta = Path(sys.executable).with_name("mta")
-            with stderr_path.open("wb") as stderr:
-                api = subprocess.Popen([str(mta), "api"], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
-            wait_for_port(api_port, timeout_s=60)
-            url = f"http://127.0.0.1:{api_port}"
-            httpx.get(url + "/", timeout=30).raise_for_status()  # the first dashboard snapshot
-            yield Farm(url, counts, api, server, stderr_path)
+            yield Farm(root, redis_url, counts)
         finally:
-            if api is not None:
-                api.terminate()
-                try:
-                    api.wait(20)
-                except subprocess.TimeoutExpired:
-                    api.kill()
-                    api.wait(5)
             server.terminate()
             server.wait(10)
+
+
+@contextmanager
+def api_server(running: Farm, workers: int) -> Iterator[Api]:
+    """``mta api`` with ``workers`` server processes on a free port, stopped (SIGTERM) at the end."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "MTA_DATA_DIR": str(running.root / "data"),
+        "MTA_REDIS_URL": running.redis_url,
+        "MTA_API_HOST": "127.0.0.1",
+        "MTA_API_PORT": str(port),
+        "MTA_API_WORKERS": str(workers),
+        "MTA_LOG_LEVEL": "WARNING",
+        "MTA_ENV": "test",
+    }
+    stderr_path = running.root / f"api-{port}.stderr"
+    mta = Path(sys.executable).with_name("mta")
+    with stderr_path.open("wb") as stderr:
+        process = subprocess.Popen([str(mta), "api"], env=env, stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        wait_for_port(port, timeout_s=60)
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(4 * workers):  # every process past its start and its first dashboard build
+            httpx.get(url + "/", timeout=60).raise_for_status()
+        yield Api(url, workers, process, stderr_path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
 
 
 # --- the load ------------------------------------------------------------------------------------
@@ -231,6 +252,7 @@ class Load:
 
 _WRK_SCRIPT = """
 local paths = {%s}
+%s
 local counter = 0
 request = function()
   counter = counter + 1
@@ -247,11 +269,12 @@ end
 """
 
 
-def load_wrk(base_url: str, paths: tuple[str, ...], clients: int, duration_s: float) -> Load:
+def load_wrk(base_url: str, paths: tuple[str, ...], clients: int, duration_s: float, gzip: bool) -> Load:
     wrk = shutil.which("wrk")
     assert wrk is not None
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT % ", ".join(json.dumps(p) for p in paths))
+        accept = 'wrk.headers["Accept-Encoding"] = "gzip"' if gzip else ""
+        script.write(_WRK_SCRIPT % (", ".join(json.dumps(p) for p in paths), accept))
     try:
         out = subprocess.run(
             [
@@ -285,14 +308,17 @@ def load_wrk(base_url: str, paths: tuple[str, ...], clients: int, duration_s: fl
     )
 
 
-def load_python(base_url: str, paths: tuple[str, ...], clients: int, duration_s: float) -> Load:
+def load_python(base_url: str, paths: tuple[str, ...], clients: int, duration_s: float, gzip: bool) -> Load:
     """``clients`` concurrent keep-alive clients, each sending its next request when answered."""
 
     async def main() -> Load:
         latencies: list[float] = []
         kinds: dict[str, int] = {}
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-        async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S) as client:
+        headers = {"Accept-Encoding": "gzip" if gzip else "identity"}
+        async with httpx.AsyncClient(
+            base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S, headers=headers
+        ) as client:
             started = time.monotonic()
             stop_at = started + duration_s
 
@@ -330,13 +356,31 @@ def load_python(base_url: str, paths: tuple[str, ...], clients: int, duration_s:
     return asyncio.run(main())
 
 
-def _plan(quick: bool) -> list[tuple[int, str, tuple[str, ...]]]:
-    """(clients, name, paths) of each row: the mix at both levels, each endpoint alone at 100."""
+@dataclass(frozen=True)
+class Row:
+    processes: int
+    clients: int
+    name: str
+    paths: tuple[str, ...]
+    gzip: bool = True
+
+
+def _plan(quick: bool, workers: int) -> list[Row]:
+    """The rows: with ``workers`` processes the mix at both levels and each endpoint alone (the
+    dashboard also without gzip); with one process the yardstick rows."""
     if quick:
-        return [(20, "mix of 5", MIX), (100, "mix of 5", MIX)]
-    plan = [(100, "mix of 5", MIX)] + [(100, path, (path,)) for path in MIX]
-    plan += [(1000, "mix of 5", MIX), (1000, "/api/v1/slots?limit=50", ("/api/v1/slots?limit=50",))]
-    return [*plan, (1000, "/healthz", ("/healthz",))]
+        return [Row(workers, 100, "mix of 5", MIX), Row(workers, 1000, "mix of 5", MIX)]
+    plan = [Row(workers, 100, "mix of 5", MIX)] + [Row(workers, 100, path, (path,)) for path in MIX]
+    plan += [Row(workers, 100, "/ (no gzip)", ("/",), gzip=False)]
+    plan += [Row(workers, 1000, "mix of 5", MIX), Row(workers, 1000, SLOTS, (SLOTS,))]
+    plan += [Row(workers, 1000, HEALTHZ, (HEALTHZ,))]
+    if workers > 1:
+        plan += [
+            Row(1, 100, HEALTHZ, (HEALTHZ,)),
+            Row(1, 100, "mix of 5", MIX),
+            Row(1, 1000, "mix of 5", MIX),
+        ]
+    return plan
 
 
 def drain(base_url: str) -> float:
@@ -355,43 +399,79 @@ def drain(base_url: str) -> float:
     return time.monotonic() - started
 
 
+def _workers() -> int:
+    """Server processes as ``mta api`` would start them here (``BENCH_API_WORKERS`` overrides)."""
+    chosen = os.environ.get("BENCH_API_WORKERS", "").strip()
+    if chosen:
+        return max(1, int(chosen))
+    return max(1, min(os.cpu_count() or 1, MAX_BENCH_WORKERS))
+
+
 def run(quick: bool) -> list[Table]:
-    # wrk on request: when the server answers nothing within a row it reports 0 requests and 0
-    # errors, so the default is the Python generator, which counts every request's fate
-    use_wrk = os.environ.get("BENCH_API_GENERATOR") == "wrk" and shutil.which("wrk") is not None
-    generator = "wrk" if use_wrk else "python httpx"
-    load = load_wrk if use_wrk else load_python
+    use_python = os.environ.get("BENCH_API_GENERATOR", "wrk") == "python"
+    if not use_python and shutil.which("wrk") is None:
+        raise RuntimeError(
+            "wrk is not installed: run scripts/bench.sh (installs it) or apt-get install wrk; "
+            "BENCH_API_GENERATOR=python uses the (slower) Python generator instead"
+        )
+    generator = "python httpx" if use_python else "wrk 4 (2 threads)"
+    load = load_python if use_python else load_wrk
     duration_s = 3.0 if quick else 8.0
+    workers = _workers()
     table = Table(
-        "Status API under concurrent clients (`mta api`, one uvicorn process, SQLite)",
-        ["clients", "endpoints", "requests", "answered/s", "p50 (ms)", "p95 (ms)", "p99 (ms)", "errors"],
+        "Status API under concurrent clients (`mta api`, SQLite, load from wrk)"
+        if not use_python
+        else "Status API under concurrent clients (`mta api`, SQLite, load from a Python generator)",
+        [
+            "processes",
+            "clients",
+            "endpoints",
+            "requests",
+            "answered/s",
+            "p50 (ms)",
+            "p95 (ms)",
+            "p99 (ms)",
+            "errors",
+        ],
     )
     load_before = os.getloadavg()[0]
     drains_s: list[float] = []
+    plan = _plan(quick, workers)
     with farm(checks_per_target=40 if quick else 250) as running:
-        for clients, name, paths in _plan(quick):
-            drains_s.append(drain(running.api_url))
-            result = load(running.api_url, paths, clients, duration_s)
-            errors = str(result.errors)
-            if result.error_kinds:
-                errors += " (" + ", ".join(f"{k} {v}" for k, v in sorted(result.error_kinds.items())) + ")"
-            table.add(
-                clients,
-                name,
-                result.requests,
-                result.rate,
-                result.p50_ms,
-                result.p95_ms,
-                result.p99_ms,
-                errors,
-            )
-            if not running.server_alive():
-                raise RuntimeError("mta api died: " + running.stderr_path.read_text()[-2000:])
+        for processes in dict.fromkeys(row.processes for row in plan):
+            with api_server(running, processes) as api:
+                for row in (r for r in plan if r.processes == processes):
+                    drains_s.append(drain(api.url))
+                    result = load(api.url, row.paths, row.clients, duration_s, row.gzip)
+                    errors = str(result.errors)
+                    if result.error_kinds:
+                        errors += (
+                            " (" + ", ".join(f"{k} {v}" for k, v in sorted(result.error_kinds.items())) + ")"
+                        )
+                    table.add(
+                        processes,
+                        row.clients,
+                        row.name,
+                        result.requests,
+                        result.rate,
+                        result.p50_ms,
+                        result.p95_ms,
+                        result.p99_ms,
+                        errors,
+                    )
+                    if not api.alive():
+                        raise RuntimeError("mta api died: " + api.stderr_path.read_text()[-2000:])
         counts = running.counts
     table.notes += [
         f"Database: {counts['targets']} targets, {counts['checks']:,} checks, {counts['slots']:,} slot "
         f"episodes, {counts['notifications']:,} alerts, written by shared.recording.record_observation; "
         "Redis holds worker and scheduler heartbeats.",
+        f"Server: `mta api` with MTA_API_WORKERS={workers} (one process per core, as deployed) and, as "
+        "the yardstick, with 1; each process prepares the dashboard and the JSON answers once per "
+        "refresh (MTA_API_REFRESH_S, 1 s) and sends them as ready bytes. Requests say "
+        "`Accept-Encoding: gzip` as browsers and httpx do (the dashboard page is 20 times smaller "
+        "gzipped; one row shows it without) and carry no If-None-Match, so every answer is a full "
+        "body (a 304 would be cheaper still).",
         f"Load generator: {generator} ({duration_s:.0f} s per row, keep-alive connections, each client "
         "sends its next request when answered; the mix cycles /api/v1/status, /api/v1/targets, "
         "/api/v1/slots?limit=50, / (dashboard) and /healthz). Errors are timeouts "
@@ -401,6 +481,6 @@ def run(quick: bool) -> list[Table]:
         f"{max(drains_s):.0f} s (cap {DRAIN_MAX_S:.0f} s).",
         f"The load generator and the server share the machine's {os.cpu_count()} cores (load average "
         f"{load_before:.1f} before the run: other work shares them too), so these are lower bounds for "
-        "a dedicated host; `mta api` is one process (scale with more replicas behind a proxy).",
+        "a dedicated host.",
     ]
     return [table]

@@ -62,4 +62,8 @@ fi
 if [ "${MTA_SETUP_PROMTOOL:-0}" = 1 ] && ! command -v promtool >/dev/null; then
   apt_install prometheus || log "no promtool: the Prometheus rule tests will be skipped"
 fi
+# 7. Optional: wrk, the load generator of the status-API benchmark (scripts/bench.sh asks for it)
+if [ "${MTA_SETUP_WRK:-0}" = 1 ] && ! command -v wrk >/dev/null; then
+  apt_install wrk || log "no wrk: bench b40 needs it (or BENCH_API_GENERATOR=python)"
+fi
 log "ready: $VENV/bin/mta"
