@@ -21,7 +21,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -189,7 +189,7 @@ class Supervisor:
             self._write_registry()
 
     # --- tending ---------------------------------------------------------------------------------
-    def tend(self, ready: dict[str, Probe], stalled: dict[str, Stall] | None = None) -> None:
+    def tend(self, ready: Mapping[str, Probe], stalled: Mapping[str, Stall] | None = None) -> None:
         """One round of care (called about once a second): remember the trees, rotate logs,
         notice dead or wedged roles, start again those whose back-off is over, and report a
         restarted role once ``ready`` says it is healthy."""

@@ -409,7 +409,7 @@ class Farm:
         lock that thread holds matters to it."""
         stalled = {"worker": self.worker_stall} if self.worker_stall is not None else {}
         while not self.stop.wait(tick_s):
-            self.supervisor.tend(self.probes, stalled)  # type: ignore[arg-type]
+            self.supervisor.tend(self.probes, stalled)
             if self.events is not None and self.events.pending:
                 self.events.flush()
 

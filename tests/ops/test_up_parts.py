@@ -152,3 +152,51 @@ def test_the_demo_users_subscriptions_end_with_the_demo(tmp_path: Path) -> None:
         assert end_demo(settings) == (0, 0)
     finally:
         db.close()
+
+
+def test_a_wedged_worker_is_replaced(tmp_path: Path, redis_url: str) -> None:
+    """Injected: a "worker" process (a sleeping Python) whose heartbeat in Redis names its pid and
+    a broker that holds a check, with a count of finished checks that never moves. Asserted: with a
+    stall limit of 1 s, the supervisor's care replaces it ("wedged … holding a check"), the new
+    process runs, and a second worker that beats without holding anything is left alone.
+    (Tried: with the probe's progress test removed nothing is replaced and this times out.)"""
+    import json
+    import time
+
+    import redis
+
+    from mta.probes import WorkerStall
+
+    client = redis.Redis.from_url(redis_url)
+    lines: list[str] = []
+    supervisor = Supervisor(tmp_path / "logs", say=lines.append, policy=RestartPolicy(backoff_base_s=0.1))
+    sleeper = [sys.executable, "-c", "import time; time.sleep(600)"]
+    wedged = supervisor.spawn("worker", sleeper, dict(os.environ))
+    idle = supervisor.spawn("idle", sleeper, dict(os.environ))
+    wedged.supervised = idle.supervised = True
+    first_pid = wedged.process.pid
+
+    def beat(child_pid: int, name: str, broker: str) -> None:
+        body = {"at": time.time(), "pid": child_pid, "broker_id": broker, "checks_done": 7}
+        client.set(f"mta:heartbeat:worker:{name}", json.dumps(body), ex=60)
+
+    client.sadd("mta:__acks__.wedged-broker.checks", "a-message")
+    stall = WorkerStall(redis_url, stall_s=1.0)
+    probe = {"worker": stall, "idle": stall}
+    try:
+
+        def replaced() -> bool:
+            beat(first_pid, "wedged", "wedged-broker")
+            beat(idle.process.pid, "idle", "idle-broker")
+            supervisor.tend({}, probe)
+            return wedged.restarts == 1
+
+        wait_until(replaced, 30, "the wedged worker to be replaced", interval_s=0.1)
+        assert wedged.process.pid != first_pid and wedged.running
+        assert idle.restarts == 0 and idle.running
+        assert any("wedged (holding a check, none finished for" in line for line in lines), lines
+    finally:
+        supervisor.stop_all()
+        client.delete(
+            "mta:__acks__.wedged-broker.checks", "mta:heartbeat:worker:wedged", "mta:heartbeat:worker:idle"
+        )
