@@ -34,6 +34,7 @@ import httpx
 import redis
 from sqlalchemy import select
 
+from api.serve import worker_count
 from bench._harness import Table, percentile
 from shared.catalog import get_catalog
 from shared.db.database import Database, open_database
@@ -48,7 +49,6 @@ TARGETS = 12
 SLOTS = "/api/v1/slots?limit=50"
 HEALTHZ = "/healthz"
 MIX = ("/api/v1/status", "/api/v1/targets", SLOTS, "/", HEALTHZ)
-MAX_BENCH_WORKERS = 8
 REQUEST_TIMEOUT_S = 5.0
 DRAIN_MAX_S = 120.0
 
@@ -400,11 +400,9 @@ def drain(base_url: str) -> float:
 
 
 def _workers() -> int:
-    """Server processes as ``mta api`` would start them here (``BENCH_API_WORKERS`` overrides)."""
-    chosen = os.environ.get("BENCH_API_WORKERS", "").strip()
-    if chosen:
-        return max(1, int(chosen))
-    return max(1, min(os.cpu_count() or 1, MAX_BENCH_WORKERS))
+    """Server processes as ``mta api`` starts them here (``BENCH_API_WORKERS`` overrides)."""
+    chosen = int(os.environ.get("BENCH_API_WORKERS", "").strip() or 0)
+    return worker_count(load_settings(env="test", api_workers=chosen))
 
 
 def run(quick: bool) -> list[Table]:
@@ -476,8 +474,10 @@ def run(quick: bool) -> list[Table]:
         "sends its next request when answered; the mix cycles /api/v1/status, /api/v1/targets, "
         "/api/v1/slots?limit=50, / (dashboard) and /healthz). Errors are timeouts "
         f"(> {REQUEST_TIMEOUT_S:.0f} s), socket errors and HTTP >= 400; latencies are of the "
-        "answered requests. Before each row the bench waits until /api/v1/slots?limit=1 answers "
-        "promptly (the server keeps working off requests whose clients left): at most "
+        "answered requests; a row's connections all open at its start, so the first request on each "
+        "also waits for a server process to accept it. Before each row the bench waits until "
+        "/api/v1/slots?limit=1 answers promptly (the server keeps working off requests whose "
+        "clients left): at most "
         f"{max(drains_s):.0f} s (cap {DRAIN_MAX_S:.0f} s).",
         f"The load generator and the server share the machine's {os.cpu_count()} cores (load average "
         f"{load_before:.1f} before the run: other work shares them too), so these are lower bounds for "
