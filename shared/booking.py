@@ -7,7 +7,7 @@ A ``Booking`` row follows the city's states (ARCHITECTURE §5, spec §2.5-§2.9)
        └──> failed └──> expired   └──> expired / cancelled
              (taken, refused, site trouble)
 
-- *holding*: MTA claimed the (user, service) and is walking the site; no city process yet.
+- *holding*: MTA claimed the (profile, service) and is walking the site; no city process yet.
 - *reserved*: the city holds the slot (process id + auth key stored encrypted), for the scope's
   ``reservationDuration``; the user is told "holding".
 - *preconfirmed*: the city e-mailed the activation link; the deadline is the scope's
@@ -18,9 +18,17 @@ A ``Booking`` row follows the city's states (ARCHITECTURE §5, spec §2.5-§2.9)
   *cancelled*: MTA cancelled it at the city because the user no longer wanted it.
 
 Rules, enforced here and in the database:
-- never more than one active (holding/reserved/preconfirmed) booking per user and service: the
-  partial unique index ``uq_bookings_one_active_per_service``; the claim is an
+- a booking is for one person: a booking profile of the user (themself, a partner, a child). The
+  subscription names it; without one, the user's oldest profile (``profile_for``) — the one every
+  profile from before family profiles became;
+- never more than one active (holding/reserved/preconfirmed) booking per person (profile) and
+  service: the partial unique index ``uq_bookings_one_active_per_profile_service``; the claim is an
   ``INSERT ... ON CONFLICT DO NOTHING``, so two racing workers cannot both get one;
+- the city's cap per e-mail address (``appointmentsPerMail``, 3 at the Bürgerbüros, spec §2.6):
+  MTA holds at most ``MAIL_CAP`` appointments to come for one address, counted over every profile
+  that uses it (family members often share one), so the city never answers
+  ``tooManyAppointmentsWithSameMail`` to a walk MTA could have spared. The catalogue does not say
+  which offices share a scope, so the count spans the whole site (never more than the city allows);
 - one booking per request: a redelivered ``book_slot`` finds the row its first delivery created
   (``created_at`` is the request's time) and resumes or stops, never starts a second hold;
 - a profile the site refused is not used again until it changes (nothing retried blindly);
@@ -73,6 +81,16 @@ EXPIRY_GRACE = timedelta(minutes=10)
 our own deadline (the city's clock decides; ours is a fallback)."""
 MAX_FALLBACK_ATTEMPTS = 3
 """Slots tried per request after the first one was taken (when the user allowed fallback)."""
+MAIL_CAP = 3
+"""Appointments to come that MTA holds at the city for one e-mail address (the Bürgerbüros'
+``appointmentsPerMail``, the smallest cap the catalogue's offices have)."""
+HELD_AT_CITY = (
+    BookingStatus.HOLDING,
+    BookingStatus.RESERVED,
+    BookingStatus.PRECONFIRMED,
+    BookingStatus.CONFIRMED,
+)
+"""Statuses that count against the e-mail cap (holding: a walk is about to use the address)."""
 
 
 class BookingEvent(enum.StrEnum):
@@ -144,7 +162,9 @@ class StartOutcome(enum.StrEnum):
     DONE = "done"
     """This request was handled already (redelivery after the outcome)."""
     ALREADY_ACTIVE = "already_active"
-    """The user has another active booking for this service."""
+    """The person (profile) has another active booking for this service."""
+    MAIL_CAP = "mail_cap"
+    """The profile's e-mail address already holds ``MAIL_CAP`` appointments to come."""
     NO_PROFILE = "no_profile"
     PROFILE_REFUSED = "profile_refused"
     """The site refused this profile before and it has not changed since."""
@@ -159,21 +179,57 @@ class Start:
     booking: Booking | None = None
 
 
-def active_booking(session: Session, user_id: int, service_id: int) -> Booking | None:
+def profile_for(session: Session, user_id: int, subscription: Subscription | None) -> BookingProfile | None:
+    """The person a booking is for: the subscription's profile, else the user's oldest one."""
+    if subscription is not None and subscription.profile_id is not None:
+        profile = session.get(BookingProfile, subscription.profile_id)
+        if profile is not None and profile.user_id == user_id:
+            return profile
+    return session.scalars(
+        select(BookingProfile).where(BookingProfile.user_id == user_id).order_by(BookingProfile.id).limit(1)
+    ).first()
+
+
+def active_booking(session: Session, profile_id: int, service_id: int) -> Booking | None:
     return session.scalars(
         select(Booking).where(
-            Booking.user_id == user_id,
+            Booking.profile_id == profile_id,
             Booking.service_id == service_id,
             Booking.status.in_(ACTIVE_BOOKING_STATUSES),
         )
     ).first()
 
 
+def _mail_key(email: str | None) -> str:
+    return (email or "").strip().casefold()
+
+
+def bookings_for_mail(session: Session, email: str, site: str, now: datetime) -> int:
+    """Appointments to come that MTA holds (or is walking for) under ``email`` at ``site``, over
+    every profile with that address. E-mails are encrypted with a random IV, so the profiles are
+    compared after decryption; only profiles with a booking held at the city are read."""
+    wanted = _mail_key(email)
+    rows = session.execute(
+        select(BookingProfile.email)
+        .join(Booking, Booking.profile_id == BookingProfile.id)
+        .where(
+            Booking.site == site,
+            Booking.status.in_(HELD_AT_CITY),
+            (Booking.start_at.is_(None)) | (Booking.start_at > now),
+        )
+    ).all()
+    return sum(1 for (address,) in rows if _mail_key(address) == wanted)
+
+
 def profile_refused(session: Session, user_id: int, profile: BookingProfile) -> BookingError | None:
-    """The site's last refusal of this user's profile, if the profile has not changed since."""
+    """The site's last refusal of this profile, if the profile has not changed since."""
     last = session.scalars(
         select(Booking)
-        .where(Booking.user_id == user_id, Booking.status == BookingStatus.FAILED)
+        .where(
+            Booking.user_id == user_id,
+            Booking.profile_id == profile.id,
+            Booking.status == BookingStatus.FAILED,
+        )
         .order_by(Booking.updated_at.desc(), Booking.id.desc())
         .limit(20)
     ).all()
@@ -210,12 +266,18 @@ def start_booking(
     slot = session.get(Slot, slot_id)
     if slot is None:
         return Start(StartOutcome.SLOT_UNKNOWN)
+    subscription = session.get(Subscription, subscription_id) if subscription_id is not None else None
+    owned = subscription is not None and subscription.user_id == user_id
+    profile = profile_for(session, user_id, subscription if owned else None)
     # this request's own rows (the first slot's, and any fallback slot's): a row's created_at is
-    # the time of the request that made it, so a redelivered message finds exactly its own rows
+    # the time of the request that made it, so a redelivered message finds exactly its own rows;
+    # one dispatch may ask for several people of one user at the same time, so the person is part
+    # of the request's identity
     own_rows = session.scalars(
         select(Booking)
         .where(
             Booking.user_id == user_id,
+            Booking.profile_id == (profile.id if profile is not None else None),
             Booking.service_id == slot.service_id,
             Booking.created_at == requested_at,
         )
@@ -231,26 +293,27 @@ def start_booking(
             return Start(StartOutcome.RESUME_RESERVED, own)
         return Start(StartOutcome.DONE, own)
 
-    subscription = session.get(Subscription, subscription_id) if subscription_id is not None else None
-    if subscription_id is not None and (subscription is None or subscription.user_id != user_id):
+    if subscription_id is not None and not owned:
         return Start(StartOutcome.NOT_WANTED)
     if subscription is not None and not manual:
         if subscription.state is not SubscriptionState.ACTIVE or not subscription.autobook:
             return Start(StartOutcome.NOT_WANTED)
         if not subscription_matches(subscription, slot.office_id, slot.start_at):
             return Start(StartOutcome.NOT_WANTED)
-    profile = session.scalars(select(BookingProfile).where(BookingProfile.user_id == user_id)).first()
     if profile is None or not (profile.email and profile.last_name):
         return Start(StartOutcome.NO_PROFILE)
     if profile_refused(session, user_id, profile) is not None:
         return Start(StartOutcome.PROFILE_REFUSED)
-    existing = active_booking(session, user_id, slot.service_id)
+    existing = active_booking(session, profile.id, slot.service_id)
     if existing is not None:
         return Start(StartOutcome.ALREADY_ACTIVE, existing)
+    if bookings_for_mail(session, profile.email, slot.site, now) >= MAIL_CAP:
+        return Start(StartOutcome.MAIL_CAP)
     booking_id = session.execute(
         insert_ignoring_duplicates(session, Booking)
         .values(
             user_id=user_id,
+            profile_id=profile.id,
             subscription_id=subscription.id if subscription is not None else None,
             slot_id=slot.id,
             site=slot.site,
@@ -264,8 +327,8 @@ def start_booking(
         )
         .returning(Booking.id)
     ).scalar_one_or_none()
-    if booking_id is None:  # a concurrent request won the (user, service) claim
-        return Start(StartOutcome.ALREADY_ACTIVE, active_booking(session, user_id, slot.service_id))
+    if booking_id is None:  # a concurrent request won the (profile, service) claim
+        return Start(StartOutcome.ALREADY_ACTIVE, active_booking(session, profile.id, slot.service_id))
     booking = session.get(Booking, booking_id)
     assert booking is not None
     log.info("booking_started", booking_id=booking_id, slot_id=slot_id, manual=manual)
@@ -371,9 +434,10 @@ class BookRequest:
 def autobook_requests(
     session: Session, slot_ids: Sequence[int], *, now: datetime | None = None
 ) -> list[BookRequest]:
-    """The bookings to attempt for newly seen slots: one per user (never two messages racing for
-    one person), the slots dealt round-robin over the users so that many subscribers and few slots
-    spread out instead of all racing for the first one (each falls back to the others)."""
+    """The bookings to attempt for newly seen slots: one per person (profile) and service (never two
+    messages racing for one person), the slots dealt round-robin over them so that many subscribers
+    and few slots spread out instead of all racing for the first one (each falls back to the
+    others)."""
     now = ensure_utc(now) if now is not None else utcnow()
     slots = [
         s
@@ -386,7 +450,7 @@ def autobook_requests(
         return []
     keys = {(s.site, s.service_id, s.service_count) for s in slots}
     requests: list[BookRequest] = []
-    users_done: set[tuple[int, int]] = set()
+    people_done: set[tuple[int, int]] = set()
     for site, service_id, count in sorted(keys):
         group = [s for s in slots if (s.site, s.service_id, s.service_count) == (site, service_id, count)]
         subscriptions = session.scalars(
@@ -401,23 +465,25 @@ def autobook_requests(
             .order_by(Subscription.created_at, Subscription.id)
         ).all()
         busy = {
-            user_id
-            for (user_id,) in session.execute(
-                select(Booking.user_id).where(
+            profile_id
+            for (profile_id,) in session.execute(
+                select(Booking.profile_id).where(
                     Booking.service_id == service_id, Booking.status.in_(ACTIVE_BOOKING_STATUSES)
                 )
             )
         }
         turn = 0
         for sub in subscriptions:
-            if sub.user_id in busy or (sub.user_id, service_id) in users_done:
+            profile = profile_for(session, sub.user_id, sub)
+            person = profile.id if profile is not None else -sub.user_id  # no profile: start says so
+            if person in busy or (person, service_id) in people_done:
                 continue
             wanted = [s for s in group if subscription_matches(sub, s.office_id, s.start_at)]
             if not wanted:
                 continue
             slot = wanted[turn % len(wanted)]
             turn += 1
-            users_done.add((sub.user_id, service_id))
+            people_done.add((person, service_id))
             requests.append(BookRequest(user_id=sub.user_id, slot_id=slot.id, subscription_id=sub.id))
     return requests
 
@@ -716,6 +782,8 @@ def apply_site_state(
 
 __all__ = [
     "EXPIRY_GRACE",
+    "HELD_AT_CITY",
+    "MAIL_CAP",
     "MAX_FALLBACK_ATTEMPTS",
     "REMINDERS_BEFORE",
     "STALE_HOLDING",
@@ -729,12 +797,14 @@ __all__ = [
     "apply_site_state",
     "autobook_requests",
     "begin_booking",
+    "bookings_for_mail",
     "cancellable",
     "close_stale",
     "held_by_mta",
     "next_candidate_slot",
     "notification_payload",
     "preconfirmed_bookings",
+    "profile_for",
     "profile_refused",
     "queue_reminders",
     "record_cancelled",

@@ -26,6 +26,7 @@ PHONE_PATTERN = re.compile(r"^\+?[0-9]\d{6,14}$")
 NAME_MAX_CHARS = 50
 """The form's ``maxlength`` on first and last name."""
 CUSTOM_FIELD_MAX_CHARS = 250
+LABEL_MAX_CHARS = 30
 """The backend's limit on customTextfield / customTextfield2 after normalisation."""
 DATE_OF_BIRTH_FORMAT = "%d.%m.%Y"
 
@@ -39,6 +40,8 @@ class ProfileProblem(StrEnum):
     INVALID_CUSTOM_TEXTFIELD = "invalidCustomTextfield"
     NAME_TOO_LONG = "nameTooLong"
     INVALID_DATE_OF_BIRTH = "invalidDateOfBirth"
+    INVALID_LABEL = "invalidLabel"
+    """MTA's own rule: a profile's label (who it is for) is 1 to ``LABEL_MAX_CHARS`` characters."""
 
 
 class CustomFieldKind(StrEnum):
@@ -77,6 +80,15 @@ def check_name(value: str) -> ProfileProblem | None:
         return ProfileProblem.INVALID_FAMILY_NAME
     if len(text) > NAME_MAX_CHARS:
         return ProfileProblem.NAME_TOO_LONG
+    return None
+
+
+def check_label(value: str) -> ProfileProblem | None:
+    """The short name a person gives a booking profile ("Anna", "my son"); never sent to the city,
+    only shown on buttons, so it is kept short."""
+    text = normalize_text(value)
+    if not text or len(text) > LABEL_MAX_CHARS:
+        return ProfileProblem.INVALID_LABEL
     return None
 
 
@@ -142,6 +154,7 @@ def family_name(first_name: str, last_name: str) -> str:
 __all__ = [
     "CUSTOM_FIELD_MAX_CHARS",
     "EMAIL_PATTERN",
+    "LABEL_MAX_CHARS",
     "NAME_MAX_CHARS",
     "PHONE_PATTERN",
     "CustomFieldKind",
@@ -149,6 +162,7 @@ __all__ = [
     "ProfileProblem",
     "check_custom_field",
     "check_email",
+    "check_label",
     "check_name",
     "check_phone",
     "custom_field_for_service",

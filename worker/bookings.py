@@ -52,9 +52,8 @@ from shared.domain import CheckFailure, LayoutChanged, RateLimited, ensure_utc, 
 from shared.logging import get_logger, scrub_text
 from shared.recording import alert_booking_layout_changed
 from shared.settings import Settings
-from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL
+from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL, current_broker
 from worker.budget import SiteBudget, site_budget
-from worker.global_broker import broker as _broker  # noqa: F401  (set before the actors below)
 from worker.sites.munich.booker import (
     CityHold,
     Contact,
@@ -127,10 +126,11 @@ class PollReport:
 
 
 # --- database helpers (run in a thread) ------------------------------------------------------------
-def _contact(db: Database, user_id: int, service_id: int) -> Contact | None:
-    """The decrypted profile, with the office's custom field resolved by the profile rules."""
+def _contact(db: Database, profile_id: int | None, service_id: int) -> Contact | None:
+    """The decrypted profile the booking is for (its ``profile_id``, set when it was claimed), with
+    the office's custom field resolved by the profile rules."""
     with db.transaction() as session:
-        profile = session.query(BookingProfile).filter_by(user_id=user_id).one_or_none()
+        profile = session.get(BookingProfile, profile_id) if profile_id is not None else None
         if profile is None or not profile.email or not profile.last_name:
             return None
         custom = dict(profile.custom_fields or {})
@@ -326,7 +326,7 @@ async def _attempt(
         _wake(deps, booking_id)
         return "taken", nxt
 
-    contact = await asyncio.to_thread(_contact, db, booking.user_id, booking.service_id)
+    contact = await asyncio.to_thread(_contact, db, booking.profile_id, booking.service_id)
     if contact is None:
         await asyncio.to_thread(
             _fail,
@@ -664,7 +664,11 @@ def _actor_deps() -> BookingDeps:
 
 
 @dramatiq.actor(
-    actor_name=BOOK_SLOT_ACTOR, queue_name=BOOKINGS_QUEUE, max_retries=0, time_limit=BOOKING_TIME_LIMIT_MS
+    actor_name=BOOK_SLOT_ACTOR,
+    queue_name=BOOKINGS_QUEUE,
+    broker=current_broker(),  # the entry point's (worker.broker.setup_broker), set before this import
+    max_retries=0,
+    time_limit=BOOKING_TIME_LIMIT_MS,
 )
 async def book_slot(
     user_id: int,
@@ -701,6 +705,7 @@ async def book_slot(
 @dramatiq.actor(
     actor_name=CANCEL_BOOKING_ACTOR,
     queue_name=BOOKINGS_QUEUE,
+    broker=current_broker(),
     max_retries=3,
     time_limit=BOOKING_TIME_LIMIT_MS,
 )
@@ -713,6 +718,7 @@ async def cancel_booking(booking_id: int, user_id: int) -> None:
 @dramatiq.actor(
     actor_name=POLL_BOOKING_STATES_ACTOR,
     queue_name=BOOKINGS_QUEUE,
+    broker=current_broker(),
     max_retries=0,
     time_limit=POLL_TIME_LIMIT_MS,
 )

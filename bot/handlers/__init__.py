@@ -96,7 +96,7 @@ async def _start(turn: Turn) -> None:
 
 
 async def _help(turn: Turn) -> None:
-    await turn.say(turn._(HELP_TEXT) + "\n" + turn._(booking.HELP_LINE))
+    await turn.say(turn._(HELP_TEXT) + "\n" + turn._(booking.HELP_LINE) + "\n" + turn._(profile.HELP_LINE))
 
 
 async def _cancel(turn: Turn) -> None:
@@ -297,7 +297,7 @@ COMMAND_DESCRIPTIONS = {
     "subscribe": N_("watch for an appointment"),
     "list": N_("your subscriptions"),
     "status": N_("is it working?"),
-    "profile": N_("your details for booking"),
+    "profile": N_("booking details: you and your family"),
     "bookings": N_("your bookings: state, cancel"),
     "quiet": N_("quiet hours: no alerts at night"),
     "test": N_("send me a sample alert"),

@@ -47,7 +47,6 @@ from shared.contracts import booking_marker_key, booking_marker_pattern
 from shared.db.database import Database
 from shared.db.models import (
     Booking,
-    BookingProfile,
     BookingStatus,
     Notification,
     NotificationKind,
@@ -166,12 +165,12 @@ def check_book_request(session: Session, user_id: int, slot_id: int, now: dateti
         return BookAnswer(BookOutcome.SUBSCRIPTION_INACTIVE, facts, subscription.id)
     if slot.gone_at is not None or slot.start_at <= now:
         return BookAnswer(BookOutcome.SLOT_GONE, facts, subscription.id)
-    profile = session.scalars(select(BookingProfile).where(BookingProfile.user_id == user_id)).first()
+    profile = policy.profile_for(session, user_id, subscription)
     if profile is None or not (profile.email and profile.last_name):
         return BookAnswer(BookOutcome.NO_PROFILE, facts, subscription.id)
     if policy.profile_refused(session, user_id, profile) is not None:
         return BookAnswer(BookOutcome.PROFILE_REFUSED, facts, subscription.id)
-    active = policy.active_booking(session, user_id, slot.service_id)
+    active = policy.active_booking(session, profile.id, slot.service_id)
     if active is not None:
         return BookAnswer(BookOutcome.ALREADY_ACTIVE, facts, subscription.id, active=BookingView.of(active))
     return BookAnswer(BookOutcome.REQUESTED, facts, subscription.id, email=mask_email(profile.email))

@@ -27,9 +27,10 @@ async def show_list(turn: Turn) -> None:
         await turn.say(_("You have no subscriptions. Start one with /subscribe."))
         return
     kb = turn.keys()
+    profiles = await turn.run(store.list_profiles, turn.user_id)
     for sub in subs:
         await turn.say(
-            subscribe.describe_subscription(turn, sub),
+            subscribe.describe_subscription(turn, sub, profiles),
             subscription_keyboard(_, kb, sub.id, active=sub.state == SubscriptionState.ACTIVE),
         )
 

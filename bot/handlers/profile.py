@@ -1,14 +1,21 @@
-"""/profile: the contact details MTA types into the booking form, checked with the site's rules.
+"""/profile: the contact details MTA types into the booking form, checked with the site's rules, for
+the person themself and the family members they book for (one profile each, with a short label).
 
 ```mermaid
 stateDiagram-v2
-    [*] --> overview: /profile (a profile exists)
+    [*] --> overview: /profile (one profile)
+    [*] --> people: /profile (several)
     [*] --> consent: /profile (none yet, not agreed)
     [*] --> first: /profile (none yet, agreed before)
     consent --> first: I agree (time of consent stored)
     consent --> [*]: No, thanks (nothing stored)
+    people --> overview: a person's button
+    overview --> people: « All profiles
     overview --> first: Change
-    overview --> [*]: Remove / Close
+    overview --> remove --> [*]: Remove / Close
+    overview --> label: Add a person
+    people --> label: Add a person
+    label --> first: a short name, or Myself
     first --> last --> email --> phone --> birth --> confirm
     phone --> birth: Skip
     birth --> confirm: Skip
@@ -17,11 +24,14 @@ stateDiagram-v2
     confirm --> [*]: Save (encrypted columns)
 ```
 
-Each value is checked with ``shared.profile_rules`` (the site's own patterns, e.g. no "+" in an
-e-mail address) as it is typed, so a refused value is asked again at once and nothing invalid is
-ever stored. Values are shown back masked. Before the first value is typed, the person reads what
-is kept, why, for how long and how to erase it, and agrees with a button (``users.consented_at``);
-removing the profile withdraws the consent, so a new profile asks again.
+The first profile is the person themself (no label) and is the default for every subscription; each
+further one gets a label the person types ("Anna", "my son"), and ``/subscribe`` asks whom to book
+for once there are several. Each value is checked with ``shared.profile_rules`` (the site's own
+patterns, e.g. no "+" in an e-mail address) as it is typed, so a refused value is asked again at
+once and nothing invalid is ever stored. Values are shown back masked. Before the first value is
+typed, the person reads what is kept, why, for how long and how to erase it, and agrees with a
+button (``users.consented_at``); removing the last profile withdraws the consent, so a new profile
+asks again.
 """
 
 from __future__ import annotations
@@ -37,6 +47,7 @@ from shared.profile_rules import (
     ProfileProblem,
     check_custom_field,
     check_email,
+    check_label,
     check_name,
     check_phone,
     custom_field_for_service,
@@ -59,7 +70,8 @@ CONSENT_TEXT = N_(
     "you all of it.\n\n"
     "Do you agree that I keep these details for booking?"
 )
-STEPS = ("consent", "first", "last", "email", "phone", "birth", "case", "confirm")
+HELP_LINE = N_("/profile also keeps booking details for your partner and children; /subscribe asks for whom.")
+STEPS = ("consent", "label", "first", "last", "email", "phone", "birth", "case", "confirm")
 
 PROBLEM_MESSAGES = {
     ProfileProblem.INVALID_FAMILY_NAME: N_("The name must not be empty."),
@@ -76,7 +88,13 @@ PROBLEM_MESSAGES = {
         "Please send your date of birth like 24.12.1990 (a real day in the past)."
     ),
     ProfileProblem.INVALID_CUSTOM_TEXTFIELD: N_("Please send at most 250 characters."),
+    ProfileProblem.INVALID_LABEL: N_("Please send a short name for this person: 1 to 30 characters."),
 }
+
+
+def profile_label(_: Any, profile: store.ProfileData) -> str:
+    """How a profile is named on buttons and in lists: its label, or "Myself"."""
+    return profile.label or _("Myself")
 
 
 def _custom_fields(data: dict[str, Any]) -> dict[str, str]:
@@ -106,12 +124,15 @@ def mask_phone(phone: str | None) -> str:
     return f"…{phone[-3:]}" if phone else "—"
 
 
-def _overview_text(turn: Turn, profile: store.ProfileData) -> str:
+def _overview_text(turn: Turn, profile: store.ProfileData, *, several: bool = False) -> str:
     _ = turn._
     birth = profile.custom_fields.get(CustomFieldKind.DATE_OF_BIRTH.value)
     case = profile.custom_fields.get(CustomFieldKind.CASE_REFERENCE.value)
+    heading = _("Your booking profile (stored encrypted):")
+    if several or profile.label:
+        heading = _("Booking profile “{label}” (stored encrypted):").format(label=profile_label(_, profile))
     lines = [
-        _("Your booking profile (stored encrypted):"),
+        heading,
         _("Name: {first} {last}").format(first=profile.first_name, last=profile.last_name),
         _("E-mail: {email}").format(email=mask_email(profile.email)),
         _("Phone: {phone}").format(phone=mask_phone(profile.phone)),
@@ -122,10 +143,39 @@ def _overview_text(turn: Turn, profile: store.ProfileData) -> str:
     return "\n".join(lines)
 
 
+def _people_text(turn: Turn, profiles: list[store.ProfileData]) -> str:
+    _ = turn._
+    lines = [_("Your booking profiles (stored encrypted); MTA books for the person a subscription names:")]
+    for number, profile in enumerate(profiles, 1):
+        lines.append(
+            f"{number}. {profile_label(_, profile)}: {profile.first_name} {profile.last_name}, "
+            f"{mask_email(profile.email)}"
+        )
+    return "\n".join(lines)
+
+
+def _profile_data(data: dict[str, Any]) -> store.ProfileData:
+    return store.ProfileData(
+        first_name=data["first"],
+        last_name=data["last"],
+        email=data["email"],
+        phone=data.get("phone"),
+        custom_fields=_custom_fields(data),
+        label=data.get("label"),
+    )
+
+
+def _fill_from(flow: Flow, profile: store.ProfileData) -> None:
+    """Editing starts from the stored label (kept unless changed) and the profile's id."""
+    flow.data["profile_id"] = profile.id
+    flow.data["label"] = profile.label
+
+
 async def begin(turn: Turn) -> None:
     """/profile"""
     _ = turn._
-    existing = await turn.run(store.load_profile, turn.user_id)
+    profiles = await turn.run(store.list_profiles, turn.user_id)
+    existing = profiles[0] if profiles else None
     subscriptions = await turn.run(store.subscriptions_of, turn.user_id)
     ask_case = _needs_case_reference(subscriptions)
     if existing is None and not await turn.run(store.has_consented, turn.user_id):
@@ -141,7 +191,12 @@ async def begin(turn: Turn) -> None:
         await turn.say(intro)
         await render(turn, flow, new_message=True)
         return
+    if len(profiles) > 1:
+        flow = start_flow(turn.context, KIND, "people", ask_case=ask_case)
+        await render(turn, flow, new_message=True)
+        return
     flow = start_flow(turn.context, KIND, "overview", ask_case=ask_case)
+    _fill_from(flow, existing)
     await render(turn, flow, new_message=True, profile=existing)
 
 
@@ -152,21 +207,51 @@ async def render(
     kb = turn.keys(flow)
     step = flow.step
     markup: Any
-    if step == "overview":
-        profile = profile or await turn.run(store.load_profile, turn.user_id)
+    if step == "people":
+        profiles = await turn.run(store.list_profiles, turn.user_id)
+        if not profiles:
+            flow.step = "first"
+            await render(turn, flow, new_message=new_message)
+            return
+        text = _people_text(turn, profiles)
+        rows: list[list[tuple[str, str, str | int]]] = [
+            [("👤 " + profile_label(_, p)[:40], "pv", p.id or 0)] for p in profiles
+        ]
+        if len(profiles) < store.MAX_PROFILES_PER_USER:
+            rows.append([("➕ " + _("Add a person"), "pad", "")])
+        rows.append([("✖ " + _("Close"), "x", "")])
+        markup = kb.markup(rows)
+    elif step == "overview":
+        profile = profile or await turn.run(store.load_profile, turn.user_id, flow.data.get("profile_id"))
         if profile is None:
             flow.step = "first"
             await render(turn, flow, new_message=new_message)
             return
-        text = _overview_text(turn, profile)
-        markup = kb.markup(
-            [[("✏ " + _("Change"), "pc", ""), ("🗑 " + _("Remove"), "pr", "")], [("✖ " + _("Close"), "x", "")]]
+        profiles = await turn.run(store.list_profiles, turn.user_id)
+        several = len(profiles) > 1
+        text = _overview_text(turn, profile, several=several)
+        last_row: list[tuple[str, str, str | int]] = [("✖ " + _("Close"), "x", "")]
+        if several:
+            last_row.insert(0, ("« " + _("All profiles"), "pl", ""))
+        elif len(profiles) < store.MAX_PROFILES_PER_USER:
+            last_row.insert(0, ("➕ " + _("Add a person"), "pad", ""))
+        markup = kb.markup([[("✏ " + _("Change"), "pc", ""), ("🗑 " + _("Remove"), "pr", "")], last_row])
+    elif step == "label":
+        text = _(
+            "Whom is this profile for? Send a short name that you will recognise, like Anna or My son "
+            "(only you see it), or tap Myself."
         )
+        markup = kb.markup([[("🙋 " + _("Myself"), "pm", "")], nav_row(_, back=bool(flow.history))])
     elif step == "consent":
         text = _(CONSENT_TEXT)
         markup = kb.markup([[("✅ " + _("I agree"), "pa", ""), ("✖ " + _("No, thanks"), "pn", "")]])
     elif step == "remove":
         text = _("Remove your booking profile? MTA can then no longer book for you.")
+        if flow.data.get("label"):
+            text = _(
+                "Remove the booking profile “{label}”? MTA can then no longer book for this person; "
+                "subscriptions for them book for your first profile instead."
+            ).format(label=flow.data["label"])
         markup = kb.markup([[("🗑 " + _("Yes, remove it"), "prk", "")], nav_row(_)])
     elif step == "first":
         text = _("Your first name (as in your ID)?")
@@ -196,17 +281,12 @@ async def render(
         )
         markup = skip_keyboard(_, kb)
     elif step == "confirm":
-        data = flow.data
-        preview = store.ProfileData(
-            first_name=data["first"],
-            last_name=data["last"],
-            email=data["email"],
-            phone=data.get("phone"),
-            custom_fields=_custom_fields(data),
-        )
-        text = _overview_text(turn, preview).replace(
-            _("Your booking profile (stored encrypted):"), _("Please check your details:")
-        )
+        preview = _profile_data(flow.data)
+        details = _overview_text(turn, preview).split("\n", 1)[1]
+        text = _("Please check your details:") + "\n"
+        if preview.label:
+            text += _("For: {label}").format(label=preview.label) + "\n"
+        text += details
         markup = confirm_keyboard(_, kb, confirm_label=_("Save"))
     else:
         return
@@ -229,7 +309,9 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
     _ = turn._
     allowed = {
         "consent": {"pa", "pn"},
-        "overview": {"pc", "pr"},
+        "people": {"pv", "pad"},
+        "overview": {"pc", "pr", "pl", "pad"},
+        "label": {"pm"},
         "remove": {"prk"},
         "phone": {"ps"},
         "birth": {"ps"},
@@ -256,12 +338,33 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
             )
         )
         return
-    if cb.action == "pc":
+    if cb.action == "pv":
+        chosen = await turn.run(store.load_profile, turn.user_id, int(cb.arg or 0))
+        if chosen is None:
+            await turn.answer(_("That profile is gone."), alert=True)
+            flow.step = "people"
+        else:
+            _fill_from(flow, chosen)
+            flow.go("overview")
+    elif cb.action == "pl":
+        flow.data.pop("profile_id", None)
+        flow.go("people")
+    elif cb.action == "pad":
+        if len(await turn.run(store.list_profiles, turn.user_id)) >= store.MAX_PROFILES_PER_USER:
+            await turn.answer(_("You keep the most profiles MTA allows; remove one first."), alert=True)
+            return
+        flow.data.pop("profile_id", None)
+        flow.data.pop("label", None)
+        flow.go("label")
+    elif cb.action == "pm":
+        flow.data["label"] = None
         flow.go("first")
+    elif cb.action == "pc":
+        flow.go("label" if flow.data.get("label") else "first")
     elif cb.action == "pr":
         flow.go("remove")
     elif cb.action == "prk":
-        await turn.run(store.delete_profile, turn.user_id)
+        await turn.run(store.delete_profile, turn.user_id, int(flow.data.get("profile_id") or 0))
         end_flow(turn.context)
         await turn.show(_("Your booking profile is removed."))
         return
@@ -269,16 +372,16 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
         flow.data.pop(flow.step, None)
         flow.go(_next_step(flow))
     elif cb.action == "ok":
-        data = flow.data
-        profile = store.ProfileData(
-            first_name=data["first"],
-            last_name=data["last"],
-            email=data["email"],
-            phone=data.get("phone"),
-            custom_fields=_custom_fields(data),
-        )
-        await turn.run(store.save_profile, turn.user_id, profile)
+        try:
+            saved = await turn.run(
+                store.save_profile, turn.user_id, _profile_data(flow.data), flow.data.get("profile_id")
+            )
+        except store.ProfileLimitError:
+            saved = None
         end_flow(turn.context)
+        if saved is None:
+            await turn.show(_("You keep the most profiles MTA allows; remove one first."))
+            return
         await turn.show(_("Saved ✅ Your booking profile is stored encrypted. /profile shows or changes it."))
         return
     await render(turn, flow)
@@ -289,7 +392,11 @@ async def on_text(turn: Turn, flow: Flow, text: str) -> None:
     try:
         text = check_length(text)
         problem: ProfileProblem | None
-        if step in ("first", "last"):
+        if step == "label":
+            problem = check_label(text)
+            value = normalize_text(text)
+            following = "first"
+        elif step in ("first", "last"):
             problem = check_name(text)
             value = normalize_text(text)
             following = "last" if step == "first" else "email"
@@ -321,4 +428,14 @@ async def on_text(turn: Turn, flow: Flow, text: str) -> None:
     await render(turn, flow, new_message=True)
 
 
-__all__ = ["KIND", "PROBLEM_MESSAGES", "STEPS", "begin", "mask_email", "on_callback", "on_text"]
+__all__ = [
+    "HELP_LINE",
+    "KIND",
+    "PROBLEM_MESSAGES",
+    "STEPS",
+    "begin",
+    "mask_email",
+    "on_callback",
+    "on_text",
+    "profile_label",
+]

@@ -35,10 +35,16 @@ from shared.domain import DEFAULT_SITE, office_key, utcnow
 from shared.recording import sync_targets, target_offices
 
 MAX_SUBSCRIPTIONS_PER_USER = 10
+MAX_PROFILES_PER_USER = 6
+"""Booking profiles one person may keep (themself, a partner, children)."""
 RECENT_SLOTS_WINDOW = timedelta(hours=24)
 
 
 class SubscriptionLimitError(Exception):
+    pass
+
+
+class ProfileLimitError(Exception):
     pass
 
 
@@ -72,6 +78,8 @@ class SubscriptionDraft:
     time_from: time | None
     time_to: time | None
     autobook: bool
+    profile_id: int | None = None
+    """For whom MTA books; None: the user's default (oldest) profile."""
 
 
 def save_subscription(
@@ -101,10 +109,19 @@ def save_subscription(
         sub.weekdays = sorted(draft.weekdays)
         sub.time_from, sub.time_to = draft.time_from, draft.time_to
         sub.autobook = draft.autobook
+        sub.profile_id = _own_profile_id(session, user_id, draft.profile_id)
         sub.state = SubscriptionState.ACTIVE
         session.flush()
         sync_targets(session)
         return sub.id
+
+
+def _own_profile_id(session: Session, user_id: int, profile_id: int | None) -> int | None:
+    if profile_id is None:
+        return None
+    return session.scalar(
+        select(BookingProfile.id).where(BookingProfile.id == profile_id, BookingProfile.user_id == user_id)
+    )
 
 
 def _own_subscription(session: Session, user_id: int, sub_id: int) -> Subscription | None:
@@ -178,44 +195,90 @@ class ProfileData:
     email: str
     phone: str | None
     custom_fields: dict[str, str]
+    label: str | None = None
+    """The short name the user chose; None: the user themself."""
+    id: int | None = None
 
 
-def load_profile(db: Database, user_id: int) -> ProfileData | None:
+def _profile_data(row: BookingProfile) -> ProfileData:
+    return ProfileData(
+        first_name=row.first_name or "",
+        last_name=row.last_name or "",
+        email=row.email or "",
+        phone=row.phone,
+        custom_fields=dict(row.custom_fields or {}),
+        label=row.label,
+        id=row.id,
+    )
+
+
+def list_profiles(db: Database, user_id: int) -> list[ProfileData]:
+    """The user's booking profiles, oldest (the default) first."""
     with db.transaction() as session:
-        row = session.scalar(select(BookingProfile).where(BookingProfile.user_id == user_id))
-        if row is None:
-            return None
-        return ProfileData(
-            first_name=row.first_name or "",
-            last_name=row.last_name or "",
-            email=row.email or "",
-            phone=row.phone,
-            custom_fields=dict(row.custom_fields or {}),
+        rows = session.scalars(
+            select(BookingProfile).where(BookingProfile.user_id == user_id).order_by(BookingProfile.id)
         )
+        return [_profile_data(row) for row in rows]
 
 
-def save_profile(db: Database, user_id: int, profile: ProfileData) -> None:
+def load_profile(db: Database, user_id: int, profile_id: int | None = None) -> ProfileData | None:
+    """The user's profile ``profile_id`` (None: their default, the oldest); None if not theirs."""
+    with db.transaction() as session:
+        query = select(BookingProfile).where(BookingProfile.user_id == user_id)
+        if profile_id is not None:
+            query = query.where(BookingProfile.id == profile_id)
+        row = session.scalar(query.order_by(BookingProfile.id).limit(1))
+        return _profile_data(row) if row is not None else None
+
+
+def save_profile(
+    db: Database, user_id: int, profile: ProfileData, profile_id: int | None = None
+) -> int | None:
+    """Add a profile (``profile_id`` None) or change the user's own ``profile_id``; returns its id,
+    None if ``profile_id`` is not theirs. Raises ``ProfileLimitError`` past the limit."""
     with db.transaction() as session:
         if session.get(User, user_id) is None:
             session.add(User(id=user_id))
             session.flush()
-        row = session.scalar(select(BookingProfile).where(BookingProfile.user_id == user_id))
-        if row is None:
+        if profile_id is None:
+            count = session.scalar(
+                select(func.count()).select_from(BookingProfile).where(BookingProfile.user_id == user_id)
+            )
+            if (count or 0) >= MAX_PROFILES_PER_USER:
+                raise ProfileLimitError
             row = BookingProfile(user_id=user_id)
             session.add(row)
+        else:
+            found = session.scalar(
+                select(BookingProfile).where(
+                    BookingProfile.id == profile_id, BookingProfile.user_id == user_id
+                )
+            )
+            if found is None:
+                return None
+            row = found
+        row.label = profile.label
         row.first_name = profile.first_name
         row.last_name = profile.last_name
         row.email = profile.email
         row.phone = profile.phone
         row.custom_fields = dict(profile.custom_fields) or None
+        session.flush()
+        return row.id
 
 
-def delete_profile(db: Database, user_id: int) -> bool:
-    """Remove the profile and the consent that came with it (a new profile asks again)."""
+def delete_profile(db: Database, user_id: int, profile_id: int) -> bool:
+    """Remove one of the user's profiles; with the last one goes the consent (a new one asks again).
+    Subscriptions that booked for it fall back to the default profile (``profile_id`` SET NULL)."""
     with db.transaction() as session:
-        result = session.execute(delete(BookingProfile).where(BookingProfile.user_id == user_id))
+        result = session.execute(
+            delete(BookingProfile).where(BookingProfile.id == profile_id, BookingProfile.user_id == user_id)
+        )
+        left = session.scalar(
+            select(func.count()).select_from(BookingProfile).where(BookingProfile.user_id == user_id)
+        )
         user = session.get(User, user_id)
-        if user is not None:
+        if user is not None and not left:
             user.consented_at = None
         return bool(getattr(result, "rowcount", 0))
 
@@ -351,11 +414,13 @@ def _row(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
 
 
 def export_user(db: Database, user_id: int) -> dict[str, Any]:
-    """Every row about the user, decrypted: the user, profile, subscriptions, bookings, messages and
-    the conversation in progress, if the bot has kept one."""
+    """Every row about the user, decrypted: the user, every booking profile, subscriptions, bookings,
+    messages and the conversation in progress, if the bot has kept one."""
     with db.transaction() as session:
         user = session.get(User, user_id)
-        profile = session.scalar(select(BookingProfile).where(BookingProfile.user_id == user_id))
+        profiles = session.scalars(
+            select(BookingProfile).where(BookingProfile.user_id == user_id).order_by(BookingProfile.id)
+        )
         subs = session.scalars(
             select(Subscription).where(Subscription.user_id == user_id).order_by(Subscription.id)
         )
@@ -371,7 +436,7 @@ def export_user(db: Database, user_id: int) -> dict[str, Any]:
             "format": "mta-export/1",
             "exported_at": utcnow().isoformat(),
             "user": _row(user) if user else None,
-            "booking_profile": _row(profile) if profile else None,
+            "booking_profiles": [_row(p) for p in profiles],
             "subscriptions": [_row(s) for s in subs],
             "bookings": [_row(b) for b in bookings],
             "notifications": [_row(n) for n in notes],

@@ -11,7 +11,9 @@ stateDiagram-v2
     window --> weekdays: preset or typed dates
     weekdays --> time: Done / Any day
     time --> autobook: preset or typed range
-    autobook --> confirm: yes / no
+    autobook --> confirm: yes / no (one profile or none)
+    autobook --> whom: yes, with several booking profiles
+    whom --> confirm: the person to book for
     confirm --> [*]: Save (Subscription row, targets re-derived)
 ```
 
@@ -61,6 +63,7 @@ from shared.profile_rules import custom_field_for_service
 
 from . import store
 from .common import Flow, Turn, end_flow, start_flow
+from .profile import profile_label
 
 KIND = "subscribe"
 FREQUENT_SERVICE_IDS = (
@@ -176,11 +179,23 @@ def summary_text(turn: Turn, data: dict[str, Any], *, heading: str) -> str:
             mode=_("MTA may book for me") if data.get("autobook") else _("alerts only")
         ),
     ]
+    if data.get("autobook") and data.get("profile_name"):
+        lines.append(_("Books for: {person}").format(person=data["profile_name"]))
     return "\n".join(lines)
 
 
-def describe_subscription(turn: Turn, sub: Subscription) -> str:
+def _profile_name(turn: Turn, profiles: list[store.ProfileData], profile_id: int | None) -> str | None:
+    """The label of the person a subscription books for (its profile, else the default, oldest)."""
+    chosen = next((p for p in profiles if p.id == profile_id), profiles[0] if profiles else None)
+    return profile_label(turn._, chosen) if chosen is not None else None
+
+
+def describe_subscription(
+    turn: Turn, sub: Subscription, profiles: list[store.ProfileData] | None = None
+) -> str:
+    """The subscription as text; with the user's ``profiles`` it also says for whom MTA books."""
     data = _data_from_subscription(sub)
+    data["profile_name"] = _profile_name(turn, profiles or [], sub.profile_id)
     state = {"active": turn._("active"), "paused": turn._("paused")}.get(str(sub.state), str(sub.state))
     return summary_text(
         turn, data, heading=turn._("Subscription #{id} ({state})").format(id=sub.id, state=state)
@@ -200,6 +215,7 @@ def _data_from_subscription(sub: Subscription) -> dict[str, Any]:
         "time_to": sub.time_to.isoformat() if sub.time_to else None,
         "time_set": True,
         "autobook": bool(sub.autobook),
+        "profile_id": sub.profile_id,
     }
 
 
@@ -287,6 +303,10 @@ def _view(turn: Turn, flow: Flow) -> tuple[str, Any]:
             "link to activate the appointment. Booking needs your contact details (/profile)."
         )
         return text, autobook_keyboard(_, kb)
+    if step == "whom":
+        text = _("Whom should MTA book for? Their booking profile goes into the city's form.")
+        rows = [[("👤 " + p["name"][:40], "fp", p["id"])] for p in flow.data.get("profiles") or []]
+        return text, kb.markup([*rows, nav_row(_)])
     if step == "confirm":
         heading = _("Please check your subscription:")
         text = summary_text(turn, flow.data, heading=heading)
@@ -316,6 +336,7 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
         "weekdays": {"wd", "wa", "wn"},
         "time": {"tm"},
         "autobook": {"ab"},
+        "whom": {"fp"},
         "confirm": {"ok"},
     }.get(step, set())
     if action not in expected:
@@ -391,7 +412,22 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
             flow.go("autobook")
         elif action == "ab":
             flow.data["autobook"] = arg == "1"
-            flow.data["has_profile"] = await turn.run(store.has_profile, turn.user_id)
+            profiles = await turn.run(store.list_profiles, turn.user_id)
+            flow.data["has_profile"] = bool(profiles)
+            flow.data["profiles"] = [{"id": p.id, "name": profile_label(_, p)} for p in profiles]
+            if flow.data["autobook"] and len(profiles) > 1:
+                flow.go("whom")
+            else:
+                if profiles and flow.data.get("profile_id") not in {p.id for p in profiles}:
+                    flow.data["profile_id"] = profiles[0].id
+                flow.data["profile_name"] = _profile_name(turn, profiles, flow.data.get("profile_id"))
+                flow.go("confirm")
+        elif action == "fp":
+            names = {int(p["id"]): str(p["name"]) for p in flow.data.get("profiles") or []}
+            if int(arg) not in names:
+                raise InputError(N_("Unknown choice."))
+            flow.data["profile_id"] = int(arg)
+            flow.data["profile_name"] = names[int(arg)]
             flow.go("confirm")
         elif action == "ok":
             await _save(turn, flow)
@@ -482,6 +518,7 @@ async def _save(turn: Turn, flow: Flow) -> None:
         time_from=_time(data.get("time_from")),
         time_to=_time(data.get("time_to")),
         autobook=bool(data.get("autobook")),
+        profile_id=int(data["profile_id"]) if data.get("profile_id") else None,
     )
     editing = data.get("editing_id")
     try:

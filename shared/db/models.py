@@ -113,8 +113,11 @@ class User(Base):
     quiet_end: Mapped[time | None] = mapped_column(Time, default=None)
     """Berlin wall-clock hours without slot alerts (may wrap midnight); both None: no quiet hours."""
 
-    profile: Mapped[BookingProfile | None] = relationship(
-        back_populates="user", cascade="all, delete-orphan", passive_deletes=True, uselist=False
+    profiles: Mapped[list[BookingProfile]] = relationship(
+        back_populates="user",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="BookingProfile.id",
     )
     subscriptions: Mapped[list[Subscription]] = relationship(
         back_populates="user", cascade="all, delete-orphan", passive_deletes=True
@@ -125,12 +128,15 @@ class User(Base):
 
 
 class BookingProfile(Base):
-    """What the booking form asks for; every field encrypted at rest."""
+    """What the booking form asks for, for one person a Telegram user books for (themself, a partner,
+    a child); every field encrypted at rest. A user may keep several; the oldest is the default."""
 
     __tablename__ = "booking_profiles"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    user_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    label: Mapped[str | None] = mapped_column(EncryptedString())
+    """The short name the user chose ("Anna", "my son"); None: the user themself."""
     first_name: Mapped[str | None] = mapped_column(EncryptedString())
     last_name: Mapped[str | None] = mapped_column(EncryptedString())
     email: Mapped[str | None] = mapped_column(EncryptedString())
@@ -140,7 +146,7 @@ class BookingProfile(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
-    user: Mapped[User] = relationship(back_populates="profile")
+    user: Mapped[User] = relationship(back_populates="profiles")
 
     def __repr__(self) -> str:  # never show personal data
         return f"BookingProfile(id={self.id!r}, user_id={self.user_id!r})"
@@ -185,6 +191,10 @@ class Subscription(Base):
     time_from: Mapped[time | None] = mapped_column(Time)
     time_to: Mapped[time | None] = mapped_column(Time)
     autobook: Mapped[bool] = mapped_column(Boolean, default=False)
+    profile_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("booking_profiles.id", ondelete="SET NULL"), index=True, default=None
+    )
+    """For whom MTA books (``shared.booking.profile_for``); None: the user's default profile."""
     state: Mapped[SubscriptionState] = mapped_column(
         str_enum(SubscriptionState, "subscription_state"), default=SubscriptionState.ACTIVE
     )
@@ -336,13 +346,13 @@ class Notification(Base):
 
 
 class Booking(Base):
-    """One attempt to book a slot for a person; at most one active per (user, service)."""
+    """One attempt to book a slot for a person; at most one active per (profile, service)."""
 
     __tablename__ = "bookings"
     __table_args__ = (
         Index(
-            "uq_bookings_one_active_per_service",
-            "user_id",
+            "uq_bookings_one_active_per_profile_service",
+            "profile_id",
             "service_id",
             unique=True,
             sqlite_where=text(_ACTIVE_BOOKING_SQL),
@@ -355,6 +365,10 @@ class Booking(Base):
     subscription_id: Mapped[int | None] = mapped_column(
         Integer, ForeignKey("subscriptions.id", ondelete="SET NULL"), index=True
     )
+    profile_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("booking_profiles.id", ondelete="SET NULL"), index=True, default=None
+    )
+    """The person booked for (whose details went into the city's form)."""
     slot_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("slots.id", ondelete="SET NULL"))
     site: Mapped[str] = mapped_column(String(64), default=DEFAULT_SITE)
     service_id: Mapped[int] = mapped_column(BigInteger)

@@ -10,6 +10,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from shared import booking as policy
@@ -71,6 +72,9 @@ def test_one_active_booking_per_user_and_service_is_enforced_by_the_database(pol
         session.add(
             Booking(
                 user_id=person.user_id,
+                profile_id=session.scalar(
+                    select(BookingProfile.id).where(BookingProfile.user_id == person.user_id)
+                ),
                 service_id=FS_SERVICE,
                 office_id=FS_OFFICE,
                 status=BookingStatus.RESERVED,

@@ -80,7 +80,7 @@ def test_export_contains_every_row_of_the_user(
     assert document["file_name"].endswith(".json")
     data = json.loads(document["content"])
     assert data["user"]["id"] == 4001 and data["user"]["language"] == "en"
-    assert data["booking_profile"]["email"] == "erika4001@example.org"
+    assert [p["email"] for p in data["booking_profiles"]] == ["erika4001@example.org"]
     assert [s["id"] for s in data["subscriptions"]] == seeded["subscriptions"]
     assert len(data["bookings"]) == 1 and data["bookings"][0]["status"] == "reserved"
     assert len(data["notifications"]) == 1 and data["notifications"][0]["text"] == "slot!"

@@ -19,7 +19,8 @@ from sqlalchemy import delete, select
 from bot.handlers import booking as booking_handlers
 from bot.handlers.common import signer_for
 from bot.i18n import translator
-from bot.sender import Sender, SenderConfig
+from bot.outbox_store import SenderConfig
+from bot.sender import Sender
 from bot.testing import FakeBotApi
 from bot.testing.outbox import PASSPORT_SERVICE_ID, add_slot, add_users, queue_gone, queue_slot_alerts
 from shared.db.database import Database
@@ -235,6 +236,9 @@ def _add_booking(
             session.flush()
         row = Booking(
             user_id=user_id,
+            profile_id=session.scalar(
+                select(BookingProfile.id).where(BookingProfile.user_id == user_id).order_by(BookingProfile.id)
+            ),
             site=DEFAULT_SITE,
             service_id=service_id,
             office_id=PASING,

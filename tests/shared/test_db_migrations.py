@@ -33,7 +33,7 @@ def test_upgrade_fresh_database_to_head(empty_db_url: str) -> None:
         tables = set(inspect(engine).get_table_names())
         assert tables >= EXPECTED_TABLES
         index_names = {ix["name"] for ix in inspect(engine).get_indexes("bookings")}
-        assert "uq_bookings_one_active_per_service" in index_names
+        assert "uq_bookings_one_active_per_profile_service" in index_names
     finally:
         engine.dispose()
 
