@@ -53,6 +53,23 @@ class ConsoleAlerts:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.printed = 0
+        self.after_id: int | None = None
+        """Print rows newer than this; None: newer than the newest when the thread starts."""
+
+    def mark_start(self) -> None:
+        """From now on: alerts queued while the roles start are printed too (the thread starts
+        only once every role is up)."""
+        from sqlalchemy import func, select
+
+        from shared.db.database import open_database
+        from shared.db.models import Notification
+
+        db = open_database(self.settings)
+        try:
+            with db.transaction() as session:
+                self.after_id = int(session.scalar(select(func.max(Notification.id))) or 0)
+        finally:
+            db.close()
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="console-alerts", daemon=True)
@@ -71,8 +88,11 @@ class ConsoleAlerts:
 
         db = open_database(self.settings)
         try:
-            with db.transaction() as session:
-                last_id = session.scalar(select(func.max(Notification.id))) or 0
+            if self.after_id is not None:
+                last_id = self.after_id
+            else:
+                with db.transaction() as session:
+                    last_id = session.scalar(select(func.max(Notification.id))) or 0
             while not self._stop.wait(self.poll_s):
                 try:
                     with db.transaction() as session:
