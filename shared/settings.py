@@ -136,7 +136,7 @@ class Settings(BaseSettings):
     """Server processes of ``mta api`` on the one port; 0: one per core, at most 8."""
     api_refresh_s: float = Field(default=1.0, gt=0, le=60)
     """How often the dashboard and the public JSON answers are rebuilt; in between every client
-    gets the same prepared bytes (an answer is at most twice this old)."""
+    gets the same prepared bytes (an answer is rebuilt at least every two intervals)."""
     admin_token: SecretStr | None = None
     """Bearer token for admin API calls; empty disables them."""
     retention_days: int = Field(default=30, ge=1, le=3_650)
