@@ -28,8 +28,9 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from telegram.request import HTTPXRequest
 
 from bot import captcha_relay, handlers, operator
+from bot.outbox_store import SenderConfig
 from bot.persistence import DatabasePersistence
-from bot.sender import OutboxRequest, Sender, SenderConfig
+from bot.sender import OutboxRequest, Sender
 from bot.watchdog import queue_site_blocked_alerts
 from shared.contracts import BOT_HEARTBEAT_KEY
 from shared.db.database import Database, open_database

@@ -16,11 +16,11 @@ from sqlalchemy import select, update
 from bot.alerts import DAY_BEFORE
 from bot.app import build_application, running
 from bot.i18n import translator
-from bot.sender import WAKE_CHANNEL
 from bot.services import service_table
 from bot.testing import FakeBotApi
 from bot.testing.outbox import add_users
 from shared.catalog import get_catalog
+from shared.contracts import WAKE_CHANNEL
 from shared.db.database import Database
 from shared.db.models import Booking, BookingStatus, Notification, NotificationKind, NotificationStatus
 from shared.db.outbox import enqueue_notification

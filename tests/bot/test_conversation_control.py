@@ -17,9 +17,9 @@ from bot.handlers.control import QUIET_EXPLAINED, TEST_HEAD
 from bot.handlers.profile import CONSENT_TEXT
 from bot.i18n import SUPPORTED_LANGUAGES, translator
 from bot.quiet import HELD_KEY
-from bot.sender import WAKE_CHANNEL
 from bot.testing import FakeBotApi
 from bot.testing.outbox import add_slot, add_users, queue_gone, queue_slot_alerts
+from shared.contracts import WAKE_CHANNEL
 from shared.db.database import Database
 from shared.db.models import BookingProfile, Notification, NotificationStatus, User
 from shared.domain import SITE_TIMEZONE, utcnow

@@ -12,10 +12,12 @@ import redis as sync_redis
 from sqlalchemy import select
 
 from bot.app import build_application, running
-from bot.sender import WAKE_CHANNEL, Job, OutboxStore, SenderConfig, rotated
+from bot.outbox_store import Job, OutboxStore, SenderConfig
+from bot.sender import rotated
 from bot.testing import FakeBotApi
 from bot.testing.outbox import add_slot, add_users, queue_gone, queue_slot_alerts, seed_slot_alerts, statuses
 from bot.watchdog import queue_site_blocked_alerts
+from shared.contracts import WAKE_CHANNEL
 from shared.db.database import Database
 from shared.db.models import (
     Notification,

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from bot.sender import UNCONFIRMED, UNCONFIRMED_UNREADABLE
+from bot.outbox_store import UNCONFIRMED, UNCONFIRMED_UNREADABLE
 from bot.testing import FakeBotApi
 from bot.testing.outbox import add_slot, add_users, queue_gone, queue_slot_alerts
 from shared.db.database import Database

@@ -21,7 +21,7 @@ import redis.asyncio as aioredis
 from sqlalchemy import func, select
 
 from bot.app import build_application, running
-from bot.sender import UNCONFIRMED
+from bot.outbox_store import UNCONFIRMED
 from bot.testing import FakeBotApi
 from bot.testing.outbox import seed_slot_alerts, statuses
 from shared.db.database import Database, open_database

@@ -11,7 +11,7 @@ import threading
 
 from sqlalchemy import select
 
-from bot.sender import UNCONFIRMED, OutboxStore, SenderConfig
+from bot.outbox_store import UNCONFIRMED, UNCONFIRMED_UNREADABLE, OutboxStore, SenderConfig
 from bot.testing.outbox import seed_slot_alerts
 from shared.db.database import Database as AppDatabase
 from shared.db.models import Notification, NotificationStatus
@@ -82,6 +82,8 @@ def test_an_unexpected_error_settles_by_whether_the_row_left(db: Database) -> No
         store.settle_after_error(notification_id, "ValueError: unreadable answer")
     with db.sessions() as session:
         rows = {n.id: n for n in session.scalars(select(Notification))}
-    assert rows[ids[0]].status == NotificationStatus.SENT and UNCONFIRMED in (rows[ids[0]].last_error or "")
+    assert rows[ids[0]].status == NotificationStatus.SENT and UNCONFIRMED_UNREADABLE in (
+        rows[ids[0]].last_error or ""
+    )
     assert rows[ids[1]].status == NotificationStatus.FAILED and rows[ids[1]].attempts == 1
     assert rows[ids[0]].claim_token is None and rows[ids[1]].claim_token is None
