@@ -163,9 +163,13 @@ def add_person(db: Database, user_id: int, service_id: int, office_id: int) -> i
 
 
 def bookings_module(redis_url: str) -> Any:
-    """``worker.bookings``; ``worker.actors`` builds its broker from ``MTA_REDIS_URL`` at import."""
+    """``worker.bookings``, with the broker built from ``MTA_REDIS_URL`` first (as an entry point
+    does: the actors declare against it)."""
+    from worker.broker import setup_broker
+
     os.environ.setdefault("MTA_REDIS_URL", redis_url)
     reset_settings_cache()
+    setup_broker()
     from worker import bookings
 
     return bookings

@@ -178,9 +178,11 @@ WORKER_SHUTDOWN_TIMEOUT_MS = 8_000
 
 
 def worker_command(processes: int, threads: int, queues: str) -> list[str]:
+    """Dramatiq's own CLI: in each process it calls ``worker.broker:setup_broker`` (the broker is
+    built here, by the entry point), then imports the actor modules, which declare against it."""
     names = [q.strip() for q in queues.split(",") if q.strip()]
     return [
-        sys.executable, "-m", "dramatiq", "worker.actors",
+        sys.executable, "-m", "dramatiq", "worker.broker:setup_broker", "worker.actors", "worker.bookings",
         "--processes", str(processes), "--threads", str(threads), "--skip-logging",
         "--worker-shutdown-timeout", str(WORKER_SHUTDOWN_TIMEOUT_MS), "--queues", *names,
     ]  # fmt: skip
@@ -212,6 +214,9 @@ def scheduler() -> None:
     import redis
 
     from shared.db.database import open_database
+    from worker.broker import setup_broker
+
+    setup_broker(cfg)  # before the actor modules: their actors are declared against it
     from worker.actors import check_target
     from worker.bookings import poll_booking_states
     from worker.scheduler import BOOKING_POLL_EVERY_S, RETENTION_EVERY_S, PeriodicJob, Scheduler

@@ -27,8 +27,7 @@ from shared.horizon import decode_days
 from shared.killswitch import site_stopped
 from shared.logging import get_logger
 from shared.settings import get_settings
-from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL
-from worker.global_broker import broker  # noqa: F401  (set before the actor below binds to it)
+from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL, current_broker
 from worker.heartbeat import process_identity
 from worker.sites.base import SiteQuota
 
@@ -201,7 +200,11 @@ def _outcome(result: Observation | CheckFailure) -> str:
 
 
 @dramatiq.actor(
-    queue_name=CHECKS_QUEUE, max_retries=0, time_limit=CHECK_TIME_LIMIT_MS, max_age=CHECK_MAX_AGE_MS
+    queue_name=CHECKS_QUEUE,
+    broker=current_broker(),  # the entry point's (worker.broker.setup_broker), set before this import
+    max_retries=0,
+    time_limit=CHECK_TIME_LIMIT_MS,
+    max_age=CHECK_MAX_AGE_MS,
 )
 async def check_target(
     target_id: int,

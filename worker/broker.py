@@ -1,8 +1,12 @@
 """The Dramatiq broker every MTA process shares: Redis, async actors, a browser per worker process.
 
-Importing ``worker.global_broker`` (as the actor modules do) configures the global broker from
-settings (``setup_broker``). Worker processes (``MTA_WORKER_PROCESS=1``, set by ``mta worker``) also
-get the ``BrowserMiddleware``:
+Nothing here is built at import: each entry point builds the broker (``setup_broker``) before it
+imports the actor modules, as Dramatiq binds an actor to the global broker when the actor is
+declared. ``mta scheduler`` calls it; ``mta worker`` runs ``dramatiq worker.broker:setup_broker
+worker.actors worker.bookings`` (Dramatiq calls the function, then imports the modules). The actor
+modules declare their actors against ``current_broker()``, which refuses to invent a default.
+Worker processes (``MTA_WORKER_PROCESS=1``, set by ``mta worker``) also get the
+``BrowserMiddleware``:
 
 - ``before_worker_boot``: the runtime (``worker.runtime``: one Chromium pool per process, the
   database and the Redis connection), started on the event loop the AsyncIO middleware (listed
@@ -157,6 +161,8 @@ def make_broker(settings: Settings, *, with_browser: bool) -> RedisBroker:
 
 
 def setup_broker(settings: Settings | None = None) -> RedisBroker:
+    """Build this process's broker from ``settings`` and make it Dramatiq's global one: what an entry
+    point calls before it imports ``worker.actors`` or ``worker.bookings``."""
     settings = settings or get_settings()
     with_browser = os.environ.get("MTA_WORKER_PROCESS") == "1"
     if with_browser:
@@ -165,3 +171,17 @@ def setup_broker(settings: Settings | None = None) -> RedisBroker:
     broker = make_broker(settings, with_browser=with_browser)
     dramatiq.set_broker(broker)
     return broker
+
+
+def current_broker() -> dramatiq.Broker:
+    """The broker the entry point set, for declaring actors; an error if none was set.
+
+    ``dramatiq.get_broker()`` would make a default one (RabbitMQ or a Redis on localhost without
+    MTA's namespace and middleware), and the actors would send where no worker listens.
+    """
+    if dramatiq.broker.global_broker is None:
+        raise RuntimeError(
+            "no Dramatiq broker: the entry point builds it (worker.broker.setup_broker, or a "
+            "StubBroker in tests) before importing worker.actors or worker.bookings"
+        )
+    return dramatiq.get_broker()

@@ -42,11 +42,14 @@ UNIT_S = 900
 
 @pytest.fixture(scope="session")
 def bookings_module(redis_server: Any) -> Iterator[ModuleType]:
-    """``worker.bookings``, imported once the test Redis is known (``worker.actors`` builds the
-    global broker from ``MTA_REDIS_URL`` at import)."""
+    """``worker.bookings``, imported once the test Redis is known and the broker built from it, as
+    an entry point does (``worker.broker.setup_broker``: the actors declare against it)."""
+    from worker.broker import setup_broker
+
     previous = os.environ.get("MTA_REDIS_URL")
     os.environ.setdefault("MTA_REDIS_URL", redis_server.url)
     reset_settings_cache()
+    setup_broker()
     from worker import bookings
 
     yield bookings

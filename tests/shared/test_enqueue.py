@@ -86,9 +86,12 @@ def test_the_workers_actors_answer_to_the_contract_names(
 ) -> None:
     """The worker's actors have the contract's names and queues and accept the arguments the senders
     build (the bot's booking and cancel messages, the scheduler's check)."""
-    monkeypatch.setenv("MTA_REDIS_URL", redis_url)  # importing the actors sets up Dramatiq's broker
+    from worker.broker import setup_broker
+
+    monkeypatch.setenv("MTA_REDIS_URL", redis_url)
     reset_settings_cache()
     try:
+        setup_broker()  # as an entry point does, before the actor modules declare their actors
         from worker import actors, bookings
     finally:
         reset_settings_cache()
