@@ -54,11 +54,11 @@ from shared.recording import alert_booking_layout_changed
 from shared.settings import Settings
 from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL, current_broker
 from worker.budget import SiteBudget, site_budget
-from worker.sites.munich.booker import (
+from worker.sites.base import SiteBooker
+from worker.sites.booking import (
     CityHold,
     Contact,
     HoldLost,
-    MunichBooker,
     Preconfirmed,
     Refused,
     SlotTaken,
@@ -91,7 +91,7 @@ class BookingDeps:
     redis: redis.Redis
     pool: Any
     """A ``worker.browser.BrowserPool`` (or anything with its ``session(key)`` context manager)."""
-    booker: MunichBooker
+    booker: SiteBooker
     clock: Callable[[], datetime] = utcnow
 
     @property

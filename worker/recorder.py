@@ -34,7 +34,7 @@ from typing import Any
 
 from playwright.async_api import Browser, BrowserContext, Playwright
 
-from shared.domain import CheckFailure, Observation, TargetKey
+from shared.domain import DEFAULT_SITE, CheckFailure, Observation, TargetKey
 from shared.logging import get_logger
 from shared.settings import Settings
 from worker.browser import BrowserLauncher, BrowserPool
@@ -261,15 +261,11 @@ class HarLauncher(BrowserLauncher):
 
 def _adapter(settings: Settings, day: date | None = None) -> Any:
     """The worker's Munich adapter; ``day`` pins its "today" (a replay: the recording's day)."""
-    from worker.captcha import InPageAltchaSolver
     from worker.pacer import pacer_from_settings
-    from worker.sites.munich.adapter import MunichAdapter, berlin_today
+    from worker.sites.registry import sites
 
-    return MunichAdapter(
-        solver=InPageAltchaSolver(),
-        pacer=pacer_from_settings(settings),
-        settings=settings,
-        today=berlin_today if day is None else lambda: day,
+    return sites()[DEFAULT_SITE].make_adapter(
+        settings=settings, pacer=pacer_from_settings(settings), today=None if day is None else lambda: day
     )
 
 

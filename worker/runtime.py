@@ -18,13 +18,13 @@ import redis
 from redis import Redis
 
 from shared.db.database import Database, open_database
+from shared.domain import DEFAULT_SITE
 from shared.logging import get_logger
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from worker.browser import BrowserPool
-    from worker.sites.base import SiteAdapter
-    from worker.sites.munich.booker import MunichBooker
+    from worker.sites.base import SiteAdapter, SiteBooker
 
 log = get_logger("mta.worker")
 
@@ -34,7 +34,7 @@ class Runtime:
     settings: Settings
     pool: BrowserPool
     adapters: dict[str, SiteAdapter]
-    booker: MunichBooker
+    booker: SiteBooker
     db: Database
     redis: Redis | None
     """None only without ``MTA_REDIS_URL`` (a runtime outside ``mta worker``, e.g. a test's)."""
@@ -80,10 +80,8 @@ _current: Runtime | None = None
 async def start(settings: Settings) -> Runtime:
     global _current
     from worker.browser import BrowserPool
-    from worker.captcha import InPageAltchaSolver
     from worker.pacer import pacer_from_settings
-    from worker.sites.munich.adapter import MunichAdapter
-    from worker.sites.munich.booker import MunichBooker
+    from worker.sites.registry import sites
 
     stack = AsyncExitStack()
     try:
@@ -95,10 +93,11 @@ async def start(settings: Settings) -> Runtime:
         pool = await stack.enter_async_context(BrowserPool(settings))
         await pool.launch()
         pacer = pacer_from_settings(settings)
+        known = sites()
         adapters: dict[str, SiteAdapter] = {
-            "munich": MunichAdapter(solver=InPageAltchaSolver(), pacer=pacer, settings=settings)
+            name: site.make_adapter(settings=settings, pacer=pacer) for name, site in known.items()
         }
-        booker = MunichBooker(solver=InPageAltchaSolver(pacer=pacer), pacer=pacer)
+        booker = known[DEFAULT_SITE].make_booker(pacer)
     except BaseException:
         await stack.aclose()
         raise

@@ -24,8 +24,20 @@ from datetime import date
 from typing import TYPE_CHECKING, Protocol
 
 from shared.domain import CaptchaRequired, CheckFailure, Observation, TargetKey, utcnow
+from worker.sites.booking import (
+    AppointmentState,
+    BookingResult,
+    CancelResult,
+    CityHold,
+    Contact,
+    OnReserved,
+    Preconfirmed,
+    SlotToBook,
+)
 
 if TYPE_CHECKING:
+    from playwright.async_api import Page
+
     from worker.browser._session import BrowserSession
 
 
@@ -127,4 +139,87 @@ class FakeAdapter:
         return self._next(key)
 
 
-__all__ = ["FakeAdapter", "SiteAdapter", "SiteQuota"]
+class SiteBooker(Protocol):
+    """Books one slot on one site in the browser, as a person does, and reads or cancels it later
+    from the links the city e-mails. Outcomes are values (``worker.sites.booking``); site trouble
+    raises a ``CheckFailure``."""
+
+    async def book(
+        self,
+        session: BrowserSession,
+        site_url: str,
+        slot: SlotToBook,
+        contact: Contact,
+        *,
+        on_reserved: OnReserved | None = None,
+    ) -> BookingResult:
+        """Walk to ``slot``, reserve it (``on_reserved`` hears of the hold at once), fill in
+        ``contact`` and preconfirm."""
+        ...
+
+    async def read_appointment(
+        self, page: Page, site_url: str, process_id: str, auth_key: str
+    ) -> AppointmentState:
+        """What the site says about a process now."""
+        ...
+
+    async def cancel(self, page: Page, site_url: str, process_id: str, auth_key: str) -> CancelResult:
+        """Cancel a process at the city, so the slot goes back to others."""
+        ...
+
+    async def resume(self, page: Page, site_url: str, hold: CityHold, contact: Contact) -> BookingResult:
+        """Finish a reservation an interrupted walk left behind."""
+        ...
+
+
+class FakeBooker:
+    """Scripted bookings without a browser: each ``book`` pops the next result (an outcome, or a
+    ``CheckFailure`` to raise); when the script is empty it preconfirms. ``states`` answers
+    ``read_appointment`` by process id; ``cancelled`` lists the processes cancelled."""
+
+    def __init__(
+        self,
+        results: list[BookingResult | CheckFailure] | None = None,
+        *,
+        activation_minutes: int = 30,
+    ) -> None:
+        self.results = list(results or [])
+        self.activation_minutes = activation_minutes
+        self.booked: list[tuple[SlotToBook, Contact]] = []
+        self.states: dict[str, AppointmentState] = {}
+        self.cancelled: list[str] = []
+
+    async def book(
+        self,
+        session: BrowserSession,
+        site_url: str,
+        slot: SlotToBook,
+        contact: Contact,
+        *,
+        on_reserved: OnReserved | None = None,
+    ) -> BookingResult:
+        self.booked.append((slot, contact))
+        result = self.results.pop(0) if self.results else None
+        if isinstance(result, CheckFailure):
+            raise result
+        if result is not None:
+            return result
+        hold = CityHold(f"fake-{len(self.booked)}", "0" * 64, 15)
+        if on_reserved is not None:
+            await on_reserved(hold)
+        return Preconfirmed(hold, self.activation_minutes, True)
+
+    async def read_appointment(
+        self, page: Page, site_url: str, process_id: str, auth_key: str
+    ) -> AppointmentState:
+        return self.states.get(process_id, AppointmentState(found=False))
+
+    async def cancel(self, page: Page, site_url: str, process_id: str, auth_key: str) -> CancelResult:
+        self.cancelled.append(process_id)
+        return CancelResult(cancelled=True)
+
+    async def resume(self, page: Page, site_url: str, hold: CityHold, contact: Contact) -> BookingResult:
+        return Preconfirmed(hold, self.activation_minutes, False)
+
+
+__all__ = ["FakeAdapter", "FakeBooker", "SiteAdapter", "SiteBooker", "SiteQuota"]

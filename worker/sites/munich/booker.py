@@ -26,8 +26,8 @@ import contextlib
 import enum
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
@@ -41,10 +41,22 @@ from shared.domain import (
     LayoutChanged,
     RateLimited,
     SiteUnavailable,
-    ensure_utc,
 )
 from shared.logging import get_logger
 from worker.pacer import NoPacer, Pacer
+from worker.sites.booking import (
+    AppointmentState,
+    BookingResult,
+    CancelResult,
+    CityHold,
+    Contact,
+    HoldLost,
+    OnReserved,
+    Preconfirmed,
+    Refused,
+    SlotTaken,
+    SlotToBook,
+)
 from worker.sites.munich import booking_selectors as bsel
 from worker.sites.munich import selectors as sel
 from worker.sites.munich.failures import failure_for
@@ -70,142 +82,6 @@ FATAL_SCREENS = (
     sel.UNAVAILABLE_SCREEN,
     sel.INVALID_LINK_SCREEN,
 )
-_ALIASES_BY_LABEL = (
-    ("geburtsdatum", ("date_of_birth", "geburtsdatum", "birth_date", "birthdate")),
-    ("fallnummer", ("case_reference", "fallnummer")),
-)
-"""Profile keys (``shared.profile_rules.CustomFieldKind`` and plain names) for the labels the
-offices give their custom field (spec §5: Führerscheinstelle, Einbürgerung)."""
-
-
-# --- what goes in --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class SlotToBook:
-    """One appointment start at one office, for ``service_count`` units of one service."""
-
-    office_id: int
-    service_id: int
-    start: datetime
-    service_count: int = 1
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "start", ensure_utc(self.start, "SlotToBook.start"))
-
-    @property
-    def timestamp(self) -> int:
-        return int(self.start.timestamp())
-
-
-@dataclass(frozen=True)
-class Contact:
-    """The decrypted booking profile; its repr never shows personal data."""
-
-    first_name: str
-    last_name: str
-    email: str
-    phone: str | None = None
-    custom_fields: Mapping[str, str] = field(default_factory=dict)
-
-    def __repr__(self) -> str:
-        return f"Contact(fields={sorted(k for k, v in self._values().items() if v)!r})"
-
-    def _values(self) -> dict[str, str | None]:
-        return {
-            "first_name": self.first_name,
-            "last_name": self.last_name,
-            "email": self.email,
-            "phone": self.phone,
-            **dict(self.custom_fields),
-        }
-
-    def custom_value(self, key: str, label: str | None) -> str | None:
-        """The value for the office's custom field ``key`` (customTextfield/customTextfield2) shown
-        with ``label``: by key, then by label (case-insensitive), then known aliases (Geburtsdatum)."""
-        fields = {k.casefold(): v for k, v in self.custom_fields.items() if v}
-        if key.casefold() in fields:
-            return fields[key.casefold()]
-        if label:
-            wanted = label.casefold().strip()
-            if wanted in fields:
-                return fields[wanted]
-            for marker, aliases in _ALIASES_BY_LABEL:
-                if marker in wanted:
-                    for alias in aliases:
-                        if alias in fields:
-                            return fields[alias]
-        return None
-
-
-@dataclass(frozen=True)
-class CityHold:
-    """The city's reservation: what the reserve response gave us."""
-
-    process_id: str
-    auth_key: str
-    reservation_minutes: int
-
-    def __repr__(self) -> str:  # the auth key is a credential
-        return f"CityHold(process_id={self.process_id!r})"
-
-
-OnReserved = Callable[[CityHold], Awaitable[None]]
-
-
-# --- what comes out ------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Preconfirmed:
-    """The city e-mailed the activation link; the hold lasts ``activation_minutes``."""
-
-    hold: CityHold
-    activation_minutes: int
-    page_confirmed: bool
-    """The page showed "Aktivieren Sie Ihren Termin." as well as the API saying preconfirmed."""
-
-
-@dataclass(frozen=True)
-class SlotTaken:
-    """Someone else was faster (``appointmentNotAvailable``, or the slot is no longer shown)."""
-
-    code: str
-    detail: str = ""
-
-
-@dataclass(frozen=True)
-class Refused:
-    """The site refused the profile: which field and why. Never retried with the same profile."""
-
-    field: str
-    code: str
-    reason: str
-    hold: CityHold | None = None
-    """The reservation still held at the city (the caller cancels it)."""
-
-
-@dataclass(frozen=True)
-class HoldLost:
-    """The reservation ran out before the walk finished (``processNotReservedAnymore``)."""
-
-    hold: CityHold
-    code: str
-
-
-BookingResult = Preconfirmed | SlotTaken | Refused | HoldLost
-
-
-@dataclass(frozen=True)
-class AppointmentState:
-    """What the site says about a process now: ``found`` False means unknown, expired or cancelled."""
-
-    found: bool
-    status: str | None = None
-    code: str | None = None
-
-
-@dataclass(frozen=True)
-class CancelResult:
-    cancelled: bool
-    already_gone: bool = False
-    code: str | None = None
 
 
 # --- the page's own API traffic ------------------------------------------------------------------
