@@ -428,7 +428,7 @@ async def _record_result(
 
 async def _resume(deps: BookingDeps, booking: Booking) -> str:
     hold = _hold_of(booking)
-    contact = await asyncio.to_thread(_contact, deps.db, booking.user_id, booking.service_id)
+    contact = await asyncio.to_thread(_contact, deps.db, booking.profile_id, booking.service_id)
     if hold is None or contact is None:
         return "failed"
     async with deps.pool.session(f"booking:{booking.id}") as session:

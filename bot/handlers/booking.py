@@ -82,6 +82,7 @@ class BookOutcome(enum.StrEnum):
     NO_PROFILE = "no_profile"
     PROFILE_REFUSED = "profile_refused"
     ALREADY_ACTIVE = "already_active"
+    MAIL_CAP = "mail_cap"
     OTHER_PENDING = "other_pending"
     QUEUE_UNAVAILABLE = "queue_unavailable"
 
@@ -173,6 +174,8 @@ def check_book_request(session: Session, user_id: int, slot_id: int, now: dateti
     active = policy.active_booking(session, profile.id, slot.service_id)
     if active is not None:
         return BookAnswer(BookOutcome.ALREADY_ACTIVE, facts, subscription.id, active=BookingView.of(active))
+    if policy.bookings_for_mail(session, profile.email, slot.site, now) >= policy.MAIL_CAP:
+        return BookAnswer(BookOutcome.MAIL_CAP, facts, subscription.id)
     return BookAnswer(BookOutcome.REQUESTED, facts, subscription.id, email=mask_email(profile.email))
 
 
@@ -305,6 +308,12 @@ def book_answer_text(answer: BookAnswer, _: Gettext, language: str) -> str:
             "You already have an active booking for this service (#{id}): the city allows one per "
             "person and service. See /bookings; cancel it there first if you want this one instead."
         ).format(id=booking.id if booking else "?")
+    if outcome is BookOutcome.MAIL_CAP:
+        return _(
+            "MTA already holds {cap} appointments to come for this e-mail address (for you or "
+            "family members who share it), as many as the city allows per address. Cancel one in "
+            "/bookings, or give this person an e-mail address of their own in /profile."
+        ).format(cap=policy.MAIL_CAP)
     if outcome is BookOutcome.OTHER_PENDING:
         return _(
             "I am already booking another appointment for this service for you. Wait for its result "

@@ -209,6 +209,32 @@ def test_active_booking_gone_slot_and_paused_subscription_are_refused(
     assert _queued(redis_client, "book_slot") == []
 
 
+def test_the_e_mail_cap_across_profiles_is_said_before_queueing(
+    fake_telegram: FakeBotApi,
+    conversation_bot: RunningBot,
+    bot_db: Database,
+    bot_settings: Settings,
+    booking_queue: None,
+    redis_client: redis.Redis,
+) -> None:
+    """Tried: three other people's profiles with the same e-mail address as this person's each hold an
+    appointment to come, then this person presses "Book this"; then one of the three is cancelled and
+    they press again. Asserted: the first press names the city's cap per address and queues nothing;
+    the second queues the booking."""
+    _sub_id, _slot_id = _alerted(conversation_bot, bot_db, bot_settings, 7010)
+    add_users(bot_db, [7011, 7012, 7013], with_profile=True)  # the same address, e@example.org
+    held = [_add_booking(bot_db, uid, BookingStatus.PRECONFIRMED) for uid in (7011, 7012, 7013)]
+    chat = UserChat(fake_telegram, 7010)
+    chat.press("Book this", expect="MTA already holds 3 appointments to come for this e-mail address")
+    assert _queued(redis_client, "book_slot") == []
+    with bot_db.transaction() as session:
+        booking = session.get(Booking, held[0])
+        assert booking is not None
+        booking.status = BookingStatus.CANCELLED
+    chat.press("Book this", expect="Booking requested")
+    assert len(_queued(redis_client, "book_slot")) == 1
+
+
 def test_a_queue_that_is_down_gets_a_clear_answer(bot_db: Database) -> None:
     """Injected: Redis unreachable (nothing listens on the port). Asserted: QUEUE_UNAVAILABLE, whose
     text points to the alert's link, rather than an exception."""

@@ -79,7 +79,7 @@ def test_encrypted_columns_refuse_to_work_without_a_cipher(db: Database) -> None
     configure_cipher(None)
     # SQLAlchemy wraps errors raised while binding parameters
     with pytest.raises(StatementError) as info, session_scope(db.sessions) as session:
-        session.add(User(id=1, profile=BookingProfile(first_name=FIRST)))
+        session.add(User(id=1, profiles=[BookingProfile(first_name=FIRST)]))
         session.flush()
     assert isinstance(info.value.orig, CipherNotConfiguredError)
 
@@ -89,13 +89,15 @@ def _store_profile(db: Database) -> None:
         session.add(
             User(
                 id=4242,
-                profile=BookingProfile(
-                    first_name=FIRST,
-                    last_name=LAST,
-                    email=EMAIL,
-                    phone=PHONE,
-                    custom_fields={"customTextfield": CUSTOM},
-                ),
+                profiles=[
+                    BookingProfile(
+                        first_name=FIRST,
+                        last_name=LAST,
+                        email=EMAIL,
+                        phone=PHONE,
+                        custom_fields={"customTextfield": CUSTOM},
+                    )
+                ],
                 bookings=[
                     Booking(service_id=1063475, office_id=102522, process_id="998877", auth_key=AUTH_KEY)
                 ],

@@ -98,12 +98,17 @@ def test_unknown_outbox_fields_are_refused(db: Database) -> None:
 
 
 def _booking(user_id: int, service_id: int, status: BookingStatus) -> Booking:
-    return Booking(user_id=user_id, service_id=service_id, office_id=102522, status=status)
+    """A booking for the user's own profile (its id is the user id here, see the test)."""
+    return Booking(
+        user_id=user_id, profile_id=user_id, service_id=service_id, office_id=102522, status=status
+    )
 
 
 def test_one_active_booking_per_person_and_service(db: Database) -> None:
     _user_with_subscription_and_slot(db, user_id=1)
     _user_with_subscription_and_slot(db, user_id=2)
+    with session_scope(db.sessions) as session:
+        session.add_all([BookingProfile(id=1, user_id=1), BookingProfile(id=2, user_id=2)])
     with session_scope(db.sessions) as session:
         session.add(_booking(1, 1063475, BookingStatus.HOLDING))
         session.add(_booking(1, 1063475, BookingStatus.CONFIRMED))  # finished ones don't count
