@@ -49,6 +49,7 @@ from shared.contracts import (
 from shared.db.database import Database
 from shared.db.models import Booking, BookingProfile, BookingStatus, Notification, NotificationKind, Slot
 from shared.domain import CheckFailure, LayoutChanged, RateLimited, ensure_utc, utcnow
+from shared.killswitch import site_stopped
 from shared.logging import get_logger, scrub_text
 from shared.recording import alert_booking_layout_changed
 from shared.settings import Settings
@@ -219,6 +220,9 @@ def _wake(deps: BookingDeps, booking_id: int) -> None:
 
 # --- one booking request ---------------------------------------------------------------------------
 async def _take_budget(deps: BookingDeps, site: str) -> None:
+    if await asyncio.to_thread(site_stopped, deps.redis, site):
+        # the operator's kill switch: no request to the city, the booking waits like one over budget
+        raise BudgetExhausted(f"{site} is stopped by the operator")
     budget = deps.booking_budget(site)
     deadline = time.monotonic() + BUDGET_WAIT_S
     while not await asyncio.to_thread(budget.try_take):
