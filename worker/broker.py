@@ -133,6 +133,23 @@ def make_broker(settings: Settings, *, with_browser: bool) -> RedisBroker:
     """A Redis broker with the middleware MTA needs (and a browser hook in worker processes)."""
     if not settings.redis_url:
         raise RuntimeError("MTA_REDIS_URL is empty: start redis-server or use `mta up`")
+    broker = RedisBroker(
+        url=settings.redis_url,
+        middleware=broker_middleware(settings, with_browser=with_browser),
+        namespace=NAMESPACE,
+        # A message whose worker died (SIGKILL) is requeued once its heartbeat is this old.
+        heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
+        maintenance_chance=MAINTENANCE_CHANCE,
+    )
+    # declared here so that senders (the scheduler, the bot) and workers agree on them
+    broker.declare_queue(CHECKS_QUEUE)
+    broker.declare_queue(BOOKINGS_QUEUE)
+    return broker
+
+
+def broker_middleware(settings: Settings, *, with_browser: bool) -> list[dramatiq.Middleware]:
+    """The middleware of MTA's brokers, in order (AsyncIO before the browser hook, which runs on its
+    loop); tests put it on a ``StubBroker``."""
     middleware: list[dramatiq.Middleware] = [
         AgeLimit(),
         TimeLimit(),
@@ -146,18 +163,7 @@ def make_broker(settings: Settings, *, with_browser: bool) -> RedisBroker:
         middleware.append(BrowserMiddleware(settings))
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
             middleware.append(_DramatiqMetrics())
-    broker = RedisBroker(
-        url=settings.redis_url,
-        middleware=middleware,
-        namespace=NAMESPACE,
-        # A message whose worker died (SIGKILL) is requeued once its heartbeat is this old.
-        heartbeat_timeout=settings.worker_heartbeat_timeout_ms,
-        maintenance_chance=MAINTENANCE_CHANCE,
-    )
-    # declared here so that senders (the scheduler, the bot) and workers agree on them
-    broker.declare_queue(CHECKS_QUEUE)
-    broker.declare_queue(BOOKINGS_QUEUE)
-    return broker
+    return middleware
 
 
 def setup_broker(settings: Settings | None = None) -> RedisBroker:
