@@ -16,6 +16,7 @@ import redis
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from shared.contracts import LEADER_KEY
 from shared.db.database import Database
 from shared.db.models import (
     Notification,
@@ -223,3 +224,26 @@ def test_a_redis_outage_leaves_a_dated_event(
         page = wait_until(page_with_event, 10, "the event on the dashboard")
         assert "Redis did not answer the status service" in page and "lasted" in page
         assert redis.Redis.from_url(api_settings.redis_url).llen(EVENTS_KEY) == 1
+
+
+def test_the_dashboard_shows_the_leaders_release_plan(
+    client: TestClient, db: Database, redis_url: str
+) -> None:
+    """Arranged: the leading scheduler's heartbeat with its release plan (one hot group, one cold
+    one holding its streak before a window), as ``Scheduler.status`` writes it. Asserted: the
+    dashboard's farm section lists both with their state and round interval, and the lapsing streak.
+    (Tried: the template without the plan table: failed.)"""
+    r = redis.Redis.from_url(redis_url)
+    plan = [
+        {"site": "munich", "service_id": 1063475, "service_count": 1, "state": "hot",
+         "interval_s": 10.0, "holding_for_window": False},
+        {"site": "munich", "service_id": 1071896, "service_count": 1, "state": "cold",
+         "interval_s": 80.0, "holding_for_window": True},
+    ]  # fmt: skip
+    heartbeat.beat(r, "scheduler", "host:9", {"leader": True, "release_plan": plan}, ttl_s=600)
+    r.set(LEADER_KEY, "host:9", ex=600)
+    page = client.get("/").text
+    assert "Release plan" in page
+    assert '<td class="plan-hot">hot</td><td class="num">10.0</td>' in page
+    assert '<td class="plan-cold">cold</td><td class="num">80.0</td>' in page
+    assert "streak lapsing before a window" in page
