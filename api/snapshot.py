@@ -3,12 +3,12 @@
 Under a thousand clients the status service must not compute the same answer once per request:
 each public read (the dashboard page, ``/api/v1/status``, ``/targets``, ``/slots?…``) is built by
 one builder per key at a time, serialised once (orjson) with its ETag, and reused for the refresh
-interval; a large one is gzipped once too, for the clients that accept it (browsers, httpx: the
-dashboard page shrinks 20-fold). When an answer expires, the first request starts its one
-rebuild; requests meanwhile still get the previous answer, which is then at most two intervals
-old, so no client queues behind a rebuild (older than that, they wait for the new one). Keys are
-bounded (least recently used dropped), so query-parameter variants cannot grow the store without
-limit. Each server process holds its own.
+interval (counted from the end of its build); a large one is gzipped once too, for the clients
+that accept it (browsers, httpx: the dashboard page shrinks 20-fold). When an answer expires, the
+first request starts its one rebuild; requests meanwhile still get the previous answer, up to two
+intervals after it was built, so no client queues behind a rebuild (later than that, they wait for
+the new one). Keys are bounded (least recently used dropped), so query-parameter variants cannot
+grow the store without limit. Each server process holds its own.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import gzip
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -38,7 +38,8 @@ GZIP_MIN_BYTES = 1024
 @dataclass(frozen=True)
 class ReadyAnswer:
     """One prepared answer: the body as sent, its ETag, and when its data was read (loop time);
-    ``gzipped`` the same body gzip-encoded (``None`` for small ones), ``gzip_etag`` its own tag."""
+    ``gzipped`` the same body gzip-encoded (``None`` for small ones), ``gzip_etag`` its own tag;
+    ``ready_at_s`` when its build finished (its reuse is counted from there)."""
 
     body: bytes
     media_type: str
@@ -47,6 +48,7 @@ class ReadyAnswer:
     status_code: int = 200
     gzipped: bytes | None = None
     gzip_etag: str = ""
+    ready_at_s: float = float("-inf")
 
 
 def answer(body: bytes, media_type: str, *, read_at_s: float, status_code: int = 200) -> ReadyAnswer:
@@ -72,6 +74,8 @@ class AnswerCache:
     _answers: OrderedDict[str, ReadyAnswer] = field(default_factory=OrderedDict)
     _building: dict[str, asyncio.Task[ReadyAnswer]] = field(default_factory=dict)
     _aliases: OrderedDict[str, str] = field(default_factory=OrderedDict)
+    _builders: dict[str, Callable[[float], Awaitable[ReadyAnswer]]] = field(default_factory=dict)
+    """Each key's last build, so the fast path can start a rebuild itself (``ready_for``)."""
     _generation: int = 0
     builds: int = 0
     """Builds started in this process (tests and the bench read it)."""
@@ -85,13 +89,16 @@ class AnswerCache:
         serve_stale: bool = True,
     ) -> ReadyAnswer:
         """The answer for ``key``: reused while younger than ``max_age_s``; else rebuilt once by
-        ``build(read_at_s)``. ``serve_stale``: the expired answer serves while its rebuild runs,
-        up to ``2 * max_age_s`` old."""
+        ``build(read_at_s)``. Ages count from a build's end. ``serve_stale``: the expired answer
+        serves while its rebuild runs, up to ``2 * max_age_s`` after it was built."""
         now = asyncio.get_running_loop().time()
+        self._builders[key] = build
+        if len(self._builders) > 2 * self.max_keys:  # builds that never produced an answer
+            self._builders = {k: b for k, b in self._builders.items() if k in self._answers or k == key}
         ready = self._answers.get(key)
         if ready is not None:
             self._answers.move_to_end(key)
-            age_s = now - ready.read_at_s
+            age_s = now - ready.ready_at_s
             if age_s < max_age_s:
                 return ready
             task = self._building.get(key) or self._start(key, build, now)
@@ -109,16 +116,24 @@ class AnswerCache:
                 self._aliases.popitem(last=False)
 
     def ready_for(self, request_line: str, max_age_s: float) -> ReadyAnswer | None:
-        """The answer a remembered ``request_line`` would get now without any work: fresh, or
-        expired less than an interval ago while its rebuild runs; else ``None`` (ask the endpoint)."""
+        """The answer a remembered ``request_line`` gets now without waiting: fresh, or expired
+        less than an interval ago (its rebuild then starts here, with the key's last build, as
+        ``get`` would); else ``None`` (ask the endpoint). Under a crowd a whole batch of requests
+        arrives before any reaches its endpoint: starting the rebuild here keeps them all off it."""
         key = self._aliases.get(request_line)
         ready = self._answers.get(key) if key is not None else None
-        if ready is None:
+        if key is None or ready is None:
             return None
-        age_s = asyncio.get_running_loop().time() - ready.read_at_s
-        if age_s < max_age_s or (age_s < 2 * max_age_s and key in self._building):
+        now = asyncio.get_running_loop().time()
+        age_s = now - ready.ready_at_s
+        if age_s < max_age_s:
             return ready
-        return None
+        build = self._builders.get(key)
+        if age_s >= 2 * max_age_s or build is None:
+            return None
+        if key not in self._building:
+            self._start(key, build, now)
+        return ready
 
     def clear(self) -> None:
         """Forget every answer (state was changed through this process): the next request rebuilds,
@@ -126,6 +141,7 @@ class AnswerCache:
         self._generation += 1
         self._answers.clear()
         self._building.clear()
+        self._builders.clear()
 
     def _start(
         self, key: str, build: Callable[[float], Awaitable[ReadyAnswer]], now: float
@@ -135,7 +151,9 @@ class AnswerCache:
 
         async def run() -> ReadyAnswer:
             try:
-                ready = await build(now)
+                # reuse counts from the build's end: under a load that makes builds slow, answers
+                # grow older instead of every request queueing for a build that is stale when done
+                ready = replace(await build(now), ready_at_s=asyncio.get_running_loop().time())
             finally:
                 if self._building.get(key) is task:
                     del self._building[key]
@@ -143,7 +161,8 @@ class AnswerCache:
                 self._answers[key] = ready
                 self._answers.move_to_end(key)
                 while len(self._answers) > self.max_keys:
-                    self._answers.popitem(last=False)
+                    dropped, _ = self._answers.popitem(last=False)
+                    self._builders.pop(dropped, None)
             return ready
 
         task = asyncio.create_task(run(), name=f"answer:{key}")

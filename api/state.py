@@ -58,7 +58,7 @@ class AppState:
         )
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:  # async: FastAPI runs a sync one in a thread
     state: AppState = request.app.state.mta
     return state
 
