@@ -203,3 +203,34 @@ def test_a_repeated_request_line_is_answered_before_routing(api_settings: Settin
         assert purged.status_code == 200
         client.app.dependency_overrides[get_state] = broken  # type: ignore[attr-defined]
         assert client.get("/api/v1/slots?limit=5").status_code == 500
+
+
+def test_the_fast_path_starts_an_expired_answers_rebuild() -> None:
+    """Tried: an answer for a remembered request line, asked for by the fast path after its interval
+    (before two intervals). Asserted: the previous answer is handed out at once, one rebuild starts
+    (more asks during it start no other), and the next ask after it gets the new answer. Seen
+    failing with ``ready_for`` only serving answers whose rebuild an endpoint had started."""
+
+    async def main() -> None:
+        cache = AnswerCache()
+        version = 0
+
+        async def build(read_at_s: float) -> ReadyAnswer:
+            nonlocal version
+            version += 1
+            await asyncio.sleep(0.05)
+            return answer(str(version).encode(), "text/plain", read_at_s=read_at_s)
+
+        await cache.get("slots:5", build, max_age_s=0.3)
+        cache.remember("/api/v1/slots?limit=5", "slots:5")
+        assert cache.builds == 1
+        await asyncio.sleep(0.35)
+        handed = [cache.ready_for("/api/v1/slots?limit=5", 0.3) for _ in range(50)]
+        assert {a.body for a in handed if a is not None} == {b"1"} and None not in handed
+        assert cache.builds == 2
+        await asyncio.sleep(0.1)
+        fresh = cache.ready_for("/api/v1/slots?limit=5", 0.3)
+        assert fresh is not None and fresh.body == b"2" and cache.builds == 2
+        assert cache.ready_for("/api/v1/slots?limit=05", 0.3) is None  # never validated
+
+    asyncio.run(main())
