@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import dramatiq
 import redis
@@ -27,9 +28,12 @@ from shared.horizon import decode_days
 from shared.killswitch import site_stopped
 from shared.logging import get_logger
 from shared.settings import get_settings
-from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL, current_broker
+from worker.broker import CHECKS_QUEUE, WAKE_CHANNEL, current_broker, current_runtime
 from worker.heartbeat import process_identity
 from worker.sites.base import SiteQuota
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 log = get_logger("mta.worker")
 WORKER_ID = process_identity()
@@ -43,16 +47,12 @@ has sent a fresh one (its in-flight mark expires after as long), and old news is
 
 def _database() -> Database:
     """This process's database, opened and closed with its runtime (``worker.runtime``)."""
-    from worker import runtime
-
-    return runtime.current().db
+    return current_runtime().db
 
 
 def _client() -> redis.Redis:
     """This process's Redis connection, opened and closed with its runtime."""
-    from worker import runtime
-
-    return runtime.current().client()
+    return current_runtime().client()
 
 
 def _load_targets(target_ids: list[int]) -> dict[int, TargetKey]:
@@ -219,15 +219,16 @@ async def check_target(
     recorded once. ``days`` (``shared.horizon.encode_days``) are the days anyone in the group wants;
     None asks the whole horizon.
     """
-    from worker import metrics, runtime
+    from worker import metrics
     from worker.checks import run_check
     from worker.scheduler import mark_done, note_round_cost
 
     check_key = dispatch_id or uuid.uuid4().hex
     target_ids = [target_id, *(riders or [])]
     not_before: dict[int, datetime | None] = {}
+    held: Runtime | None = None
     try:
-        rt = runtime.current()
+        rt = held = current_runtime()
         started = time.monotonic()
         keys = await asyncio.to_thread(_load_targets, target_ids)
         if not keys:
@@ -295,7 +296,7 @@ async def check_target(
                 backoff_until=recorded.backoff_until.isoformat() if recorded.backoff_until else None,
             )
     finally:
-        held = runtime.peek()  # None: the browser never came up, and with it no Redis connection
+        # held is None when the browser never came up, and with it no Redis connection
         if held is not None:  # else the in-flight marks expire by themselves
             for each_id in target_ids:
                 with _redis_step("mark_done", each_id):

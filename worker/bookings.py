@@ -53,7 +53,7 @@ from shared.killswitch import site_stopped
 from shared.logging import get_logger, scrub_text
 from shared.recording import alert_booking_layout_changed
 from shared.settings import Settings
-from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL, current_broker
+from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL, current_broker, current_runtime
 from worker.budget import SiteBudget, site_budget
 from worker.sites.base import SiteBooker
 from worker.sites.booking import (
@@ -651,9 +651,7 @@ def use_dependencies(deps: BookingDeps | None) -> None:
 def _redis() -> redis.Redis:
     if _deps_override is not None:
         return _deps_override.redis
-    from worker import runtime
-
-    return runtime.current().client()
+    return current_runtime().client()
 
 
 def _actor_deps() -> BookingDeps:
@@ -661,9 +659,7 @@ def _actor_deps() -> BookingDeps:
     and closed with it, ``worker.runtime``)."""
     if _deps_override is not None:
         return _deps_override
-    from worker import runtime
-
-    rt = runtime.current()
+    rt = current_runtime()
     return BookingDeps(settings=rt.settings, db=rt.db, redis=rt.client(), pool=rt.pool, booker=rt.booker)
 
 

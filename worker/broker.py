@@ -23,7 +23,7 @@ it back on the queue once the dead one's Redis heartbeat is ``worker_heartbeat_t
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import redis
@@ -47,6 +47,9 @@ from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
 from worker import heartbeat
 
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
+
 MAINTENANCE_CHANCE = 100_000
 """Per million broker commands: how often a command also requeues dead workers' messages. Idle
 consumers poll every ``dramatiq_worker_timeout`` ms, so a dead worker's check comes back within
@@ -62,6 +65,8 @@ class BrowserMiddleware(dramatiq.Middleware):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.heartbeat: heartbeat.Heartbeat | None = None
+        self.runtime: Runtime | None = None
+        """Built at worker boot, closed at shutdown; actors reach it through ``current_runtime``."""
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: Any) -> None:
         from dramatiq.asyncio import get_event_loop_thread
@@ -72,15 +77,13 @@ class BrowserMiddleware(dramatiq.Middleware):
         if loop_thread is None:  # pragma: no cover - AsyncIO middleware is always first
             raise RuntimeError("BrowserMiddleware needs the AsyncIO middleware before it")
         try:
-            loop_thread.run_coroutine(runtime.start(self.settings))
+            self.runtime = loop_thread.run_coroutine(runtime.start(self.settings))
         except Exception:
-            # Dramatiq swallows hook errors; the actor checks runtime.current() and fails loudly.
+            # Dramatiq swallows hook errors; the actor asks current_runtime() and fails loudly.
             log.exception("browser launch failed")
         self._start_heartbeat(broker, worker)
 
     def _start_heartbeat(self, broker: dramatiq.Broker, worker: Any) -> None:
-        from worker import runtime
-
         queues = sorted(getattr(worker, "consumer_whitelist", None) or broker.get_declared_queues())
         fixed = {
             "queues": [q for q in queues if not q.endswith(".DQ")],
@@ -89,7 +92,7 @@ class BrowserMiddleware(dramatiq.Middleware):
         }
 
         def payload() -> dict[str, Any]:
-            rt = runtime.peek()
+            rt = self.runtime
             return {**fixed, **(rt.status() if rt is not None else {"browser": "down"})}
 
         client = redis.Redis.from_url(self.settings.redis_url)
@@ -97,9 +100,8 @@ class BrowserMiddleware(dramatiq.Middleware):
         self.heartbeat.start()
 
     def before_worker_shutdown(self, broker: dramatiq.Broker, worker: Any) -> None:
-        from worker import runtime
-
-        runtime.begin_stop()
+        if self.runtime is not None:
+            self.runtime.stopping = True
         if self.heartbeat is not None:
             self.heartbeat.beat_now()
 
@@ -110,8 +112,9 @@ class BrowserMiddleware(dramatiq.Middleware):
 
         loop_thread = get_event_loop_thread()
         try:
-            if loop_thread is not None:
-                loop_thread.run_coroutine(runtime.stop())
+            if loop_thread is not None and self.runtime is not None:
+                rt, self.runtime = self.runtime, None
+                loop_thread.run_coroutine(runtime.stop(rt))
         finally:
             if self.heartbeat is not None:
                 self.heartbeat.stop()
@@ -191,3 +194,12 @@ def current_broker() -> dramatiq.Broker:
             "StubBroker in tests) before importing worker.actors or worker.bookings"
         )
     return dramatiq.get_broker()
+
+
+def current_runtime() -> Runtime:
+    """This worker process's runtime, held by the broker's ``BrowserMiddleware``; an error naming the
+    cause when the worker never got one (Chromium failed to launch)."""
+    for middleware in current_broker().middleware:
+        if isinstance(middleware, BrowserMiddleware) and middleware.runtime is not None:
+            return middleware.runtime
+    raise RuntimeError("no browser in this worker process: see the 'browser launch failed' log line")

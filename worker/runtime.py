@@ -1,10 +1,10 @@
 """This worker process's long-lived resources: the browser pool, the site adapters and booker, the
 database and the Redis connection.
 
-Created by ``BrowserMiddleware`` at worker boot, closed at shutdown; actors reach them through
-``current()``, which fails loudly when the browser never came up (Dramatiq swallows hook errors).
-No actor module keeps a connection of its own. The runtime also keeps the few numbers this
-process's heartbeat reports.
+Created by ``BrowserMiddleware`` at worker boot, held by it (no module keeps a runtime), closed at
+shutdown; actors reach it through ``worker.broker.current_runtime()``, which fails loudly when the
+browser never came up (Dramatiq swallows hook errors). No actor module keeps a connection of its
+own. The runtime also keeps the few numbers this process's heartbeat reports.
 """
 
 from __future__ import annotations
@@ -74,11 +74,9 @@ class Runtime:
         }
 
 
-_current: Runtime | None = None
-
-
 async def start(settings: Settings) -> Runtime:
-    global _current
+    """Open this process's resources; the caller (``BrowserMiddleware``) keeps the runtime and
+    closes it with ``stop``."""
     from worker.browser import BrowserPool
     from worker.pacer import pacer_from_settings
     from worker.sites.registry import sites
@@ -101,33 +99,15 @@ async def start(settings: Settings) -> Runtime:
     except BaseException:
         await stack.aclose()
         raise
-    _current = Runtime(
+    runtime = Runtime(
         settings=settings, pool=pool, adapters=adapters, booker=booker, db=db, redis=client, stack=stack
     )
     log.info("worker_runtime_started", sites=sorted(adapters))
-    return _current
+    return runtime
 
 
-def begin_stop() -> None:
-    if _current is not None:
-        _current.stopping = True
-
-
-async def stop() -> None:
-    global _current
-    if _current is not None:
-        runtime, _current = _current, None
-        runtime.stopping = True
-        await runtime.stack.aclose()
-        log.info("worker_runtime_stopped", checks_done=runtime.checks_done)
-
-
-def current() -> Runtime:
-    if _current is None:
-        raise RuntimeError("no browser in this worker process: see the 'browser launch failed' log line")
-    return _current
-
-
-def peek() -> Runtime | None:
-    """The runtime if there is one (heartbeats), without failing."""
-    return _current
+async def stop(runtime: Runtime) -> None:
+    """Close what ``start`` opened."""
+    runtime.stopping = True
+    await runtime.stack.aclose()
+    log.info("worker_runtime_stopped", checks_done=runtime.checks_done)

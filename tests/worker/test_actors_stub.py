@@ -84,7 +84,7 @@ def test_check_target_runs_the_adapter_and_records_the_check(stub_worker: StubWo
     the check under the dispatch id with the slot it saw; the same message again is recorded once.
     Tried: the dispatch id not used as the check key (a new key per delivery: fails), and the
     adapter looked up under a wrong site (the actor raises: fails)."""
-    from worker import runtime
+    from worker.broker import current_runtime
 
     start = (utcnow() + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
     seen = Observation(
@@ -96,7 +96,7 @@ def test_check_target_runs_the_adapter_and_records_the_check(stub_worker: StubWo
         slots=[SlotSeen(OFFICE, SERVICE, start)],
     )
     adapter = FakeAdapter([seen, seen])
-    runtime.current().adapters["munich"] = adapter  # the runtime the middleware built at boot
+    current_runtime().adapters["munich"] = adapter  # the runtime the middleware built at boot
     target_id = _target(db)
 
     for _ in range(2):  # a redelivered message: the same dispatch id
@@ -119,7 +119,7 @@ def test_book_slot_message_reaches_the_booking_function(
 ) -> None:
     """A ``book_slot`` message reaches ``run_booking`` with its arguments, on the runtime's
     database. Tried: the actor calling ``run_booking`` with ``manual`` dropped (fails)."""
-    from worker import runtime
+    from worker.broker import current_runtime
 
     calls: list[dict[str, Any]] = []
 
@@ -136,7 +136,7 @@ def test_book_slot_message_reaches_the_booking_function(
 
     assert calls == [
         {
-            "db": runtime.current().db,
+            "db": current_runtime().db,
             "user_id": 7,
             "slot_id": 42,
             "subscription_id": 3,

@@ -251,5 +251,5 @@ async def test_worker_runtime_launches_chromium_at_boot(tmp_path: Path) -> None:
         assert rt.pool.stats.browsers_launched == 1 and rt.pool.stats.contexts_opened == 0
         assert rt.status()["browsers_launched"] == 1
     finally:
-        await runtime.stop()
-    assert not browser.is_connected() and runtime.peek() is None
+        await runtime.stop(rt)
+    assert not browser.is_connected() and rt.stopping
