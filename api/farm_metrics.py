@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from api.farm import FarmState
 from api.schemas import TargetOut
+from shared.process_stats import process_stats
 
 ROLES = ("worker", "scheduler", "bot")
 
@@ -47,6 +48,22 @@ def render_farm_metrics(
         for role in ROLES:
             processes.labels(role).set(len(farm.live(role, now)))
         gauge("mta_farm_queue_consumers", "Dramatiq consumers of live workers").set(farm.consumers)
+        cpu = gauge(
+            "mta_process_cpu_seconds", "CPU seconds of a live MTA process and its children", ["role", "id"]
+        )
+        rss = gauge(
+            "mta_process_resident_memory_bytes",
+            "Resident memory of a process and its children",
+            ["role", "id"],
+        )
+        fds = gauge("mta_process_open_fds", "Open files of a process and its children", ["role", "id"])
+        for beat in farm.heartbeats:
+            stats = beat.info.get("process")
+            if not beat.fresh(now) or not isinstance(stats, dict):
+                continue
+            for metric, name in ((cpu, "cpu_s"), (rss, "rss_bytes"), (fds, "open_fds")):
+                if isinstance(stats.get(name), int | float):
+                    metric.labels(beat.role, beat.identity).set(stats[name])
         gauge("mta_farm_scheduler_leader", "1 when a scheduler holds the lease").set(1 if farm.leader else 0)
         queue = gauge("mta_farm_queue_messages", "Messages per queue and state", ["queue", "state"])
         for q in farm.queues:
@@ -60,6 +77,13 @@ def render_farm_metrics(
         for target in targets:
             by_state.labels(target.site, target.state.value).inc()
             stale.labels(target.site).inc(1 if target.stale else 0)
+    own = process_stats(with_children=False)  # the status service itself (this process)
+    own_cpu = gauge("mta_api_process_cpu_seconds", "CPU seconds of the status service process")
+    own_cpu.set(own["cpu_s"])
+    gauge("mta_api_process_resident_memory_bytes", "Resident memory of the status service process").set(
+        own["rss_bytes"]
+    )
+    gauge("mta_api_process_open_fds", "Open files of the status service process").set(own["open_fds"])
     try:
         usage = shutil.disk_usage(data_dir)
     except OSError:

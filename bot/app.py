@@ -36,6 +36,7 @@ from shared.contracts import BOT_HEARTBEAT_KEY
 from shared.db.database import Database, open_database
 from shared.domain import utcnow
 from shared.logging import get_logger
+from shared.process_stats import process_stats
 from shared.settings import Settings
 
 HEARTBEAT_KEY = BOT_HEARTBEAT_KEY
@@ -173,6 +174,7 @@ def heartbeat_value(application: Application[Any, Any, Any, Any, Any, Any]) -> d
     return {
         "at": utcnow().isoformat(),
         "pid": os.getpid(),
+        "process": process_stats(),
         "mode": "webhook" if settings.webhook_url else "polling",
         "sender": sender.stats.as_dict() if sender else None,
     }

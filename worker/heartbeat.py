@@ -25,6 +25,7 @@ import redis
 
 from shared.contracts import LEADER_KEY, heartbeat_index_key, heartbeat_key
 from shared.logging import get_logger
+from shared.process_stats import process_stats
 
 log = get_logger("mta.heartbeat")
 
@@ -56,6 +57,7 @@ def beat(
         "at": now,
         "pid": os.getpid(),
         "host": socket.gethostname(),
+        "process": process_stats(),
         **payload,
     }
     with client.pipeline() as pipe:

@@ -25,3 +25,24 @@ def test_every_farm_series_in_the_rules_is_served(client: TestClient, db: Databa
     assert not missing, missing
     assert 'mta_farm_processes{role="worker"} 1.0' in body
     assert 'mta_farm_targets_stale{site="munich"} 0.0' in body
+
+
+def test_each_live_process_reports_its_cpu_memory_and_open_files(
+    client: TestClient, db: Database, redis_url: str
+) -> None:
+    """Tried: a worker heartbeat written by the production ``beat`` (which measures this test
+    process and its children with psutil), next to a scrape of /metrics. Asserted: the worker's CPU
+    seconds, resident memory and open files are served per role and process, and the status
+    service's own figures too (prometheus-client's process collector is off in multiprocess mode,
+    and the roles may live in other containers)."""
+    import redis
+
+    from worker import heartbeat
+
+    heartbeat.beat(redis.Redis.from_url(redis_url), "worker", "host:42", {"broker_id": "A"})
+    body = client.get("/metrics").text
+    rss = re.search(r'mta_process_resident_memory_bytes\{id="host:42",role="worker"\} ([0-9.e+]+)', body)
+    assert rss is not None and float(rss.group(1)) > 10_000_000
+    assert re.search(r'mta_process_open_fds\{id="host:42",role="worker"\} [1-9]', body)
+    assert re.search(r'mta_process_cpu_seconds\{id="host:42",role="worker"\} [0-9]', body)
+    assert re.search(r"mta_api_process_resident_memory_bytes [1-9]", body)
