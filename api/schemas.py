@@ -261,6 +261,7 @@ class PurgeOut(BaseModel):
     conversations_deleted: int
     users_warned: int = 0
     users_erased: int = 0
+    bookings_deleted: int = 0
 
 
 class SiteStopIn(BaseModel):

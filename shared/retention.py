@@ -76,6 +76,9 @@ class PurgeReport:
     conversations_deleted: int = 0
     users_warned: int = 0
     users_erased: int = 0
+    bookings_deleted: int = 0
+    """Settled bookings (not holding, reserved or preconfirmed) whose appointment and last change
+    are both older than the retention: their encrypted process id and key serve nobody any more."""
 
 
 def _service_name(site: str, service_id: int) -> str:
@@ -110,6 +113,13 @@ def purge(
     now = ensure_utc(now, "now")
     cutoff = now - timedelta(days=retention_days)
 
+    settled_long_ago = (
+        Booking.status.not_in(ACTIVE_BOOKING_STATUSES),
+        Booking.updated_at < cutoff,
+        or_(Booking.start_at.is_(None), Booking.start_at < cutoff),
+    )
+    bookings_gone = session.execute(delete(Booking).where(*settled_long_ago))
+
     check_ids = list(session.scalars(select(Check.id).where(Check.started_at < cutoff)))
     checks_deleted = _delete_in_batches(session, Check, check_ids)
 
@@ -141,6 +151,7 @@ def purge(
         int(getattr(forgotten, "rowcount", 0) or 0),
         warned,
         erased,
+        int(getattr(bookings_gone, "rowcount", 0) or 0),
     )
     log.info("retention_purge", retention_days=retention_days, **vars(report))
     return report

@@ -172,3 +172,39 @@ def test_abandoned_conversations_go_and_recent_ones_stay(db: Database) -> None:
     assert report.conversations_deleted == 1
     with db.transaction() as s:
         assert list(s.scalars(select(Conversation.user_id))) == [2]
+
+
+def test_bookings_long_past_go_and_live_ones_stay(db: Database) -> None:
+    """Bookings of one person: confirmed for an appointment 45 days ago (settled long ago), failed
+    45 days ago, confirmed for an appointment next week (changed long ago, still to come),
+    preconfirmed and left alone since 45 days (active: the poll decides), failed two days ago.
+    Asserted: the purge deletes exactly the first two, and says so."""
+    with db.transaction() as s:
+        s.add(User(id=1))
+        s.flush()
+        rows = {
+            "past confirmed": (BookingStatus.CONFIRMED, OLD, OLD),
+            "old failed": (BookingStatus.FAILED, OLD, None),
+            "future confirmed": (BookingStatus.CONFIRMED, OLD, NOW + timedelta(days=7)),
+            "stuck preconfirmed": (BookingStatus.PRECONFIRMED, OLD, OLD),
+            "recent failed": (BookingStatus.FAILED, RECENT, None),
+        }
+        for name, (status, changed, start) in rows.items():
+            s.add(
+                Booking(
+                    user_id=1,
+                    service_id=1063475,
+                    office_id=102522,
+                    status=status,
+                    start_at=start,
+                    error=name,
+                    created_at=changed,
+                    updated_at=changed,
+                )
+            )
+    with db.transaction() as s:
+        report = purge(s, NOW, retention_days=30)
+    assert report.bookings_deleted == 2
+    with db.transaction() as s:
+        left = sorted(s.scalars(select(Booking.error)))
+    assert left == ["future confirmed", "recent failed", "stuck preconfirmed"]
