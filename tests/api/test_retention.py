@@ -206,5 +206,5 @@ def test_bookings_long_past_go_and_live_ones_stay(db: Database) -> None:
         report = purge(s, NOW, retention_days=30)
     assert report.bookings_deleted == 2
     with db.transaction() as s:
-        left = sorted(s.scalars(select(Booking.error)))
+        left = sorted(str(error) for error in s.scalars(select(Booking.error)))
     assert left == ["future confirmed", "recent failed", "stuck preconfirmed"]
