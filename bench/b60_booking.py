@@ -205,13 +205,15 @@ async def human_walk(
     button = page.locator(bsel.timeslot_button(office_id, timestamp))
     if not await button.count():
         day = datetime.fromtimestamp(timestamp, UTC).astimezone(SITE_TIMEZONE).date()
-        tile = page.locator(bsel.day_tile(day))
-        for _ in range(6):
-            if await tile.count():
+        # a person turns months until the caption names the slot's month (tiles carry only the day
+        # number, so the same label stands in every month), then clicks the day
+        caption = page.locator(bsel.CALENDAR_CAPTION).first
+        for _ in range(7):
+            if bsel.parse_month_caption((await caption.inner_text()).strip()) == (day.year, day.month):
                 break
-            await page.get_by_role("button", name=bsel.NEXT_MONTH, exact=True).first.click()
+            await page.locator(bsel.NEXT_MONTH_BUTTON).first.click()
             await asyncio.sleep(0.3)
-        await tile.first.click()
+        await page.locator(bsel.day_tile(day)).first.click()
         await button.first.wait_for(state="visible", timeout=30_000)
     await button.first.click()
     await page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True).last.click()
