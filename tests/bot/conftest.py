@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +172,32 @@ class UserChat:
     def buttons(self, message_id: int) -> list[dict[str, Any]]:
         markup = self.api.message(self.chat_id, message_id).get("reply_markup") or {}
         return [button for row in markup.get("inline_keyboard", []) for button in row]
+
+
+def run_bot(settings: Settings, db: Database, body: Callable[[Any], Awaitable[Any]]) -> None:
+    """Run the real bot Application (sender included) against the fake Bot API while ``body(app)``
+    runs, then stop it."""
+    import redis.asyncio
+
+    from bot.app import build_application, running
+
+    async def main() -> None:
+        client = redis.asyncio.Redis.from_url(settings.redis_url)
+        application = build_application(settings, db=db, redis=client)
+        try:
+            async with running(application):
+                await body(application)
+        finally:
+            await client.aclose()
+
+    asyncio.run(main())
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
+    """Wait (polling in a thread: conditions read the database) until ``condition()`` holds; fail
+    after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await asyncio.to_thread(condition):
+        assert loop.time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)

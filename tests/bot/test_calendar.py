@@ -5,7 +5,6 @@ against the fake Bot API."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -14,7 +13,6 @@ import redis as sync_redis
 from sqlalchemy import select, update
 
 from bot.alerts import DAY_BEFORE
-from bot.app import build_application, running
 from bot.i18n import translator
 from bot.services import service_table
 from bot.testing import FakeBotApi
@@ -26,18 +24,10 @@ from shared.db.models import Booking, BookingStatus, Notification, NotificationK
 from shared.db.outbox import enqueue_notification
 from shared.domain import DEFAULT_SITE, utcnow
 from shared.settings import Settings
-from tests.bot.conftest import UserChat
+from tests.bot.conftest import UserChat, run_bot, until
 
 REISEPASS = 1063453
 PASING = 54261
-
-
-async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await asyncio.to_thread(condition):
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
 
 
 def _documents(api: FakeBotApi, chat_id: int) -> list[dict[str, Any]]:
@@ -101,7 +91,7 @@ def test_confirmed_booking_brings_a_calendar_file_a_reminder_and_bookings_offers
             return row
 
     async def body(application: Any) -> None:
-        await _until(lambda: len(_documents(fake_telegram, user_id)) == 1)
+        await until(lambda: len(_documents(fake_telegram, user_id)) == 1)
         texts = fake_telegram.texts(user_id)
         assert any(_("Your appointment is confirmed.") in t for t in texts)
         ics = _ics(_documents(fake_telegram, user_id)[0])
@@ -110,7 +100,7 @@ def test_confirmed_booking_brings_a_calendar_file_a_reminder_and_bookings_offers
         assert f"DTSTART:{start:%Y%m%dT%H%M%SZ}" in ics
         assert f"DTEND:{start + timedelta(minutes=15):%Y%m%dT%H%M%SZ}" in ics
         assert "TRIGGER:-P1D" in ics and "Erika" not in ics
-        await _until(lambda: reminder() is not None)
+        await until(lambda: reminder() is not None)
         row = reminder()
         assert row is not None and row.status == NotificationStatus.PENDING
         assert row.next_attempt_at == start - timedelta(days=1)
@@ -124,7 +114,7 @@ def test_confirmed_booking_brings_a_calendar_file_a_reminder_and_bookings_offers
         client.publish(WAKE_CHANNEL, "1")
         client.close()
         tomorrow = _("Your appointment is tomorrow. Bring what the city's confirmation e-mail asks for.")
-        await _until(lambda: any(tomorrow in t for t in fake_telegram.texts(user_id)))
+        await until(lambda: any(tomorrow in t for t in fake_telegram.texts(user_id)))
         with bot_db.transaction() as session:
             count = len(
                 session.scalars(
@@ -138,18 +128,9 @@ def test_confirmed_booking_brings_a_calendar_file_a_reminder_and_bookings_offers
         chat = UserChat(fake_telegram, user_id, language_code=language)
         await asyncio.to_thread(chat.send, "/bookings", _("Your bookings:"))
         await asyncio.to_thread(chat.press, _("Calendar #{id}").format(id=booking_id))
-        await _until(lambda: len(_documents(fake_telegram, user_id)) == 2)
+        await until(lambda: len(_documents(fake_telegram, user_id)) == 2)
         again = _documents(fake_telegram, user_id)[1]
         assert again.get("caption") == _("Your appointment, for your calendar.")
         assert f"SUMMARY:{title}" in _ics(again)
 
-    async def main() -> None:
-        client = __import__("redis.asyncio", fromlist=["Redis"]).Redis.from_url(bot_settings.redis_url)
-        application = build_application(bot_settings, db=bot_db, redis=client)
-        try:
-            async with running(application):
-                await body(application)
-        finally:
-            await client.aclose()
-
-    asyncio.run(main())
+    run_bot(bot_settings, bot_db, body)

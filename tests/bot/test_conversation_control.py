@@ -3,7 +3,6 @@ real Application and the fake Bot API, in every language the bot speaks."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -12,7 +11,6 @@ import pytest
 import redis as sync_redis
 from sqlalchemy import select, update
 
-from bot.app import build_application, running
 from bot.handlers.control import QUIET_EXPLAINED, TEST_HEAD
 from bot.handlers.profile import CONSENT_TEXT
 from bot.i18n import SUPPORTED_LANGUAGES, translator
@@ -24,7 +22,7 @@ from shared.db.database import Database
 from shared.db.models import BookingProfile, Notification, NotificationStatus, User
 from shared.domain import SITE_TIMEZONE, utcnow
 from shared.settings import Settings
-from tests.bot.conftest import RunningBot, UserChat
+from tests.bot.conftest import RunningBot, UserChat, run_bot, until
 
 DECLINED = (
     "All right: I keep none of these details. Alerts still come, and you can book yourself with the "
@@ -154,14 +152,6 @@ def test_test_command_sends_a_sample_alert(
 # --- the sender holds alerts in quiet hours ---------------------------------------------------------
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await asyncio.to_thread(condition):
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
 def _set_quiet(db: Database, user_ids: list[int], start: time, end: time) -> None:
     with db.transaction() as session:
         session.execute(update(User).where(User.id.in_(user_ids)).values(quiet_start=start, quiet_end=end))
@@ -201,9 +191,9 @@ def test_sender_holds_alerts_in_quiet_hours_unless_the_slot_is_by_tomorrow(
         return lambda: bool((_row(bot_db, notification_id).payload or {}).get(HELD_KEY))
 
     async def body(application: Any) -> None:
-        await _until(lambda: len(fake_telegram.texts(awake)) == 1 and len(fake_telegram.texts(waits)) == 1)
-        await _until(held(held_waits))
-        await _until(held(held_goes))
+        await until(lambda: len(fake_telegram.texts(awake)) == 1 and len(fake_telegram.texts(waits)) == 1)
+        await until(held(held_waits))
+        await until(held(held_goes))
         for notification_id in (held_waits, held_goes):
             row = _row(bot_db, notification_id)
             assert row.status == NotificationStatus.PENDING and row.next_attempt_at is not None
@@ -212,7 +202,7 @@ def test_sender_holds_alerts_in_quiet_hours_unless_the_slot_is_by_tomorrow(
         [gone_row] = [i for i in queue_gone(bot_db, far_goes)]
         client = sync_redis.Redis.from_url(bot_settings.redis_url)
         client.publish(WAKE_CHANNEL, "1")
-        await _until(lambda: _row(bot_db, gone_row).status == NotificationStatus.SENT)
+        await until(lambda: _row(bot_db, gone_row).status == NotificationStatus.SENT)
         assert _row(bot_db, gone_row).telegram_message_id is None
         # morning: the quiet hours no longer cover now, and the held rows are due
         _set_quiet(
@@ -228,20 +218,11 @@ def test_sender_holds_alerts_in_quiet_hours_unless_the_slot_is_by_tomorrow(
                 .values(next_attempt_at=utcnow())
             )
         client.publish(WAKE_CHANNEL, "1")
-        await _until(lambda: _row(bot_db, held_waits).status == NotificationStatus.SENT)
-        await _until(lambda: _row(bot_db, held_goes).status == NotificationStatus.SENT)
+        await until(lambda: _row(bot_db, held_waits).status == NotificationStatus.SENT)
+        await until(lambda: _row(bot_db, held_goes).status == NotificationStatus.SENT)
         client.close()
 
-    async def main() -> None:
-        client = __import__("redis.asyncio", fromlist=["Redis"]).Redis.from_url(bot_settings.redis_url)
-        application = build_application(bot_settings, db=bot_db, redis=client)
-        try:
-            async with running(application):
-                await body(application)
-        finally:
-            await client.aclose()
-
-    asyncio.run(main())
+    run_bot(bot_settings, bot_db, body)
     texts_waits = fake_telegram.texts(waits)
     assert len(texts_waits) == 2  # the soon slot at once, the far one in the morning
     assert _row(bot_db, held_waits).telegram_message_id is not None

@@ -14,7 +14,8 @@ from bot.testing import FakeBotApi
 from shared.db.database import Database
 from shared.db.models import User
 from shared.settings import Settings
-from tests.bot.test_sender import _run, _settled, _until
+from tests.bot.conftest import run_bot, until
+from tests.bot.test_sender import _settled
 
 USERS = 45
 TOKEN = "notice-admin-token-0123456789"
@@ -41,9 +42,9 @@ def test_a_notice_reaches_every_user_once_within_the_flood_limit(
         refused, first, again = await asyncio.to_thread(post, [{}, auth, auth])
         assert refused.status_code == 401
         assert first.json()["queued"] == USERS and again.json()["queued"] == 0
-        await _until(_settled(bot_db, USERS), 60)
+        await until(_settled(bot_db, USERS), 60)
 
-    _run(bot_settings, bot_db, body)
+    run_bot(bot_settings, bot_db, body)
     for i in range(USERS):
         assert fake_telegram.texts(7000 + i) == [TEXT], i
     # the fake accepts at most 30 messages/s: the sender's own limiter keeps it there, but its

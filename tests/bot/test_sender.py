@@ -11,7 +11,6 @@ from typing import Any
 import redis as sync_redis
 from sqlalchemy import select
 
-from bot.app import build_application, running
 from bot.outbox_store import Job, OutboxStore, SenderConfig
 from bot.sender import rotated
 from bot.testing import FakeBotApi
@@ -31,6 +30,7 @@ from shared.db.models import (
 from shared.db.outbox import enqueue_notification
 from shared.domain import utcnow
 from shared.settings import Settings
+from tests.bot.conftest import run_bot, until
 
 
 def _settled(db: Database, total: int) -> Callable[[], bool]:
@@ -41,27 +41,6 @@ def _settled(db: Database, total: int) -> Callable[[], bool]:
     return check
 
 
-async def _until(condition: Callable[[], bool], timeout_s: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await asyncio.to_thread(condition):
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-def _run(settings: Settings, db: Database, body: Callable[[Any], Any]) -> None:
-    async def main() -> None:
-        client = __import__("redis.asyncio", fromlist=["Redis"]).Redis.from_url(settings.redis_url)
-        application = build_application(settings, db=db, redis=client)
-        try:
-            async with running(application):
-                await body(application)
-        finally:
-            await client.aclose()
-
-    asyncio.run(main())
-
-
 def test_alerts_arrive_once_with_their_message_ids(
     bot_settings: Settings, bot_db: Database, fake_telegram: FakeBotApi
 ) -> None:
@@ -69,9 +48,9 @@ def test_alerts_arrive_once_with_their_message_ids(
     seeded = seed_slot_alerts(bot_db, 5)
 
     async def body(application: Any) -> None:
-        await _until(_settled(bot_db, 5))
+        await until(_settled(bot_db, 5))
 
-    _run(bot_settings, bot_db, body)
+    run_bot(bot_settings, bot_db, body)
     for user_id in seeded.user_ids:
         texts = fake_telegram.texts(user_id)
         assert len(texts) == 1 and "Personalausweis" in texts[0]
@@ -124,7 +103,7 @@ def test_a_wake_up_over_redis_starts_a_drain(
             return subscribed and sender.stats.last_drain_at is not None
 
         try:
-            await _until(idle, timeout_s=15)
+            await until(idle, timeout_s=15)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 15
             while busy or sender._wake.is_set():  # the loop's own state, read on its own thread
@@ -132,11 +111,11 @@ def test_a_wake_up_over_redis_starts_a_drain(
                 await asyncio.sleep(0.01)
             await asyncio.to_thread(seed_slot_alerts, bot_db, 2)
             client.publish(WAKE_CHANNEL, "1")
-            await _until(_settled(bot_db, 2), timeout_s=15)
+            await until(_settled(bot_db, 2), timeout_s=15)
         finally:
             client.close()
 
-    _run(settings, bot_db, body)
+    run_bot(settings, bot_db, body)
     assert len(fake_telegram.sent(method="sendMessage")) == 2
 
 
@@ -149,9 +128,9 @@ def test_429_and_500_are_retried_and_delivered_once(
     seeded = seed_slot_alerts(bot_db, 4)
 
     async def body(application: Any) -> None:
-        await _until(_settled(bot_db, 4))
+        await until(_settled(bot_db, 4))
 
-    _run(bot_settings, bot_db, body)
+    run_bot(bot_settings, bot_db, body)
     assert Counter(r["chat_id"] for r in fake_telegram.sent(method="sendMessage")) == dict.fromkeys(
         seeded.user_ids, 1
     )
@@ -170,9 +149,9 @@ def test_a_user_who_blocked_the_bot_has_subscriptions_paused(
     fake_telegram.block(blocked)
 
     async def body(application: Any) -> None:
-        await _until(_settled(bot_db, 3))
+        await until(_settled(bot_db, 3))
 
-    _run(bot_settings, bot_db, body)
+    run_bot(bot_settings, bot_db, body)
     with bot_db.transaction() as session:
         states = {s.user_id: s.state for s in session.scalars(select(Subscription))}
         dead = session.scalars(
@@ -193,12 +172,12 @@ def test_gone_edits_the_original_alert(
     queue_slot_alerts(bot_db, slot_id, sub_ids)
 
     async def body(application: Any) -> None:
-        await _until(_settled(bot_db, 1))
+        await until(_settled(bot_db, 1))
         await asyncio.to_thread(queue_gone, bot_db, slot_id)
         application.bot_data["sender"].wake()
-        await _until(_settled(bot_db, 2))
+        await until(_settled(bot_db, 2))
 
-    _run(bot_settings, bot_db, body)
+    run_bot(bot_settings, bot_db, body)
     alert = fake_telegram.sent(501, "sendMessage")[0]
     buttons = [b for row in alert["params"]["reply_markup"]["inline_keyboard"] for b in row]
     assert {"callback_data": f"book:{slot_id}", "text": "Book this"} in buttons
@@ -224,9 +203,9 @@ def test_operator_alerts_go_to_the_operator_chats(
             )
 
     async def body(application: Any) -> None:
-        await _until(_settled(bot_db, 2))
+        await until(_settled(bot_db, 2))
 
-    _run(bot_settings, bot_db, body)
+    run_bot(bot_settings, bot_db, body)
     assert [t for t in fake_telegram.texts(-100777)] == ["🛠 the munich site looks changed &lt;b&gt;"]
     assert statuses(bot_db) == {"sent": 2}
 
@@ -310,9 +289,9 @@ def test_fan_out_within_telegrams_flood_limit(
     seeded = seed_slot_alerts(bot_db, 75)
 
     async def body(application: Any) -> None:
-        await _until(_settled(bot_db, 75), timeout_s=60)
+        await until(_settled(bot_db, 75), timeout_s=60)
 
-    _run(bot_settings, bot_db, body)
+    run_bot(bot_settings, bot_db, body)
     per_chat = Counter(r["chat_id"] for r in fake_telegram.sent(method="sendMessage"))
     assert per_chat == dict.fromkeys(seeded.user_ids, 1)
     assert statuses(bot_db) == {"sent": 75}
@@ -330,7 +309,7 @@ def test_a_clean_stop_mid_batch_releases_claims_and_a_restart_finishes(
     async def first(application: Any) -> None:
         await asyncio.to_thread(fake_telegram.wait_until, lambda: len(fake_telegram.sent()) >= 4, 20)
 
-    _run(bot_settings, bot_db, first)
+    run_bot(bot_settings, bot_db, first)
     with bot_db.transaction() as session:
         rows = session.scalars(select(Notification)).all()
         assert all(r.claim_token is None for r in rows)
@@ -340,8 +319,8 @@ def test_a_clean_stop_mid_batch_releases_claims_and_a_restart_finishes(
     fake_telegram.clear_faults()
 
     async def second(application: Any) -> None:
-        await _until(_settled(bot_db, 30))
+        await until(_settled(bot_db, 30))
 
-    _run(bot_settings, bot_db, second)
+    run_bot(bot_settings, bot_db, second)
     per_chat = Counter(r["chat_id"] for r in fake_telegram.sent(method="sendMessage"))
     assert per_chat == dict.fromkeys(seeded.user_ids, 1)

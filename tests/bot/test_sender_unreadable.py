@@ -16,7 +16,8 @@ from shared.db.database import Database
 from shared.db.models import Notification, NotificationKind, NotificationStatus
 from shared.domain import utcnow
 from shared.settings import Settings
-from tests.bot.test_sender import _run, _settled, _until
+from tests.bot.conftest import run_bot, until
+from tests.bot.test_sender import _settled
 
 
 class _UnreadableAnswers:
@@ -51,13 +52,13 @@ def test_an_unreadable_answer_is_delivered_unconfirmed_and_the_gone_notice_still
         sender.bot = _UnreadableAnswers(real)
         await asyncio.to_thread(queue_slot_alerts, bot_db, slot_id, sub_ids)
         sender.wake()
-        await _until(_settled(bot_db, 1))
+        await until(_settled(bot_db, 1))
         sender.bot = real
         await asyncio.to_thread(queue_gone, bot_db, slot_id)
         sender.wake()
-        await _until(_settled(bot_db, 2))
+        await until(_settled(bot_db, 2))
 
-    _run(bot_settings, bot_db, body)
+    run_bot(bot_settings, bot_db, body)
     with bot_db.transaction() as session:
         alert = session.scalars(select(Notification).where(Notification.kind == NotificationKind.SLOT)).one()
         assert alert.status == NotificationStatus.SENT and alert.telegram_message_id is None
