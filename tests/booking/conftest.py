@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -23,7 +23,7 @@ import pytest_asyncio
 import redis
 
 from shared.db.database import Database, open_database
-from shared.db.models import Booking, BookingProfile, Notification, Subscription, Target, User
+from shared.db.models import Booking, BookingProfile, Notification, Slot, Subscription, Target, User
 from shared.domain import Observation, SlotSeen, office_key
 from shared.recording import record_observation, sync_targets
 from shared.settings import Settings, load_settings, reset_settings_cache
@@ -187,6 +187,29 @@ def observe(db: Database, *, office_id: int, service_id: int, starts: list[int])
         )
         result = record_observation(session, target.id, observation, worker_id="test", duration_ms=5)
         return list(result.new_slot_ids)
+
+
+POLICY_NOW = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+"""The policy tests' fixed clock."""
+
+
+def add_slot(
+    db: Database, minutes_ahead: int, *, office_id: int = FS_OFFICE, service_id: int = FS_SERVICE
+) -> int:
+    """A slot row starting ``minutes_ahead`` after ``POLICY_NOW``, first seen then; its id."""
+    with db.transaction() as session:
+        slot = Slot(
+            site="munich",
+            office_id=office_id,
+            service_id=service_id,
+            service_count=1,
+            start_at=POLICY_NOW + timedelta(minutes=minutes_ahead),
+            first_seen_at=POLICY_NOW,
+            last_seen_at=POLICY_NOW,
+        )
+        session.add(slot)
+        session.flush()
+        return slot.id
 
 
 def bookings(db: Database) -> list[Booking]:

@@ -8,7 +8,7 @@ in ``test_family_walk.py``.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,29 +20,13 @@ from shared import booking as policy
 from shared.crypto import Cipher, configure_cipher, generate_key
 from shared.db.database import Database, open_database
 from shared.db.migrate import upgrade
-from shared.db.models import Booking, BookingProfile, BookingStatus, Slot, Subscription, User
+from shared.db.models import Booking, BookingProfile, BookingStatus, Subscription, User
 from shared.settings import load_settings
-from tests.booking.conftest import FS_OFFICE, FS_SERVICE
+from tests.booking.conftest import FS_OFFICE, FS_SERVICE, POLICY_NOW, add_slot
 
-NOW = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+NOW = POLICY_NOW
 OTHER_SERVICE = 1063475
 """Wohnsitzanmeldung: a second service, so one person can hold two bookings."""
-
-
-def add_slot(db: Database, minutes_ahead: int, service_id: int = FS_SERVICE) -> int:
-    with db.transaction() as session:
-        slot = Slot(
-            site="munich",
-            office_id=FS_OFFICE,
-            service_id=service_id,
-            service_count=1,
-            start_at=NOW + timedelta(minutes=minutes_ahead),
-            first_seen_at=NOW,
-            last_seen_at=NOW,
-        )
-        session.add(slot)
-        session.flush()
-        return slot.id
 
 
 def add_family(db: Database, user_id: int, emails: list[str]) -> list[int]:

@@ -7,7 +7,7 @@ the test: tried with the request time not passed through, the redelivery test fa
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 from sqlalchemy import select
@@ -15,28 +15,12 @@ from sqlalchemy.exc import IntegrityError
 
 from shared import booking as policy
 from shared.db.database import Database
-from shared.db.models import Booking, BookingProfile, BookingStatus, Slot
-from tests.booking.conftest import FS_OFFICE, FS_SERVICE, add_person, booking_events
+from shared.db.models import Booking, BookingProfile, BookingStatus
+from tests.booking.conftest import FS_OFFICE, FS_SERVICE, POLICY_NOW, add_person, add_slot, booking_events
 
-NOW = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)
+NOW = POLICY_NOW
 SQLITE_ONLY = pytest.mark.parametrize("policy_db", ["sqlite"], indirect=True)
 """Plain policy (no concurrency, no dialect-specific SQL): one backend is enough."""
-
-
-def add_slot(db: Database, minutes_ahead: int, office_id: int = FS_OFFICE) -> int:
-    with db.transaction() as session:
-        slot = Slot(
-            site="munich",
-            office_id=office_id,
-            service_id=FS_SERVICE,
-            service_count=1,
-            start_at=NOW + timedelta(minutes=minutes_ahead),
-            first_seen_at=NOW,
-            last_seen_at=NOW,
-        )
-        session.add(slot)
-        session.flush()
-        return slot.id
 
 
 def start(
