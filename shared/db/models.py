@@ -73,6 +73,13 @@ class NotificationKind(enum.StrEnum):
     OPERATOR = "operator"
 
 
+class NotificationChannel(enum.StrEnum):
+    """Where an outbox row goes; each has its ``Notifier`` (``shared.notify``)."""
+
+    TELEGRAM = "telegram"
+    EMAIL = "email"
+
+
 class NotificationStatus(enum.StrEnum):
     PENDING = "pending"
     SENDING = "sending"
@@ -112,6 +119,10 @@ class User(Base):
     quiet_start: Mapped[time | None] = mapped_column(Time, default=None)
     quiet_end: Mapped[time | None] = mapped_column(Time, default=None)
     """Berlin wall-clock hours without slot alerts (may wrap midnight); both None: no quiet hours."""
+    alert_email: Mapped[str | None] = mapped_column(EncryptedString(), default=None)
+    """The verified address slot alerts also go to (``/email``); None: Telegram only."""
+    alert_email_pending: Mapped[dict[str, Any] | None] = mapped_column(EncryptedJSON(), default=None)
+    """An address being verified: {"address", "code_hash", "expires_at", "tries"}; None: none."""
 
     profiles: Mapped[list[BookingProfile]] = relationship(
         back_populates="user",
@@ -295,16 +306,17 @@ class Slot(Base):
 
 
 class Notification(Base):
-    """The outbox: one message to send (or edit) in one chat.
+    """The outbox: one message to send (or edit) in one chat or to one e-mail address.
 
-    Unique (subscription_id, slot_id, episode, kind) makes a slot alert insert-once; rows that
+    Unique (subscription_id, slot_id, episode, kind, channel) makes a slot alert insert-once per
+    channel; rows that
     leave one of those NULL (operator alerts, reminders) deduplicate through ``dedup_key``. Insert
     through ``shared.db.outbox.enqueue_notification`` so a duplicate is a silent no-op.
     """
 
     __tablename__ = "notifications"
     __table_args__ = (
-        UniqueConstraint("subscription_id", "slot_id", "episode", "kind"),
+        UniqueConstraint("subscription_id", "slot_id", "episode", "kind", "channel"),
         Index("ix_notifications_due", "status", "next_attempt_at"),
     )
 
@@ -324,6 +336,10 @@ class Notification(Base):
     )
     episode: Mapped[int | None] = mapped_column(Integer)
     kind: Mapped[NotificationKind] = mapped_column(str_enum(NotificationKind, "notification_kind"))
+    channel: Mapped[str] = mapped_column(
+        String(16), default=NotificationChannel.TELEGRAM, server_default=NotificationChannel.TELEGRAM.value
+    )
+    """``NotificationChannel``: an e-mail row goes to its user's ``alert_email``."""
     text: Mapped[str | None] = mapped_column(Text)
     """Rendered message; NULL leaves rendering (in the user's language) to the sender."""
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
@@ -417,6 +433,7 @@ __all__ = [
     "CheckOutcome",
     "Conversation",
     "Notification",
+    "NotificationChannel",
     "NotificationKind",
     "NotificationStatus",
     "SiteState",
