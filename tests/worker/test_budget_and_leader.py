@@ -10,6 +10,17 @@ from worker.budget import SiteBudget, pause_after
 from worker.leader import LeaderLock
 
 
+def wait_expired(client: redis.Redis, key: str, timeout_s: float = 2.0) -> None:
+    """Poll until Redis has let ``key`` expire (a PEXPIRE of 1 ms), failing after ``timeout_s``:
+    a fixed sleep would stand in for the wait and pass or fail by luck. Tried: without the wait
+    both callers fail (the key is still there); with the streak kept in a key that never expires,
+    the streak test fails; with a standby that never acquires, the takeover test fails."""
+    deadline = time.monotonic() + timeout_s
+    while client.exists(key):
+        assert time.monotonic() < deadline, f"{key} did not expire within {timeout_s} s"
+        time.sleep(0.001)
+
+
 def test_budget_allows_exactly_per_minute(redis_url: str) -> None:
     client = redis.Redis.from_url(redis_url)
     budget = SiteBudget(client, "munich", per_minute=5)
@@ -65,9 +76,7 @@ def test_one_leader_and_takeover(redis_url: str) -> None:
     assert second.current_leader() == first.identity
     # the leader dies without releasing: the lease runs out (fast-forwarded) and the standby takes over
     client.pexpire(first.key, 1)
-    import time
-
-    time.sleep(0.05)
+    wait_expired(client, first.key)
     assert second.acquire_or_renew()
     assert not first.acquire_or_renew(), "a stale leader cannot renew its successor's lease"
     second.release()
@@ -86,9 +95,7 @@ def test_streak_pauses_until_sixty_quiet_seconds(redis_url: str) -> None:
     assert 55 < budget.pause_remaining_s() <= 61
     assert budget.remaining() == 0
     client.pexpire(budget.streak_key, 1)  # sixty quiet seconds, fast-forwarded
-    import time
-
-    time.sleep(0.05)
+    wait_expired(client, budget.streak_key)
     assert budget.pause_remaining_s() == 0 and budget.try_take()
 
 
