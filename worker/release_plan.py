@@ -12,9 +12,10 @@ Each (service, count) group is, at any moment, in one of three states:
 The scheduler (``Scheduler.interval_s``) gives a cold group a ``cold_factor``-th of its fair share
 of the site's budget (its rounds come four times less often by default) and splits the rest among
 the hot and normal groups, a hot one weighing ``1 / hot_factor`` (two) times a normal one; never
-under the minimum interval. When a group
-is about to turn hot, the scheduler lets the site's request streak lapse first (``pause_before``),
-so that the city's mandatory 60 s pause does not fall into the window.
+under the minimum interval. When a stated window is about to start and the site's current request
+streak would reach the pause before the window ends, the scheduler lets the streak lapse first
+(``Scheduler.holding_for_window``), so that the city's mandatory 60 s pause falls right before the
+window and the window starts with a fresh streak.
 """
 
 from __future__ import annotations
@@ -56,13 +57,20 @@ class ReleasePlan:
             return "cold"
         return "normal"
 
-    def next_window_start(self, offices: Iterable[int], now: datetime) -> datetime | None:
-        """When the next stated window of ``offices`` starts (its lead included), or None."""
+    def in_stated_window(self, offices: Iterable[int], now: datetime) -> bool:
+        """Whether ``now`` lies inside a stated window of ``offices`` (its lead not counted)."""
         local = now.astimezone(SITE_TIMEZONE)
-        lead = timedelta(seconds=self.windows.lead_s)
-        starts = [w.next_start(local) - lead for w in self.windows.for_offices(set(offices))]
-        upcoming = [s for s in starts if s > local]
-        return min(upcoming) if upcoming else None
+        return any(w.contains(local) for w in self.windows.for_offices(set(offices)))
+
+    def next_window(self, offices: Iterable[int], now: datetime) -> tuple[datetime, datetime] | None:
+        """The next stated window of ``offices`` to start after ``now``: (start, end), its lead not
+        counted (the earliest start; of equal starts, the longest), or None."""
+        local = now.astimezone(SITE_TIMEZONE)
+        found: list[tuple[datetime, datetime]] = []
+        for window in self.windows.for_offices(set(offices)):
+            start = window.next_start(local)
+            found.append((start, datetime.combine(start.date(), window.end, tzinfo=start.tzinfo)))
+        return min(found, key=lambda w: (w[0], -w[1].timestamp())) if found else None
 
     def learn(self, service_id: int, first_seen: Iterable[datetime]) -> frozenset[tuple[int, int]]:
         """Take in when the service's slots were first seen; keep the weekday-hours that stand out."""

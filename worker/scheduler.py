@@ -16,7 +16,8 @@ Politeness is decided here, once for the whole farm:
   in which MTA has seen slots appear rounds come faster, at night and at weekends slower), the most
   overdue goes first, and dispatches to one site are spaced at the budget's even rate (plus
   jitter), so a minute's checks are spread over it rather than bunched at its start; before a
-  release window the site's request streak is let lapse, so the mandatory pause falls outside it;
+  release window the site's request streak is let lapse when it would run out inside the window,
+  so the mandatory pause falls right before the window, not in it;
 - targets backing off (429 reset time, maintenance) are skipped until their time has come, and a
   429 pauses the whole site (the city counts requests per client address, not per target);
 - a target is sent again only after its worker said it is done (``mark_done``), so checks of one
@@ -68,9 +69,9 @@ log = get_logger("mta.scheduler")
 BOOKING_POLL_EVERY_S = 30.0
 """Reservations, activation deadlines and confirmations are read this often (one job at a time)."""
 RETENTION_EVERY_S = 3600.0
-PRE_WINDOW_HOLD_S = 75.0
-"""A site whose release window starts within this long lets its request streak lapse first
-(the city forgets a client's count 60 s after its last request)."""
+PRE_WINDOW_HOLD_S = 65.0
+"""A site whose stated release window starts within this long lets its request streak lapse first
+(MTA's pause is 61 s from the last request), so the window starts with a fresh streak."""
 
 
 @dataclass
@@ -234,19 +235,35 @@ class Scheduler:
             return -1e9
         return last_dispatch_s + interval_s - now_s
 
+    def requests_per_s(self, site: str, now_s: float) -> float:
+        """The request rate the plan paces ``site`` at now: each group's round cost over its interval."""
+        groups = {t.group for t in self._targets if t.site == site}
+        return sum(self._cost(g) / self.interval_s(site, g, now_s) for g in groups)
+
     def holding_for_window(self, site: str, now_s: float) -> bool:
-        """Whether ``site`` lets its request streak lapse now, because a release window of one of
-        its groups starts within ``PRE_WINDOW_HOLD_S``: the city's counter then starts the window
-        at zero, and MTA's mandatory 60 s pause does not fall inside it."""
+        """Whether ``site`` lets its request streak lapse now: a stated release window of one of its
+        groups starts within ``PRE_WINDOW_HOLD_S``, and at the planned pace the current streak would
+        reach the pause before that window ends. The city's counter then starts the window at
+        zero, and MTA's mandatory 60 s pause falls right before it rather than inside it; a streak
+        that lasts through the window is not cut short. Never inside a stated window."""
         if self.plan is None:
             return False
         now = datetime.fromtimestamp(now_s, UTC)
         groups = {t.group for t in self._targets if t.site == site}
-        if any(self.state(g, now_s) == "hot" for g in groups):
+        if any(self.plan.in_stated_window(self.group_offices(g), now) for g in groups):
+            return False  # inside a window: no choice
+        budget = self.budget(site)
+        streak, pause_after = budget.streak(), budget.pause_after()
+        if streak <= 0 or pause_after <= 0:
             return False
-        starts = [self.plan.next_window_start(self.group_offices(g), now) for g in groups]
-        soon = [s for s in starts if s is not None and (s - now).total_seconds() <= PRE_WINDOW_HOLD_S]
-        return bool(soon) and self.budget(site).streak() > 0
+        for group in groups:
+            window = self.plan.next_window(self.group_offices(group), now)
+            if window is None or (window[0] - now).total_seconds() > PRE_WINDOW_HOLD_S:
+                continue
+            to_end_s = (window[1] - now).total_seconds()
+            if streak + self.requests_per_s(site, now_s) * to_end_s >= pause_after:
+                return True
+        return False
 
     def learn(self, now_s: float) -> None:
         """Take in when each service's slots appeared over the last four weeks (the release plan's

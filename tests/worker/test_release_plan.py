@@ -119,10 +119,12 @@ def test_hot_groups_get_the_budget_cold_ones_wait(worker_settings: Settings, db:
 
 
 def test_the_streak_lapses_before_a_window(worker_settings: Settings, db: Database) -> None:
-    """Tried: Monday 6:57 (the Bürgerbüro window's lead begins 6:58), once with requests in the
-    site's current streak and once without. Asserted: with a streak the site holds back (the city's
-    counter starts the window at zero, the 60 s pause falls before it) and no check is sent; without
-    one, or well before the window, checks go out."""
+    """Tried: Monday 6:59 (a minute before the Bürgerbüro and Führerschein windows start at 7:00),
+    once with requests in the site's current streak and once without. Asserted: with a streak the
+    site holds back (the city's counter starts the window at zero, the 60 s pause falls right before
+    it) and no check is sent; without one, at 6:57 (inside the two-minute lead, too early for a
+    pause to end at the start: seen failing when the hold began at the lead) or inside the window,
+    checks go out."""
     _two_groups(db)
     client = redis.Redis.from_url(worker_settings.redis_url)
     sent: list[int] = []
@@ -130,10 +132,45 @@ def test_the_streak_lapses_before_a_window(worker_settings: Settings, db: Databa
         worker_settings, db, client, lambda target_id, *_a: sent.append(target_id), spread_checks=False
     )
     scheduler.sync()
-    before_window = berlin(7, 6, 57).timestamp()
+    before_window = berlin(7, 6, 59).timestamp()
     assert not scheduler.holding_for_window("munich", before_window)
     scheduler.budget("munich").charge(5)
     assert scheduler.holding_for_window("munich", before_window)
     assert scheduler.tick(now_s=before_window) == []
+    assert not scheduler.holding_for_window("munich", berlin(7, 6, 57).timestamp())
     assert not scheduler.holding_for_window("munich", berlin(7, 6, 30).timestamp())
     assert not scheduler.holding_for_window("munich", berlin(7, 7, 10).timestamp())  # inside: no choice
+
+
+def test_a_streak_that_lasts_through_a_short_window_is_not_cut(
+    worker_settings: Settings, db: Database, tmp_path: Path
+) -> None:
+    """Tried: a stated window of two minutes (Monday 7:00-7:02) at 6 requests a minute, a minute
+    before it, with 5 and with 40 requests in the site's streak (pause after 50). Asserted: 5 + the
+    ~18 requests planned until the window ends stay under 50, so checks go on (a pause would only
+    cost a minute of checks); 40 would reach the pause inside the window, so the site holds back.
+    Seen failing with the hold taken whatever the streak."""
+    _two_groups(db)
+    windows = tmp_path / "windows.yaml"
+    windows.write_text(
+        f"groups: [{{name: X, offices: [{ORLEANSPLATZ}, {FS_OFFICE}], "
+        "windows: [{days: mon, from: '07:00', to: '07:02'}]}]\n",
+        encoding="utf-8",
+    )
+    settings = worker_settings.model_copy(
+        update={
+            "site_budget_per_minute": 6,
+            "check_min_interval_s": 1.0,
+            "release_windows_file": str(windows),
+        }
+    )
+    scheduler = Scheduler(settings, db, redis.Redis.from_url(settings.redis_url), lambda *_a: None)
+    scheduler.sync()
+    before_window = berlin(7, 6, 59).timestamp()
+    assert scheduler.requests_per_s("munich", before_window) == pytest.approx(0.1)  # 2 rounds / 20 s
+    budget = scheduler.budget("munich")
+    assert budget.pause_after() == 50
+    budget.charge(5)
+    assert not scheduler.holding_for_window("munich", before_window)
+    budget.charge(35)
+    assert scheduler.holding_for_window("munich", before_window)
