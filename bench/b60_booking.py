@@ -144,7 +144,7 @@ def bench_settings(folder: Path, redis_url: str, site: Site, pacer: str) -> Sett
 def add_person(db: Database, user_id: int, service_id: int, office_id: int) -> int:
     """A user with a profile and an autobook subscription; returns the subscription id."""
     with db.transaction() as session:
-        session.add(User(id=user_id, language="de"))
+        session.add(User(id=user_id, language="de", consented_at=datetime.now(UTC)))
         session.flush()
         session.add(
             BookingProfile(
@@ -386,7 +386,6 @@ def _booking_table(quick: bool) -> Table:
 # --- table 2: many autobook users, few slots -----------------------------------------------------
 def _contention(users: int, slots: int, threads: int) -> dict[str, Any]:
     import dramatiq
-    from dramatiq.asyncio import get_event_loop_thread
 
     with (
         tempfile.TemporaryDirectory(prefix="mta-bench-contend-") as folder,
@@ -396,35 +395,18 @@ def _contention(users: int, slots: int, threads: int) -> dict[str, Any]:
         site = Site(base_url)
         bookings = bookings_module(redis_url)
         from worker.broker import BOOKINGS_QUEUE, make_broker
-        from worker.browser import BrowserPool
-        from worker.captcha import InPageAltchaSolver
-        from worker.pacer import NoPacer
-        from worker.sites.munich.booker import MunichBooker
 
         settings = bench_settings(Path(folder), redis_url, site, pacer="none")
         db = open_database(settings, migrate=True)
-        client = redis.Redis.from_url(redis_url)
         actors = [bookings.book_slot, bookings.cancel_booking, bookings.poll_booking_states]
         previous = [actor.broker for actor in actors]
-        broker = make_broker(settings, with_browser=False)
+        # the worker's own middleware opens the runtime (pool, booker, database, Redis) at boot
+        broker = make_broker(settings, with_browser=True)
         for actor in actors:
             actor.broker = broker
             broker.declare_actor(actor)
         worker = dramatiq.Worker(broker, queues={BOOKINGS_QUEUE}, worker_threads=threads, worker_timeout=100)
         worker.start()
-        loop_thread = get_event_loop_thread()
-        assert loop_thread is not None
-        pool = BrowserPool(settings, trace=False)
-        loop_thread.run_coroutine(pool.__aenter__())
-        bookings.use_dependencies(
-            bookings.BookingDeps(
-                settings=settings,
-                db=db,
-                redis=client,
-                pool=pool,
-                booker=MunichBooker(solver=InPageAltchaSolver(), pacer=NoPacer()),
-            )
-        )
         try:
             starts = [berlin_slot(days_ahead=3 + i // 8, hour=8 + i % 8) for i in range(slots)]
             site.release(FS_OFFICE, [t for s in starts for t in (s, s + UNIT_S)])
@@ -465,13 +447,10 @@ def _contention(users: int, slots: int, threads: int) -> dict[str, Any]:
                 "walks": len(rows),
             }
         finally:
-            bookings.use_dependencies(None)
-            loop_thread.run_coroutine(pool.close())
             worker.stop(timeout=10_000)
             broker.close()
             for actor, old in zip(actors, previous, strict=True):
                 actor.broker = old
-            client.close()
             db.close()
 
 

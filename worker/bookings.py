@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 import redis
@@ -65,6 +65,9 @@ from worker.sites.booking import (
     SlotTaken,
     SlotToBook,
 )
+
+if TYPE_CHECKING:
+    from worker.runtime import Runtime
 
 log = get_logger("mta.booking")
 
@@ -638,29 +641,25 @@ def request_cancel(booking_id: int, user_id: int) -> None:
 
 
 # --- actor plumbing --------------------------------------------------------------------------------
-_deps_override: BookingDeps | None = None
-"""Set by ``use_dependencies`` (tests, benches); otherwise the actors use this process's runtime."""
-
-
-def use_dependencies(deps: BookingDeps | None) -> None:
-    """Make the actors use ``deps`` (tests, benches); None goes back to the worker's runtime."""
-    global _deps_override
-    _deps_override = deps
+def _runtime() -> Runtime:
+    """The runtime of the worker the booking actors are bound to (``actor.broker``): held by its
+    ``BrowserMiddleware``, opened at worker boot and closed at shutdown (tests and benches run a
+    worker with that middleware too)."""
+    return current_runtime(book_slot.broker)
 
 
 def _redis() -> redis.Redis:
-    if _deps_override is not None:
-        return _deps_override.redis
-    return current_runtime().client()
+    return _runtime().client()
+
+
+def runtime_deps(rt: Runtime) -> BookingDeps:
+    """What a booking needs, from a worker's runtime (database, Redis, pool and booker are opened
+    and closed with it, ``worker.runtime``)."""
+    return BookingDeps(settings=rt.settings, db=rt.db, redis=rt.client(), pool=rt.pool, booker=rt.booker)
 
 
 def _actor_deps() -> BookingDeps:
-    """What a booking needs, from the worker's runtime (database, Redis, pool and booker are opened
-    and closed with it, ``worker.runtime``)."""
-    if _deps_override is not None:
-        return _deps_override
-    rt = current_runtime()
-    return BookingDeps(settings=rt.settings, db=rt.db, redis=rt.client(), pool=rt.pool, booker=rt.booker)
+    return runtime_deps(_runtime())
 
 
 @dramatiq.actor(
@@ -750,6 +749,6 @@ __all__ = [
     "request_booking",
     "request_cancel",
     "run_booking",
+    "runtime_deps",
     "sweep_autobook",
-    "use_dependencies",
 ]

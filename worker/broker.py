@@ -196,10 +196,11 @@ def current_broker() -> dramatiq.Broker:
     return dramatiq.get_broker()
 
 
-def current_runtime() -> Runtime:
-    """This worker process's runtime, held by the broker's ``BrowserMiddleware``; an error naming the
-    cause when the worker never got one (Chromium failed to launch)."""
-    for middleware in current_broker().middleware:
+def current_runtime(broker: dramatiq.Broker | None = None) -> Runtime:
+    """This worker process's runtime, held by the ``BrowserMiddleware`` of ``broker`` (the actor's
+    own, ``actor.broker``; by default the entry point's); an error naming the cause when the worker
+    never got one (Chromium failed to launch)."""
+    for middleware in (broker or current_broker()).middleware:
         if isinstance(middleware, BrowserMiddleware) and middleware.runtime is not None:
             return middleware.runtime
     raise RuntimeError("no browser in this worker process: see the 'browser launch failed' log line")

@@ -256,37 +256,29 @@ class RunningWorker:
 
 @pytest.fixture
 def dramatiq_worker(
-    bookings_module: ModuleType, booking_settings: Settings, db: Database, redis_client: redis.Redis
+    bookings_module: ModuleType, booking_settings: Settings, db: Database
 ) -> Iterator[RunningWorker]:
-    """A Dramatiq worker (4 threads, one event loop, one browser pool) consuming ``bookings`` from
-    the test Redis; the booking actors are bound to this broker for the test."""
+    """A Dramatiq worker (4 threads, one event loop) consuming ``bookings`` from the test Redis, with
+    the worker's own ``BrowserMiddleware``: it opens the runtime (browser pool, booker, its own
+    connection to the test's database (``db`` migrated it first), Redis) at worker boot and closes
+    it at shutdown, as in ``mta worker``. The booking actors are bound to this broker for the test,
+    so they find that runtime."""
     import dramatiq
-    from dramatiq.asyncio import get_event_loop_thread
 
-    from worker.broker import BOOKINGS_QUEUE, make_broker
-    from worker.browser import BrowserPool
+    from worker.broker import BOOKINGS_QUEUE, current_runtime, make_broker
 
     actors = [bookings_module.book_slot, bookings_module.cancel_booking, bookings_module.poll_booking_states]
     previous = [actor.broker for actor in actors]
-    broker = make_broker(booking_settings, with_browser=False)
+    broker = make_broker(booking_settings, with_browser=True)
     for actor in actors:
         actor.broker = broker
         broker.declare_actor(actor)
     worker = dramatiq.Worker(broker, queues={BOOKINGS_QUEUE}, worker_threads=4, worker_timeout=100)
     worker.start()
-    loop_thread = get_event_loop_thread()
-    assert loop_thread is not None
-    pool = BrowserPool(booking_settings, trace=False)
-    loop_thread.run_coroutine(pool.__aenter__())
-    deps = bookings_module.BookingDeps(
-        settings=booking_settings, db=db, redis=redis_client, pool=pool, booker=make_booker()
-    )
-    bookings_module.use_dependencies(deps)
     try:
+        deps = bookings_module.runtime_deps(current_runtime(broker))  # fails when Chromium did not start
         yield RunningWorker(broker=broker, deps=deps)
     finally:
-        bookings_module.use_dependencies(None)
-        loop_thread.run_coroutine(pool.close())
         worker.stop(timeout=10_000)
         broker.close()
         for actor, old in zip(actors, previous, strict=True):
