@@ -28,6 +28,7 @@ from telegram.ext import AIORateLimiter, Application, ApplicationBuilder, Contex
 from telegram.request import HTTPXRequest
 
 from bot import captcha_relay, handlers, operator
+from bot.email_notifier import email_notifiers
 from bot.outbox_store import SenderConfig
 from bot.persistence import DatabasePersistence
 from bot.sender import OutboxRequest, Sender
@@ -123,6 +124,7 @@ async def _post_init(application: Application[Any, Any, Any, Any, Any, Any]) -> 
         application.bot_data["db"],
         SenderConfig.from_settings(settings),
         redis=application.bot_data.get("redis"),
+        notifiers=email_notifiers(settings),
     )
     await sender.__aenter__()
     application.bot_data["sender"] = sender

@@ -8,6 +8,8 @@ right before its request leaves, then ``sent``, a retry time, or ``dead``) are d
 
 from __future__ import annotations
 
+import html
+import re
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -37,6 +39,7 @@ from shared.db.models import (
     BookingProfile,
     BookingStatus,
     Notification,
+    NotificationChannel,
     NotificationKind,
     NotificationStatus,
     Slot,
@@ -46,6 +49,7 @@ from shared.db.models import (
 )
 from shared.domain import ensure_utc, utcnow
 from shared.logging import get_logger
+from shared.notify import Outgoing
 from shared.settings import Settings
 
 UNCONFIRMED = "delivery unconfirmed: the bot stopped while Telegram was answering; not resent"
@@ -54,6 +58,7 @@ UNCONFIRMED_UNREADABLE = "delivery unconfirmed: Telegram's answer could not be r
 """The request left and an answer came, but not one we could use (the bot did not stop): without a
 message id the alert cannot be edited, so its "gone" notice is sent as a message of its own."""
 DUE_STATUSES = (NotificationStatus.PENDING, NotificationStatus.FAILED)
+_TAGS = re.compile(r"<[^>]+>")
 
 log = get_logger("mta.bot.outbox_store")
 
@@ -107,6 +112,30 @@ class Job:
     """(booking id, when): once the message is sent, queue the day-before reminder."""
     slot_id: int | None = None
     subscription_id: int | None = None
+    channel: str = NotificationChannel.TELEGRAM.value
+    recipient: str | None = None
+    """The e-mail address of an e-mail row (personal data: never logged); Telegram uses ``chat_id``."""
+
+    def outgoing(self) -> Outgoing:
+        """The message for the row's ``Notifier``."""
+        assert self.rendered is not None
+        if self.channel == NotificationChannel.EMAIL:
+            assert self.recipient is not None
+            recipient = self.recipient
+        else:
+            assert self.chat_id is not None
+            recipient = str(self.chat_id)
+        lines = [_TAGS.sub("", line).strip() for line in self.rendered.text.splitlines()]
+        return Outgoing(
+            notification_id=self.id,
+            recipient=recipient,
+            subject=" — ".join(html.unescape(line) for line in lines[:2] if line),
+            text=self.rendered.text,
+            html=self.rendered.parse_mode == "HTML",
+            edit_of=self.edit_message_id,
+            markup=self.rendered.markup,
+            attachment=self.document,
+        )
 
 
 class OutboxStore:
@@ -243,11 +272,17 @@ class OutboxStore:
                         attempts=row.attempts,
                         slot_id=row.slot_id,
                         subscription_id=row.subscription_id,
+                        channel=str(row.channel),
                     )
                     user = users.get(row.user_id) if row.user_id is not None else None
                     language = user.language if user else None
                     try:
-                        self._prepare(session, job, row, language, now, subs, slots, bookings, with_profile)
+                        if job.channel == NotificationChannel.EMAIL:
+                            self._prepare_email(job, row, user, language, now, subs, slots, with_profile)
+                        else:
+                            self._prepare(
+                                session, job, row, language, now, subs, slots, bookings, with_profile
+                            )
                     except Exception as exc:  # a row we cannot render must not stop the others
                         log.exception("outbox_render_failed", notification_id=row.id)
                         job.skip_reason = f"cannot render: {type(exc).__name__}: {exc}"[:500]
@@ -264,6 +299,35 @@ class OutboxStore:
                         job.hold_until = hold_until(quiet, slot.start_at, now)
                     jobs.append(job)
         return jobs
+
+    def _prepare_email(
+        self,
+        job: Job,
+        row: Notification,
+        user: User | None,
+        language: str | None,
+        now: datetime,
+        subs: dict[int, Subscription],
+        slots: dict[int, Slot],
+        with_profile: set[int],
+    ) -> None:
+        """An e-mail row: a slot alert to the person's verified address. A mail cannot be edited,
+        so a slot that went before its mail left is skipped, and no "gone" mail follows a sent one
+        (the recording queues "gone" rows for Telegram only)."""
+        if user is None or not user.alert_email:
+            job.skip_reason = "no alert e-mail address (removed)"
+            return
+        slot = slots.get(row.slot_id) if row.slot_id is not None else None
+        if row.kind != NotificationKind.SLOT or slot is None:
+            job.skip_reason = "e-mail carries slot alerts only"
+            return
+        sub = subs.get(row.subscription_id) if row.subscription_id is not None else None
+        alert = self._slot_alert(row, slot, sub, with_profile)
+        if alert.gone_at is not None:
+            job.skip_reason = "the slot went before the mail left"
+            return
+        job.rendered = render_slot_alert(alert, language, now)
+        job.recipient = user.alert_email
 
     def _prepare(
         self,

@@ -1,4 +1,8 @@
-"""The one outbox sender: drains ``notifications`` to Telegram, once each, in a fair order.
+"""The one outbox sender: drains ``notifications``, once each, in a fair order, each row through
+its channel's ``Notifier`` (``shared.notify``: Telegram in ``bot.telegram_notifier``, e-mail in
+``bot.email_notifier``, the console of ``mta up`` in ``mta.notify``). Everything below is
+channel-independent; where a sentence names Telegram, e-mail works the same way (its own limits are
+in ``bot.email_notifier``).
 
 Woken by Redis pub/sub (``mta:outbox:wake``, published by the workers after they queue alerts) and
 by a periodic sweep that catches a lost wake-up and rows whose retry time came.
@@ -6,8 +10,9 @@ by a periodic sweep that catches a lost wake-up and rows whose retry time came.
 Crash safety, row by row (``claim_token`` and the ``sending`` status, migration 0002):
 
 1. A drain *claims* due rows (``claim_token`` = this run's token). Claimed rows are not yet on the wire.
-2. Right before the HTTP request leaves (``OutboxRequest``, after the ``AIORateLimiter`` let it
-   through) the row turns ``sending``; any error answer from Telegram turns it back (not delivered).
+2. Right before the request leaves (the notifier calls ``WireHook.on_wire``; for Telegram
+   ``OutboxRequest``, after the ``AIORateLimiter`` let it through) the row turns ``sending``; any
+   error answer turns it back (not delivered).
 3. The answer is recorded: ``sent`` with the Telegram message id, or a retry time, or ``dead``.
 
 A clean stop (SIGTERM) claims nothing new, lets requests in flight finish and releases the rest.
@@ -28,78 +33,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from telegram import Bot, LinkPreviewOptions, Message
-from telegram.error import BadRequest, Forbidden, NetworkError, RetryAfter, TelegramError, TimedOut
-from telegram.request import HTTPXRequest, RequestData
+from telegram import Bot
 
 from bot.outbox_store import Job, OutboxStore, SenderConfig
+from bot.telegram_notifier import CURRENT_SEND, OutboxRequest, TelegramNotifier
 from shared.contracts import WAKE_CHANNEL
 from shared.db.database import Database
 from shared.db.models import NotificationKind
 from shared.domain import utcnow
 from shared.logging import get_logger
+from shared.notify import Notifier, RecipientGone, Rejected, RetryLater, WireHook
 
-NO_PREVIEW = LinkPreviewOptions(is_disabled=True)
 GOLDEN_RATIO = 0.6180339887498949
 
 log = get_logger("mta.bot.sender")
-
-
-# --- the moment a request goes on the wire ----------------------------------------------------
-
-
-class WireHook:
-    """Told when the HTTP request for one outbox row leaves, and when Telegram refused it."""
-
-    def __init__(
-        self, on_wire: Callable[[], Awaitable[None]], on_refused: Callable[[], Awaitable[None]]
-    ) -> None:
-        self.on_wire = on_wire
-        self.on_refused = on_refused
-
-
-CURRENT_SEND: contextvars.ContextVar[WireHook | None] = contextvars.ContextVar(
-    "mta_current_send", default=None
-)
-
-
-class OutboxRequest(HTTPXRequest):
-    """``HTTPXRequest`` that marks the current outbox row ``sending`` just before the bytes leave.
-
-    It sits below the rate limiter, so rows waiting for their turn are still only claimed.
-    """
-
-    async def do_request(
-        self,
-        url: str,
-        method: str,
-        request_data: RequestData | None = None,
-        read_timeout: Any = None,
-        write_timeout: Any = None,
-        connect_timeout: Any = None,
-        pool_timeout: Any = None,
-    ) -> tuple[int, bytes]:
-        hook = CURRENT_SEND.get()
-        if hook is not None:
-            await hook.on_wire()
-        code, payload = await super().do_request(
-            url,
-            method,
-            request_data=request_data,
-            read_timeout=read_timeout,
-            write_timeout=write_timeout,
-            connect_timeout=connect_timeout,
-            pool_timeout=pool_timeout,
-        )
-        if hook is not None and code != 200:
-            await hook.on_refused()  # an error answer: Telegram did not perform the call
-        return code, payload
 
 
 @dataclass
@@ -147,20 +99,27 @@ def rotated(jobs: Sequence[Job]) -> list[Job]:
 
 @dataclass
 class Sender:
-    """Drains the outbox through ``bot`` (the application's bot, with its rate limiter).
+    """Drains the outbox, each row through its channel's ``Notifier`` (``shared.notify``).
 
-    An async context manager: entering reconciles a previous run and starts the drain loop and the
-    Redis wake-up listener (when a client is given); leaving stops both.
+    ``bot`` (the application's bot, with its rate limiter) becomes the Telegram channel unless
+    ``notifiers`` already has one (the console of ``mta up`` without a token). An async context
+    manager: entering reconciles a previous run and starts the drain loop and the Redis wake-up
+    listener (when a client is given); leaving stops both.
     """
 
-    bot: Bot
+    bot: Bot | None
     db: Database
     config: SenderConfig = field(default_factory=SenderConfig)
     redis: Any = None
     """A ``redis.asyncio.Redis`` for wake-ups; None: sweeps only."""
     stats: DrainStats = field(default_factory=DrainStats)
+    notifiers: dict[str, Notifier] = field(default_factory=dict)
+    """Channel (``NotificationChannel`` value) to its notifier; rows of a channel without one are
+    settled as skipped."""
 
     def __post_init__(self) -> None:
+        if self.bot is not None:
+            self.notifiers.setdefault(TelegramNotifier.channel, TelegramNotifier(self.bot))
         self.store = OutboxStore(self.db, self.config)
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -320,6 +279,12 @@ class Sender:
             self.stats.skipped += 1
             await asyncio.to_thread(store.mark_sent, job.id, None, job.skip_reason)
             return
+        notifier = self.notifiers.get(job.channel)
+        if notifier is None:
+            self.stats.skipped += 1
+            await asyncio.to_thread(store.mark_sent, job.id, None, f"no {job.channel} channel configured")
+            return
+        message = job.outgoing()
         attempts = job.attempts
         error = ""
         hook = WireHook(
@@ -327,36 +292,41 @@ class Sender:
             on_refused=lambda: asyncio.to_thread(store.mark_refused, job.id),
         )
         for inline in range(self.config.inline_attempts):
-            token = CURRENT_SEND.set(hook)
             try:
-                message_id = await self._call(job)
-            except RetryAfter as exc:
-                wait_s = _retry_after_s(exc) + 0.1
-                error = f"429 retry after {wait_s:.1f}s"
-            except Forbidden as exc:
+                delivered = await notifier.send(message, hook)
+            except RetryLater as exc:
+                wait_s = (
+                    exc.wait_s
+                    if exc.wait_s is not None
+                    else self.config.backoff_s(inline + exc.backoff_steps)
+                )
+                error = str(exc)
+            except RecipientGone as exc:
                 self.stats.blocked += 1
                 paused = await asyncio.to_thread(store.blocked, job, str(exc))
                 log.info("user_blocked_bot", user_id=job.user_id, subscriptions_paused=paused)
                 return
-            except BadRequest as exc:
-                await self._bad_request(job, exc)
+            except Rejected as exc:
+                self.stats.dead += 1
+                log.warning(
+                    "notification_rejected", notification_id=job.id, channel=job.channel, error=str(exc)
+                )
+                await asyncio.to_thread(store.mark_dead, job.id, str(exc))
                 return
-            except (TimedOut, NetworkError) as exc:  # 5xx, timeouts, connection trouble
-                wait_s = self.config.backoff_s(inline)
-                error = f"{type(exc).__name__}: {exc}"
-            except TelegramError as exc:  # 401/404/409: nothing a retry fixes soon
-                wait_s = self.config.backoff_s(inline + 2)
-                error = f"{type(exc).__name__}: {exc}"
             else:
                 self.stats.sent += 1
-                await asyncio.to_thread(store.mark_sent, job.id, message_id)
+                await asyncio.to_thread(store.mark_sent, job.id, delivered.ref, delivered.note)
                 await self._after_sent(job)
                 return
-            finally:
-                CURRENT_SEND.reset(token)
             attempts += 1
             await asyncio.to_thread(store.mark_refused, job.id, error)
-            log.info("telegram_send_retry", notification_id=job.id, error=error, wait_s=round(wait_s, 2))
+            log.info(
+                "alert_send_retry",
+                notification_id=job.id,
+                channel=job.channel,
+                error=error,
+                wait_s=round(wait_s, 2),
+            )
             if (
                 self._stopping
                 or attempts >= self.config.max_attempts
@@ -367,59 +337,15 @@ class Sender:
         self.stats.retried += 1
         if await asyncio.to_thread(store.mark_retry, job.id, error, attempts):
             self.stats.dead += 1
-            log.warning("notification_dead", notification_id=job.id, error=error)
+            log.warning("notification_dead", notification_id=job.id, channel=job.channel, error=error)
 
     async def _after_sent(self, job: Job) -> None:
-        """The calendar file and the day-before reminder of a confirmed appointment: extras, so a
-        failure is logged and /bookings offers the file again."""
+        """The day-before reminder of a confirmed appointment: an extra, so a failure is logged."""
         try:
             if job.day_before is not None:
                 await asyncio.to_thread(self.store.queue_day_before, job)
-            if job.document is not None and job.chat_id is not None:
-                name, content = job.document
-                await self.bot.send_document(job.chat_id, document=content, filename=name)
         except Exception as exc:
             log.warning("booking_extras_failed", notification_id=job.id, error=type(exc).__name__)
-
-    async def _call(self, job: Job) -> int | None:
-        rendered = job.rendered
-        assert rendered is not None and job.chat_id is not None
-        parse_mode = rendered.parse_mode or None
-        if job.edit_message_id is not None:
-            edited = await self.bot.edit_message_text(
-                rendered.text,
-                chat_id=job.chat_id,
-                message_id=job.edit_message_id,
-                parse_mode=parse_mode,
-                reply_markup=rendered.markup,
-                link_preview_options=NO_PREVIEW,
-            )
-            return edited.message_id if isinstance(edited, Message) else job.edit_message_id
-        message = await self.bot.send_message(
-            job.chat_id,
-            rendered.text,
-            parse_mode=parse_mode,
-            reply_markup=rendered.markup,
-            link_preview_options=NO_PREVIEW,
-        )
-        return message.message_id
-
-    async def _bad_request(self, job: Job, exc: BadRequest) -> None:
-        text = str(exc).lower()
-        if job.edit_message_id is not None and (
-            "not modified" in text or "message to edit not found" in text
-        ):
-            self.stats.sent += 1
-            await asyncio.to_thread(self.store.mark_sent, job.id, job.edit_message_id, f"edit: {exc}")
-            return
-        self.stats.dead += 1
-        log.warning("notification_rejected", notification_id=job.id, error=str(exc))
-        await asyncio.to_thread(self.store.mark_dead, job.id, f"BadRequest: {exc}")
-
-
-def _retry_after_s(exc: RetryAfter) -> float:
-    value = exc.retry_after  # a timedelta: ``bot/__init__`` opts into PTB_TIMEDELTA
-    return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
 __all__ = [

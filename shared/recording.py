@@ -26,6 +26,7 @@ from shared.catalog import Catalog, get_catalog
 from shared.db.models import (
     Check,
     Notification,
+    NotificationChannel,
     NotificationKind,
     SiteState,
     Slot,
@@ -33,6 +34,7 @@ from shared.db.models import (
     SubscriptionState,
     Target,
     TargetState,
+    User,
 )
 from shared.db.outbox import enqueue_notifications, insert_ignoring_duplicates
 from shared.domain import (
@@ -366,6 +368,7 @@ def _queue_slot_alerts(
     if not subscriptions:
         return 0
     told = _told(session, still_slots)  # a new episode has no alerts yet
+    by_mail = _with_alert_email(session, {sub.user_id for sub in subscriptions})
     rows = []
     for slot, late in [*((s, False) for s in new_slots), *((s, True) for s in still_slots)]:
         matching = [
@@ -396,7 +399,18 @@ def _queue_slot_alerts(
                     "next_attempt_at": observation.observed_at,
                 }
             )
+            if sub.user_id in by_mail:  # the same alert by e-mail too: one per person, slot and channel
+                rows.append({**rows[-1], "chat_id": None, "channel": NotificationChannel.EMAIL})
     return len(enqueue_notifications(session, rows)) if rows else 0
+
+
+def _with_alert_email(session: Session, user_ids: set[int]) -> set[int]:
+    """Those of ``user_ids`` who also want slot alerts by e-mail (a verified address, ``/email``)."""
+    found: set[int] = set()
+    for chunk in _chunks(sorted(user_ids)):
+        query = select(User.id).where(User.id.in_(chunk), User.alert_email.is_not(None))
+        found.update(session.scalars(query))
+    return found
 
 
 def _told(session: Session, slots: Sequence[Slot]) -> set[tuple[int, int]]:
@@ -425,6 +439,7 @@ def _queue_gone_notices(session: Session, gone_ids: Sequence[int], now: datetime
                 Notification.slot_id.in_(chunk),
                 Notification.kind == NotificationKind.SLOT,
                 Notification.subscription_id.is_not(None),
+                Notification.channel == NotificationChannel.TELEGRAM,  # a mail cannot be edited: none
             )
         ).all()
         for alert, slot in alerts:

@@ -129,6 +129,21 @@ class Settings(BaseSettings):
     site_blocked_alert_after_s: int = Field(default=1_800, ge=60)
     """A site whose every target failed for this long (429, 503, captcha) raises one operator alert."""
 
+    # --- e-mail alerts (Apprise over SMTP) --------------------------------------------------------
+    smtp_host: str = ""
+    """SMTP server for alert e-mails; empty (or no ``smtp_from``): no e-mail channel, no /email."""
+    smtp_port: int = Field(default=587, ge=1, le=65_535)
+    smtp_security: Literal["starttls", "ssl", "none"] = "starttls"
+    """starttls (port 587), ssl (implicit TLS, port 465) or none (a local relay only)."""
+    smtp_user: str = ""
+    smtp_password: SecretStr | None = None
+    smtp_from: str = ""
+    """The sender address of alert mails."""
+    smtp_timeout_s: float = Field(default=15.0, gt=0, le=300)
+    """Connect and read timeout of one SMTP delivery; a timed-out mail is retried."""
+    email_code_ttl_s: int = Field(default=1_800, ge=60, le=86_400)
+    """How long the code mailed by /email stays valid."""
+
     # --- status service ------------------------------------------------------------------------
     api_host: str = "127.0.0.1"
     api_port: int = Field(default=8000, ge=1, le=65_535)

@@ -32,7 +32,7 @@ from bot.i18n import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, translator
 from bot.keyboards import language_keyboard
 from bot.validation import MAX_MESSAGE_CHARS, N_, InputError
 
-from . import booking, control, manage, privacy, profile, store, subscribe
+from . import booking, control, mail, manage, privacy, profile, store, subscribe
 from .common import LANGUAGE_KEY, Flow, Turn, current_flow, end_flow, log
 
 CommandFn = Callable[[Turn], Awaitable[None]]
@@ -43,16 +43,19 @@ FLOW_CALLBACKS: dict[str, FlowCallback] = {
     subscribe.KIND: subscribe.on_callback,
     profile.KIND: profile.on_callback,
     privacy.KIND: privacy.on_callback,
+    mail.KIND: mail.on_callback,
 }
 FLOW_TEXT: dict[str, FlowText] = {
     subscribe.KIND: subscribe.on_text,
     profile.KIND: profile.on_text,
     privacy.KIND: privacy.on_text,
+    mail.KIND: mail.on_text,
 }
 FLOW_NAMES = {
     subscribe.KIND: N_("setting up a subscription"),
     profile.KIND: N_("entering your booking profile"),
     privacy.KIND: N_("deleting your data"),
+    mail.KIND: N_("setting your alert e-mail"),
 }
 SOMETHING = N_("setting something up")
 LIST_ACTIONS = frozenset({"lp", "lr", "le", "ld", "ldk", "lk"})
@@ -96,7 +99,8 @@ async def _start(turn: Turn) -> None:
 
 
 async def _help(turn: Turn) -> None:
-    await turn.say(turn._(HELP_TEXT) + "\n" + turn._(booking.HELP_LINE) + "\n" + turn._(profile.HELP_LINE))
+    lines = (HELP_TEXT, booking.HELP_LINE, mail.HELP_LINE, profile.HELP_LINE)
+    await turn.say("\n".join(turn._(line) for line in lines))
 
 
 async def _cancel(turn: Turn) -> None:
@@ -122,6 +126,7 @@ COMMANDS: dict[str, CommandFn] = {
     "profile": profile.begin,
     "bookings": booking.show_bookings,
     "quiet": control.show_quiet,
+    "email": mail.begin,
     "test": control.send_test,
     "export": privacy.export,
     "delete": privacy.begin_erase,
@@ -300,6 +305,7 @@ COMMAND_DESCRIPTIONS = {
     "profile": N_("booking details: you and your family"),
     "bookings": N_("your bookings: state, cancel"),
     "quiet": N_("quiet hours: no alerts at night"),
+    "email": N_("slot alerts also by e-mail"),
     "test": N_("send me a sample alert"),
     "export": N_("all your data as a file"),
     "delete": N_("erase all your data"),

@@ -47,13 +47,14 @@ def test_an_unreadable_answer_is_delivered_unconfirmed_and_the_gone_notice_still
     slot_id = add_slot(bot_db, seen_at=utcnow() - timedelta(minutes=5))
 
     async def body(application: Any) -> None:
+        telegram = application.bot_data["sender"].notifiers["telegram"]  # bot.telegram_notifier
         sender = application.bot_data["sender"]
-        real = sender.bot
-        sender.bot = _UnreadableAnswers(real)
+        real = telegram.bot
+        telegram.bot = _UnreadableAnswers(real)
         await asyncio.to_thread(queue_slot_alerts, bot_db, slot_id, sub_ids)
         sender.wake()
         await until(_settled(bot_db, 1))
-        sender.bot = real
+        telegram.bot = real
         await asyncio.to_thread(queue_gone, bot_db, slot_id)
         sender.wake()
         await until(_settled(bot_db, 2))
