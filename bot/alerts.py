@@ -4,8 +4,9 @@ A slot alert answers the questions a person has before tapping: what (service), 
 address), when (Berlin time), for how many people, which of their filters matched, how long ago MTA
 saw it, and where to book (the deep link into the city's page, plus "Book this" when they stored a
 booking profile). When the slot is gone the same message is edited to say so and how long it lasted.
-Booking progress (holding, reserved, reminder, confirmed, expired, failed) and operator alerts are
-rendered here too. Texts use Telegram's HTML parse mode; every value from outside is escaped.
+Booking progress (holding, reserved, reminder, confirmed, expired, failed), why an autobook did not
+book (the e-mail cap, missing consent) and operator alerts are rendered here too. Texts use
+Telegram's HTML parse mode; every value from outside is escaped.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from telegram import InlineKeyboardButton, InlineKeyboardMarkup
 
 from bot.i18n import Gettext, normalize_language, translator
 from bot.services import service_name
+from shared.booking import SubscriberNotice
 from shared.catalog import get_catalog
 from shared.domain import SITE_TIMEZONE
 from shared.sites import deep_link
@@ -301,6 +303,49 @@ def render_booking(update: BookingUpdate, language: str | None, now: datetime) -
     return Rendered(f"{head}\n{what}", markup)
 
 
+@dataclass(frozen=True)
+class BookingNotice:
+    """Why MTA did not book what an autobook subscription found, and what the person can do."""
+
+    reason: SubscriberNotice
+    site: str
+    service_id: int
+    cap: int = 3
+    person: str | None = None
+    """The profile's label when the booking was for a family member; None: for the user themself."""
+
+
+def render_booking_notice(notice: BookingNotice, language: str | None) -> Rendered:
+    """The e-mail cap or missing consent stopped an autobook (told once per subscription episode)."""
+    lang = _lang(language)
+    _ = translator(lang)
+    service = _service_name(notice.site, notice.service_id, _, lang)
+    if notice.reason is SubscriberNotice.CONSENT_NEEDED:
+        text = _(
+            "I did not book {service} for you: you stored your booking details before I asked for "
+            "consent, and I use them only once you agree. Open /profile to read what I keep and agree, "
+            "or to erase them. Until then alerts keep coming, and you can book with their link."
+        ).format(service=service)
+        return Rendered("🔒 " + _esc(text))
+    if notice.person:
+        text = _(
+            "I could not book {service} for “{person}”: MTA already holds {cap} appointments to come "
+            "for the e-mail address in that profile (family members who share an address count "
+            "together), as many as the city allows per address. Alerts keep coming, and I book as "
+            "soon as there is room: give “{person}” an e-mail address of their own in /profile, or "
+            "cancel one of those appointments in /bookings."
+        ).format(service=service, person=notice.person, cap=notice.cap)
+    else:
+        text = _(
+            "I could not book {service} for you: MTA already holds {cap} appointments to come for the "
+            "e-mail address in your profile (family members who share an address count together), as "
+            "many as the city allows per address. Alerts keep coming, and I book as soon as there is "
+            "room: use another e-mail address in your profile (/profile), or cancel one of those "
+            "appointments in /bookings."
+        ).format(service=service, cap=notice.cap)
+    return Rendered("✋ " + _esc(text))
+
+
 def render_operator(text: str | None, payload: dict[str, Any]) -> Rendered:
     """An operator alert (English only: operators read logs in English)."""
     body = text or f"MTA operator alert: {payload.get('reason', 'unknown')} {payload}"
@@ -310,6 +355,7 @@ def render_operator(text: str | None, payload: dict[str, Any]) -> Rendered:
 __all__ = [
     "BOOK_CALLBACK_PREFIX",
     "DAY_BEFORE",
+    "BookingNotice",
     "BookingUpdate",
     "Filters",
     "Rendered",
@@ -319,6 +365,7 @@ __all__ = [
     "describe_duration",
     "describe_filters",
     "render_booking",
+    "render_booking_notice",
     "render_gone",
     "render_operator",
     "render_slot_alert",

@@ -21,11 +21,13 @@ from sqlalchemy.orm import Session
 
 from bot.alerts import (
     DAY_BEFORE,
+    BookingNotice,
     BookingUpdate,
     Filters,
     Rendered,
     SlotAlert,
     render_booking,
+    render_booking_notice,
     render_gone,
     render_operator,
     render_slot_alert,
@@ -33,6 +35,7 @@ from bot.alerts import (
 from bot.calendar import Appointment, appointment_ics, filename
 from bot.metrics import ALERTS, DETECTION_LATENCY
 from bot.quiet import HELD_KEY, QuietHours, hold_until
+from shared.booking import MAIL_CAP, SubscriberNotice
 from shared.db.database import Database
 from shared.db.models import (
     Booking,
@@ -394,6 +397,10 @@ class OutboxStore:
                 job.edit_message_id = original.telegram_message_id
                 job.chat_id = original.chat_id
             return
+        notice = _booking_notice(session, row, subs)
+        if notice is not None:
+            job.rendered = render_booking_notice(notice, language)
+            return
         if row.kind in (NotificationKind.BOOKING, NotificationKind.REMINDER):
             booking = bookings.get(row.booking_id) if row.booking_id is not None else None
             payload = row.payload or {}
@@ -673,6 +680,25 @@ def _by_id(session: Session, model: Any, ids: set[int]) -> dict[int, Any]:
         for item in session.scalars(select(model).where(model.id.in_(chunk))):
             found[item.id] = item
     return found
+
+
+def _booking_notice(
+    session: Session, row: Notification, subs: dict[int, Subscription]
+) -> BookingNotice | None:
+    """A reminder row the worker queued because an autobook could not start (``payload["reason"]``
+    a ``shared.booking.SubscriberNotice``), with the person's label when it was for a family member."""
+    payload = row.payload or {}
+    if row.kind != NotificationKind.REMINDER or payload.get("reason") not in set(SubscriberNotice):
+        return None
+    sub = subs.get(row.subscription_id) if row.subscription_id is not None else None
+    profile = session.get(BookingProfile, sub.profile_id) if sub is not None and sub.profile_id else None
+    return BookingNotice(
+        reason=SubscriberNotice(payload["reason"]),
+        site=str(payload.get("site") or (sub.site if sub is not None else "munich")),
+        service_id=int(payload.get("service_id") or (sub.service_id if sub is not None else 0)),
+        cap=int(payload.get("cap") or MAIL_CAP),
+        person=profile.label if profile is not None else None,
+    )
 
 
 def _parse_time(value: object) -> datetime | None:

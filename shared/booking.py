@@ -32,6 +32,10 @@ Rules, enforced here and in the database:
 - one booking per request: a redelivered ``book_slot`` finds the row its first delivery created
   (``created_at`` is the request's time) and resumes or stops, never starts a second hold;
 - a profile the site refused is not used again until it changes (nothing retried blindly);
+- stored details are used only after the user agreed to MTA keeping them (``users.consented_at``;
+  details from before consent was asked wait for it);
+- an autobook refused for the e-mail cap or missing consent is told to the subscriber once per
+  subscription episode (``tell_subscriber``), with what they can do;
 - an autobook subscription that gets its booking (preconfirmed) stops watching (state ``done``).
 
 Notifications go to the outbox (kind ``booking``; ``reminder`` for reminders) with ``text`` NULL, so
@@ -63,6 +67,7 @@ from shared.db.models import (
     Slot,
     Subscription,
     SubscriptionState,
+    User,
 )
 from shared.db.outbox import enqueue_notification, insert_ignoring_duplicates
 from shared.domain import SITE_TIMEZONE, ensure_utc, utcnow
@@ -166,6 +171,9 @@ class StartOutcome(enum.StrEnum):
     MAIL_CAP = "mail_cap"
     """The profile's e-mail address already holds ``MAIL_CAP`` appointments to come."""
     NO_PROFILE = "no_profile"
+    NO_CONSENT = "no_consent"
+    """The details were stored before MTA asked for consent (migration 0004) and the user has not
+    agreed since: they are not used until they do (``/profile`` asks)."""
     PROFILE_REFUSED = "profile_refused"
     """The site refused this profile before and it has not changed since."""
     NOT_WANTED = "not_wanted"
@@ -177,6 +185,53 @@ class StartOutcome(enum.StrEnum):
 class Start:
     outcome: StartOutcome
     booking: Booking | None = None
+    told: bool = False
+    """A subscriber notice was queued (``tell_subscriber``): the caller wakes the bot."""
+
+
+class SubscriberNotice(enum.StrEnum):
+    """Why a booking the subscriber expects did not start (``payload["reason"]`` of a reminder row
+    with ``text`` NULL; the bot renders it in their language)."""
+
+    MAIL_CAP = "mail_cap"
+    """Their profile's e-mail address holds ``MAIL_CAP`` appointments to come: another address in
+    that person's profile, or a cancellation in /bookings, makes room."""
+    CONSENT_NEEDED = "consent_needed"
+    """Details stored before consent was asked: /profile asks for it (or erases them)."""
+
+
+def tell_subscriber(
+    session: Session,
+    notice: SubscriberNotice,
+    *,
+    user_id: int,
+    slot: Slot,
+    subscription: Subscription | None,
+    now: datetime,
+) -> bool:
+    """Queue ``notice`` once per subscription episode, not once per slot: the key carries the
+    subscription's last change (created, resumed, edited), so a refusal repeated at every new slot
+    is said once, and said again after the person changed the subscription. True when queued."""
+    if subscription is not None:
+        episode = f"{subscription.id}:{ensure_utc(subscription.updated_at):%Y%m%dT%H%M%S%f}"
+    else:  # a request without a subscription: once per slot
+        episode = f"u{user_id}:s{slot.id}"
+    return enqueue_notification(
+        session,
+        kind=NotificationKind.REMINDER,
+        user_id=user_id,
+        chat_id=user_id,
+        subscription_id=subscription.id if subscription is not None else None,
+        payload={
+            "reason": notice.value,
+            "site": slot.site,
+            "service_id": slot.service_id,
+            "subscription_id": subscription.id if subscription is not None else None,
+            "cap": MAIL_CAP,
+        },
+        next_attempt_at=now,
+        dedup_key=f"{notice.value}:{episode}",
+    )
 
 
 def profile_for(session: Session, user_id: int, subscription: Subscription | None) -> BookingProfile | None:
@@ -302,13 +357,27 @@ def start_booking(
             return Start(StartOutcome.NOT_WANTED)
     if profile is None or not (profile.email and profile.last_name):
         return Start(StartOutcome.NO_PROFILE)
+    user = session.get(User, user_id)
+    if user is None or user.consented_at is None:
+        told = tell_subscriber(
+            session,
+            SubscriberNotice.CONSENT_NEEDED,
+            user_id=user_id,
+            slot=slot,
+            subscription=subscription,
+            now=now,
+        )
+        return Start(StartOutcome.NO_CONSENT, told=told)
     if profile_refused(session, user_id, profile) is not None:
         return Start(StartOutcome.PROFILE_REFUSED)
     existing = active_booking(session, profile.id, slot.service_id)
     if existing is not None:
         return Start(StartOutcome.ALREADY_ACTIVE, existing)
     if bookings_for_mail(session, profile.email, slot.site, now) >= MAIL_CAP:
-        return Start(StartOutcome.MAIL_CAP)
+        told = tell_subscriber(
+            session, SubscriberNotice.MAIL_CAP, user_id=user_id, slot=slot, subscription=subscription, now=now
+        )
+        return Start(StartOutcome.MAIL_CAP, told=told)
     booking_id = session.execute(
         insert_ignoring_duplicates(session, Booking)
         .values(
@@ -793,6 +862,7 @@ __all__ = [
     "FailureKind",
     "Start",
     "StartOutcome",
+    "SubscriberNotice",
     "active_booking",
     "apply_site_state",
     "autobook_requests",
@@ -814,4 +884,5 @@ __all__ = [
     "record_preconfirmed",
     "record_reserved",
     "start_booking",
+    "tell_subscriber",
 ]

@@ -275,6 +275,8 @@ async def run_booking(
             outcome, next_slot = await _resume(deps, start.booking), None
         else:
             log.info("booking_not_started", slot_id=current, reason=start.outcome.value)
+            if start.told:  # the subscriber hears why (e-mail cap, consent): wake the bot
+                _wake(deps, 0)
             report.outcome = start.outcome.value
             return report
         report.attempts += 1

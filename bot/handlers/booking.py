@@ -4,10 +4,12 @@
 not signed, so nothing in it is trusted. Before anything is queued the database must show that
 MTA alerted *this* user about *this* slot (a slot row in the outbox for them), through a
 subscription of theirs that is still active; that the slot is still open; that they stored a
-booking profile the site has not refused; and that they hold no other active booking for the
-service (one per person and service, ``shared.booking``) and have no other request for it on its
-way. Only then ``shared.enqueue.request_booking(..., manual=True)`` queues a ``book_slot``
-message by name; its Redis marker makes a second press a no-op ("already on its way").
+booking profile (and agreed to MTA keeping it: details from before consent was asked get the
+consent question instead, ``profile.ask_stored_consent``) the site has not refused; and that
+they hold no other active booking for the service (one per person and service,
+``shared.booking``) and have no other request for it on its way. Only then
+``shared.enqueue.request_booking(..., manual=True)`` queues a ``book_slot`` message by name; its
+Redis marker makes a second press a no-op ("already on its way").
 
 ``/bookings`` lists the latest bookings with their state (holding, held by the city, reserved with
 the activation deadline, confirmed, expired, failed, cancelled). Bookings that hold something at
@@ -53,11 +55,12 @@ from shared.db.models import (
     Slot,
     Subscription,
     SubscriptionState,
+    User,
 )
 from shared.domain import utcnow
 
 from .common import Turn, log
-from .profile import mask_email
+from .profile import ask_stored_consent, mask_email
 
 BOOK_PATTERN = re.compile(rf"^{re.escape(BOOK_CALLBACK_PREFIX)}")
 """Every "Book this" press (the router in ``bot.handlers`` leaves these to ``on_book_button``)."""
@@ -80,6 +83,8 @@ class BookOutcome(enum.StrEnum):
     SUBSCRIPTION_INACTIVE = "subscription_inactive"
     SLOT_GONE = "slot_gone"
     NO_PROFILE = "no_profile"
+    NO_CONSENT = "no_consent"
+    """Details stored before consent was asked: the consent question comes instead of a booking."""
     PROFILE_REFUSED = "profile_refused"
     ALREADY_ACTIVE = "already_active"
     MAIL_CAP = "mail_cap"
@@ -169,6 +174,9 @@ def check_book_request(session: Session, user_id: int, slot_id: int, now: dateti
     profile = policy.profile_for(session, user_id, subscription)
     if profile is None or not (profile.email and profile.last_name):
         return BookAnswer(BookOutcome.NO_PROFILE, facts, subscription.id)
+    user = session.get(User, user_id)
+    if user is None or user.consented_at is None:
+        return BookAnswer(BookOutcome.NO_CONSENT, facts, subscription.id)
     if policy.profile_refused(session, user_id, profile) is not None:
         return BookAnswer(BookOutcome.PROFILE_REFUSED, facts, subscription.id)
     active = policy.active_booking(session, profile.id, slot.service_id)
@@ -344,6 +352,9 @@ async def on_book_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> 
     answer = await asyncio.to_thread(request_from_alert, turn.db, redis_url, turn.user_id, slot_id)
     log.info("book_button", slot_id=slot_id, outcome=answer.outcome.value)
     await turn.answer()
+    if answer.outcome is BookOutcome.NO_CONSENT:
+        await ask_stored_consent(turn, after="book")
+        return
     await turn.say(book_answer_text(answer, _, turn.language))
 
 

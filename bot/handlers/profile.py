@@ -7,8 +7,12 @@ stateDiagram-v2
     [*] --> people: /profile (several)
     [*] --> consent: /profile (none yet, not agreed)
     [*] --> first: /profile (none yet, agreed before)
+    [*] --> consent: /profile or "Book this" (stored before consent was asked)
     consent --> first: I agree (time of consent stored)
     consent --> [*]: No, thanks (nothing stored)
+    consent --> overview: I agree (stored before: their profile)
+    consent --> erase: No, thanks (stored before)
+    erase --> [*]: Erase them / Keep them (unused)
     people --> overview: a person's button
     overview --> people: « All profiles
     overview --> first: Change
@@ -31,7 +35,9 @@ patterns, e.g. no "+" in an e-mail address) as it is typed, so a refused value i
 once and nothing invalid is ever stored. Values are shown back masked. Before the first value is
 typed, the person reads what is kept, why, for how long and how to erase it, and agrees with a
 button (``users.consented_at``); removing the last profile withdraws the consent, so a new profile
-asks again.
+asks again. Details stored before MTA asked (migration 0004) are not used for a booking until the
+person agrees: their next ``/profile`` or "Book this" shows the statement first (an autobook that
+meets them tells them so, ``shared.booking``), and declining offers to erase them.
 """
 
 from __future__ import annotations
@@ -70,8 +76,25 @@ CONSENT_TEXT = N_(
     "you all of it.\n\n"
     "Do you agree that I keep these details for booking?"
 )
+CONSENT_STORED_TEXT = N_(
+    "You stored booking details with me before I asked for consent, and I do not use them for a "
+    "booking until you agree. What I keep and why:\n"
+    "• What: your name, e-mail address, phone number and, where an office asks for it, your date of "
+    "birth or case number.\n"
+    "• Why: only to fill in the city's booking form when you ask me to book (or allow me to), and to "
+    "tell you how it went. Nobody else gets them.\n"
+    "• How: encrypted at rest, never written to logs.\n"
+    "• How long: until you remove them (/profile → Remove) or erase everything (/delete). /export shows "
+    "you all of it.\n\n"
+    "Do you agree that I keep these details for booking?"
+)
+"""The statement for details stored before consent was asked (the same facts as ``CONSENT_TEXT``)."""
+ERASE_STORED_TEXT = N_(
+    "Then I do not book with them. Shall I erase the booking details you stored (every profile)? "
+    "Alerts keep coming either way."
+)
 HELP_LINE = N_("/profile also keeps booking details for your partner and children; /subscribe asks for whom.")
-STEPS = ("consent", "label", "first", "last", "email", "phone", "birth", "case", "confirm")
+STEPS = ("consent", "erase", "label", "first", "last", "email", "phone", "birth", "case", "confirm")
 
 PROBLEM_MESSAGES = {
     ProfileProblem.INVALID_FAMILY_NAME: N_("The name must not be empty."),
@@ -178,6 +201,9 @@ async def begin(turn: Turn) -> None:
     existing = profiles[0] if profiles else None
     subscriptions = await turn.run(store.subscriptions_of, turn.user_id)
     ask_case = _needs_case_reference(subscriptions)
+    if existing is not None and not await turn.run(store.has_consented, turn.user_id):
+        await ask_stored_consent(turn, after="profile", ask_case=ask_case)
+        return
     if existing is None and not await turn.run(store.has_consented, turn.user_id):
         flow = start_flow(turn.context, KIND, "consent", ask_case=ask_case)
         await render(turn, flow, new_message=True)
@@ -198,6 +224,13 @@ async def begin(turn: Turn) -> None:
     flow = start_flow(turn.context, KIND, "overview", ask_case=ask_case)
     _fill_from(flow, existing)
     await render(turn, flow, new_message=True, profile=existing)
+
+
+async def ask_stored_consent(turn: Turn, *, after: str, ask_case: bool = False) -> None:
+    """Details stored before consent was asked: show the statement before they are used. ``after``
+    is where the person came from ("profile", or "book" for a "Book this" press)."""
+    flow = start_flow(turn.context, KIND, "consent", ask_case=ask_case, stored=True, after=after)
+    await render(turn, flow, new_message=True)
 
 
 async def render(
@@ -243,8 +276,11 @@ async def render(
         )
         markup = kb.markup([[("🙋 " + _("Myself"), "pm", "")], nav_row(_, back=bool(flow.history))])
     elif step == "consent":
-        text = _(CONSENT_TEXT)
+        text = _(CONSENT_STORED_TEXT) if flow.data.get("stored") else _(CONSENT_TEXT)
         markup = kb.markup([[("✅ " + _("I agree"), "pa", ""), ("✖ " + _("No, thanks"), "pn", "")]])
+    elif step == "erase":
+        text = _(ERASE_STORED_TEXT)
+        markup = kb.markup([[("🗑 " + _("Erase them"), "pe", ""), (_("Keep them"), "pk", "")]])
     elif step == "remove":
         text = _("Remove your booking profile? MTA can then no longer book for you.")
         if flow.data.get("label"):
@@ -309,6 +345,7 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
     _ = turn._
     allowed = {
         "consent": {"pa", "pn"},
+        "erase": {"pe", "pk"},
         "people": {"pv", "pad"},
         "overview": {"pc", "pr", "pl", "pad"},
         "label": {"pm"},
@@ -321,6 +358,45 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
     if cb.action not in allowed:
         await turn.answer(
             _("That button belongs to an earlier step; please use the latest message."), alert=True
+        )
+        return
+    if cb.action == "pa" and flow.data.get("stored"):
+        await turn.run(store.record_consent, turn.user_id)
+        if flow.data.get("after") == "book":
+            end_flow(turn.context)
+            await turn.show(
+                _(
+                    "Thank you: I may now book with your stored details. Press “Book this” under the "
+                    "alert again if you still want that appointment."
+                )
+            )
+            return
+        await turn.show(_("Thank you. You can withdraw at any time with /profile → Remove, or /delete."))
+        profiles = await turn.run(store.list_profiles, turn.user_id)
+        if len(profiles) == 1:
+            _fill_from(flow, profiles[0])
+        flow.go("people" if len(profiles) > 1 else "overview")
+        await render(turn, flow, new_message=True)
+        return
+    if cb.action == "pn" and flow.data.get("stored"):
+        flow.go("erase")
+        await render(turn, flow)
+        return
+    if cb.action == "pe":
+        for stored in await turn.run(store.list_profiles, turn.user_id):
+            await turn.run(store.delete_profile, turn.user_id, stored.id or 0)
+        end_flow(turn.context)
+        await turn.show(
+            _(
+                "Erased: I keep no booking details of yours. Alerts still come, and you can book "
+                "yourself with the link in each one."
+            )
+        )
+        return
+    if cb.action == "pk":
+        end_flow(turn.context)
+        await turn.show(
+            _("All right: they stay stored, but I do not book with them. /profile asks again when you like.")
         )
         return
     if cb.action == "pa":
@@ -433,6 +509,7 @@ __all__ = [
     "KIND",
     "PROBLEM_MESSAGES",
     "STEPS",
+    "ask_stored_consent",
     "begin",
     "mask_email",
     "on_callback",

@@ -54,7 +54,8 @@ def add_users(
     subscription_ids = []
     with db.transaction() as session:
         for user_id in user_ids:
-            session.add(User(id=user_id, language=language))
+            # a profile comes with the consent /profile asks for first
+            session.add(User(id=user_id, language=language, consented_at=utcnow() if with_profile else None))
             if with_profile:
                 session.add(
                     BookingProfile(

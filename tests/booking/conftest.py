@@ -144,10 +144,11 @@ def add_person(
     autobook: bool = True,
     custom_fields: dict[str, str] | None = None,
 ) -> Person:
-    """A user with a stored profile (written directly: tests may store what the bot would refuse)."""
+    """A user with a stored profile (written directly: tests may store what the bot would refuse),
+    who agreed to MTA keeping it."""
     email = email or f"person{user_id}@example.org"
     with db.transaction() as session:
-        session.add(User(id=user_id, language="de"))
+        session.add(User(id=user_id, language="de", consented_at=datetime.now(UTC)))
         session.flush()
         session.add(
             BookingProfile(

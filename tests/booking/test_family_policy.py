@@ -8,7 +8,7 @@ in ``test_family_walk.py``.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -33,7 +33,7 @@ def add_family(db: Database, user_id: int, emails: list[str]) -> list[int]:
     """A user with one profile per e-mail (the first is the user themself); returns profile ids."""
     with db.transaction() as session:
         if session.get(User, user_id) is None:
-            session.add(User(id=user_id, language="en"))
+            session.add(User(id=user_id, language="en", consented_at=datetime(2030, 1, 1, tzinfo=UTC)))
             session.flush()
         ids = []
         for number, email in enumerate(emails):
@@ -221,6 +221,9 @@ def test_an_old_single_profile_becomes_the_persons_own_profile(tmp_path: Path) -
             assert store.save_profile(db, 40, child) is not None
             assert [p.label for p in store.list_profiles(db, 40)] == [None, "Max"]
             slot_id = add_slot(db, 60)
+            # stored before consent was asked: not used until the person agrees
+            assert start(db, 40, slot_id, 3, NOW).outcome is policy.StartOutcome.NO_CONSENT
+            store.record_consent(db, 40)
             blocked = start(db, 40, slot_id, 3, NOW)
             assert blocked.outcome is policy.StartOutcome.ALREADY_ACTIVE
             assert blocked.booking is not None and blocked.booking.id == 5
