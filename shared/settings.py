@@ -106,10 +106,16 @@ class Settings(BaseSettings):
     """Sessions (browser contexts) one browser may open before it is retired."""
     trace_on_failure: bool = True
     pacer: Literal["human", "none"] = "human"
-    think_time_min_ms: int = Field(default=400, ge=0)
-    think_time_max_ms: int = Field(default=1_500, ge=0)
+    think_time_min_ms: int = Field(default=250, ge=0)
+    think_time_max_ms: int = Field(default=750, ge=0)
+    """Pause before each click, drawn evenly from the range: a practised person who knows the page
+    and reacts to what it shows, not one reading it for the first time (that was 400-1,500 ms)."""
     typing_delay_min_ms: int = Field(default=40, ge=0)
     typing_delay_max_ms: int = Field(default=140, ge=0)
+    """Delay before each typed character (about 11 characters/s on average: a fast typist)."""
+    booking_standbys: int = Field(default=2, ge=0, le=8)
+    """Booking pages each worker process keeps ready for the newest autobook targets: walked to
+    the service step with the captcha passed, one press from a fresh calendar (0: none)."""
 
     # --- Telegram ------------------------------------------------------------------------------
     telegram_token: SecretStr | None = None

@@ -65,6 +65,8 @@ from worker.sites.booking import (
     SlotTaken,
     SlotToBook,
 )
+from worker.standby import claim as claim_standby
+from worker.standby import keep_standbys, wanted_standbys
 
 if TYPE_CHECKING:
     from worker.runtime import Runtime
@@ -127,6 +129,7 @@ class PollReport:
     interrupted: int = 0
     redispatched: int = 0
     errors: int = 0
+    standbys_prepared: int = 0
 
 
 # --- database helpers (run in a thread) ------------------------------------------------------------
@@ -359,7 +362,9 @@ async def _attempt(
         _wake(deps, booking_id)
 
     started = time.monotonic()
-    async with deps.pool.session(f"booking:{booking_id}") as session:
+    # a page kept ready for this target (worker.standby) saves the walk's first half
+    key = claim_standby(deps.pool, booking.site, _slot_of(booking)) or f"booking:{booking_id}"
+    async with deps.pool.session(key) as session:
         try:
             result = await deps.booker.book(
                 session, deps.site_url, _slot_of(booking), contact, on_reserved=on_reserved
@@ -577,9 +582,24 @@ async def poll_bookings(
         elif new_status is BookingStatus.EXPIRED:
             report.expired += 1
     report.redispatched = await asyncio.to_thread(sweep_autobook, deps.db, deps.redis, now)
+    report.standbys_prepared = await _keep_standbys(deps)
     if report.expired or report.confirmed or report.reminders or report.interrupted:
         _wake(deps, 0)
     return report
+
+
+async def _keep_standbys(deps: BookingDeps) -> int:
+    """Keep this process's booking pages ready (``worker.standby``); never fails the poll."""
+    if deps.settings.booking_standbys <= 0 or not hasattr(deps.pool, "warm_keys"):
+        return 0
+    try:
+        wanted = await asyncio.to_thread(wanted_standbys, deps.db, deps.settings.booking_standbys)
+        wanted = [w for w in wanted if not await asyncio.to_thread(site_stopped, deps.redis, w.site)]
+        kept = await keep_standbys(deps, wanted)
+    except Exception as exc:
+        log.warning("booking_standbys_failed", error=type(exc).__name__)
+        return 0
+    return kept.prepared
 
 
 def sweep_autobook(db: Database, client: redis.Redis, now: datetime) -> int:

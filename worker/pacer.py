@@ -23,8 +23,9 @@ Sleep = Callable[[float], Awaitable[None]]
 class Pacer(Protocol):
     """Paces a browser walk like a person."""
 
-    async def think(self) -> None:
-        """Pause before the next action (reading, deciding)."""
+    async def think(self, *, elapsed_s: float = 0.0) -> None:
+        """Pause before the next action (reading, deciding). ``elapsed_s``: how long what the
+        person reacts to has been on screen already (the pause counts from its appearance)."""
         ...
 
     def type_delay_ms(self) -> float:
@@ -68,8 +69,8 @@ class HumanPacer:
     def type_delay_ms(self) -> float:
         return self._rng.uniform(*self.typing_range_ms)
 
-    async def think(self) -> None:
-        await self._sleep(self.think_ms() / 1000)
+    async def think(self, *, elapsed_s: float = 0.0) -> None:
+        await self._sleep(max(0.0, self.think_ms() / 1000 - elapsed_s))
 
     async def type_text(self, locator: Locator, text: str) -> None:
         await locator.click()
@@ -90,7 +91,7 @@ class HumanPacer:
 class NoPacer:
     """No pauses at all: for tests and for replaying recordings."""
 
-    async def think(self) -> None:
+    async def think(self, *, elapsed_s: float = 0.0) -> None:
         return None
 
     def type_delay_ms(self) -> float:

@@ -138,6 +138,10 @@ class BrowserPool:
     def warm_session(self, key: str) -> BrowserSession | None:
         return self._sessions.get(key)
 
+    def warm_keys(self) -> list[str]:
+        """The keys of the sessions kept now."""
+        return list(self._sessions)
+
     # --- handing out sessions ------------------------------------------------------------------
     @asynccontextmanager
     async def session(self, key: str, *, need_token: bool = False) -> AsyncIterator[BrowserSession]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from shared.domain import CaptchaRequired, CheckFailure, Observation, TargetKey, utcnow
 from worker.sites.booking import (
+    STANDBY_DATA_KEY,
     AppointmentState,
     BookingResult,
     CancelResult,
@@ -33,6 +34,7 @@ from worker.sites.booking import (
     OnReserved,
     Preconfirmed,
     SlotToBook,
+    Standby,
 )
 
 if TYPE_CHECKING:
@@ -154,7 +156,13 @@ class SiteBooker(Protocol):
         on_reserved: OnReserved | None = None,
     ) -> BookingResult:
         """Walk to ``slot``, reserve it (``on_reserved`` hears of the hold at once), fill in
-        ``contact`` and preconfirm."""
+        ``contact`` and preconfirm. A session ``prepare``d for the slot's target starts from where
+        the preparation left it."""
+        ...
+
+    async def prepare(self, session: BrowserSession, site_url: str, standby: Standby) -> None:
+        """Walk ``session`` to the point from which a booking of ``standby``'s target starts
+        (``worker.standby``), and leave it there."""
         ...
 
     async def read_appointment(
@@ -188,6 +196,7 @@ class FakeBooker:
         self.booked: list[tuple[SlotToBook, Contact]] = []
         self.states: dict[str, AppointmentState] = {}
         self.cancelled: list[str] = []
+        self.prepared: list[Standby] = []
 
     async def book(
         self,
@@ -208,6 +217,11 @@ class FakeBooker:
         if on_reserved is not None:
             await on_reserved(hold)
         return Preconfirmed(hold, self.activation_minutes, True)
+
+    async def prepare(self, session: BrowserSession, site_url: str, standby: Standby) -> None:
+        self.prepared.append(standby)
+        session.walked = True
+        session.site_data[STANDBY_DATA_KEY] = standby
 
     async def read_appointment(
         self, page: Page, site_url: str, process_id: str, auth_key: str

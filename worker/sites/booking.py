@@ -39,6 +39,33 @@ class SlotToBook:
         return int(self.start.timestamp())
 
 
+STANDBY_DATA_KEY = "standby"
+"""``BrowserSession.site_data`` key under which a prepared session keeps its ``Standby``."""
+
+
+@dataclass(frozen=True)
+class Standby:
+    """A booking page kept ready for one target: the site, service, office and count it was
+    walked for. Only a slot of exactly this target can be booked from it."""
+
+    site: str
+    service_id: int
+    office_id: int
+    service_count: int = 1
+
+    @property
+    def key(self) -> str:
+        """The browser pool's key for the standby session."""
+        return f"standby:{self.site}:{self.service_id}:{self.office_id}:{self.service_count}"
+
+    def fits(self, slot: SlotToBook) -> bool:
+        return (slot.service_id, slot.office_id, slot.service_count) == (
+            self.service_id,
+            self.office_id,
+            self.service_count,
+        )
+
+
 @dataclass(frozen=True)
 class Contact:
     """The decrypted booking profile; its repr never shows personal data."""
@@ -152,6 +179,7 @@ class CancelResult:
 
 
 __all__ = [
+    "STANDBY_DATA_KEY",
     "AppointmentState",
     "BookingResult",
     "CancelResult",
@@ -163,4 +191,5 @@ __all__ = [
     "Refused",
     "SlotTaken",
     "SlotToBook",
+    "Standby",
 ]

@@ -44,6 +44,7 @@ from shared.domain import (
 )
 from shared.logging import get_logger
 from worker.pacer import NoPacer, Pacer
+from worker.sites.booking import STANDBY_DATA_KEY as STANDBY
 from worker.sites.booking import (
     AppointmentState,
     BookingResult,
@@ -56,6 +57,7 @@ from worker.sites.booking import (
     Refused,
     SlotTaken,
     SlotToBook,
+    Standby,
 )
 from worker.sites.munich import booking_selectors as bsel
 from worker.sites.munich import selectors as sel
@@ -126,6 +128,9 @@ class ApiRecorder:
         self.requests = 0
         self._calendar_open: set[str] = set()
         self.last_calendar_event_at = 0.0
+        self.shown_at: float | None = None
+        """When the appointment step last showed its times (monotonic s): a person reacts to what
+        appears, so the next think counts from then, not from when the page went quiet."""
         page.on("response", self._on_response)
         page.on("request", self._on_request)
         page.on("requestfailed", self._on_request_failed)
@@ -256,8 +261,12 @@ class MunichBooker:
         city holds the slot (so the hold is recorded before anything else can go wrong)."""
         page = session.page
         recorder = ApiRecorder(page)
+        # a standby is used once: whatever happens next, the page has left its ready point
+        standby = session.site_data.pop(STANDBY, None)
+        if standby is not None:
+            session.mark_bad("a booking walked on from its standby")
         try:
-            taken = await self._open_and_pick(session, recorder, site_url, slot)
+            taken = await self._open_and_pick(session, recorder, site_url, slot, standby)
             if taken is not None:
                 return taken
             hold_or_taken = await self._reserve(page, recorder)
@@ -275,23 +284,75 @@ class MunichBooker:
             # the walk's cost against the site's request budget (see worker.sites.base)
             session.requests_made = getattr(session, "requests_made", 0) + recorder.requests
 
-    async def _open_and_pick(
-        self, session: BrowserSession, recorder: ApiRecorder, site_url: str, slot: SlotToBook
-    ) -> SlotTaken | None:
+    # --- the standby: a page kept one press away from a fresh calendar ---------------------------
+    async def prepare(self, session: BrowserSession, site_url: str, standby: Standby) -> None:
+        """Walk ``session`` to the ready point for ``standby``'s target and leave it there: the deep
+        link, the count, the captcha passed, "Weiter" enabled. Pressing "Weiter" later mounts the
+        appointment step, which loads the calendar afresh (``AppointmentSelection.vue`` onMounted);
+        the calendar step itself cannot be refreshed in place (same request, no new fetch; going
+        back asks for the captcha again), so the standby waits one step before it. Waiting costs
+        no request; the preparation's requests are added to ``session.requests_made``."""
+        recorder = ApiRecorder(session.page)
+        try:
+            await self._open_service_step(
+                session, site_url, standby.service_id, standby.office_id, standby.service_count
+            )
+        finally:
+            recorder.detach()
+            session.requests_made = getattr(session, "requests_made", 0) + recorder.requests
+        session.walked = True
+        session.site_data[STANDBY] = standby
+        log.info("booking_standby_ready", target=standby.key, requests=recorder.requests)
+
+    async def _standby_ready(self, page: Page, next_button: Locator) -> bool:
+        """The page still stands where ``prepare`` left it: "Weiter" shown and enabled (the page
+        disables it again when the captcha expires or fails) and no error screen."""
+        with contextlib.suppress(PlaywrightError):
+            if not await next_button.count() or not await next_button.is_visible():
+                return False
+            if await next_button.get_attribute("aria-disabled") == "true":
+                return False
+            for text in (*FATAL_SCREENS, sel.SESSION_EXPIRED, sel.CAPTCHA_EXPIRED, sel.CAPTCHA_FAILED):
+                if await page.get_by_text(text, exact=True).count():
+                    return False
+            return True
+        return False
+
+    async def _open_service_step(
+        self, session: BrowserSession, site_url: str, service_id: int, office_id: int, count: int
+    ) -> None:
+        """Open the deep link, set the count, pass the captcha; returns with "Weiter" enabled."""
         page = session.page
-        await page.goto(
-            sel.deep_link(site_url, slot.service_id, slot.office_id), wait_until="domcontentloaded"
-        )
+        await page.goto(sel.deep_link(site_url, service_id, office_id), wait_until="domcontentloaded")
         next_button = page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True)
         await self._wait_visible(page, next_button.first, "the service step's Weiter button")
         await self._wait_ready_or_captcha(page, next_button.first)
-        for n in range(2, slot.service_count + 1):
+        for n in range(2, count + 1):
             plus = page.locator(f'button[aria-label*="{sel.COUNTER_INCREASE.format(n=n)}"]')
             await self._click(page, plus.first, f"the counter's + button (count {n})")
         token = await self.solver.solve(page, session)
         if token is not None:
             session.set_token(token)
         await self._wait_enabled(page, next_button.first, "Weiter after the captcha")
+
+    async def _open_and_pick(
+        self,
+        session: BrowserSession,
+        recorder: ApiRecorder,
+        site_url: str,
+        slot: SlotToBook,
+        standby: Standby | None = None,
+    ) -> SlotTaken | None:
+        page = session.page
+        next_button = page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True)
+        if standby is not None and standby.fits(slot) and await self._standby_ready(page, next_button.first):
+            log.info("booking_from_standby", target=standby.key)
+        else:
+            if standby is not None:
+                log.info("booking_standby_unfit", target=standby.key)
+            await self._open_service_step(
+                session, site_url, slot.service_id, slot.office_id, slot.service_count
+            )
         step = recorder.mark()
         await self._click(page, next_button.first, "Weiter (to the appointment step)")
         await self._wait_for_calendar(page, recorder, step)
@@ -305,7 +366,7 @@ class MunichBooker:
             taken = await self._show_slot(page, recorder, slot, step)
             if taken is not None:
                 return taken
-        await self._click(page, button.first, "the slot's time button")
+        await self._click(page, button.first, "the slot's time button", since=recorder.shown_at)
         await self._wait_visible(
             page, page.get_by_text(bsel.SELECTED_APPOINTMENT, exact=True).first, "Ausgewählter Termin"
         )
@@ -315,13 +376,17 @@ class MunichBooker:
         """Wait until the appointment step shows times or the no-slots callout and the page has no
         calendar request in flight; an answer the page cannot have understood is a layout change."""
         deadline = time.monotonic() + self.step_timeout_s
+        shown_at: float | None = None
         while True:
             await self._check_fatal(page, recorder, mark)
             _check_calendar_answers(recorder.responses[mark:])
             shown = await _visible(page.locator(sel.TIMESLOT_BUTTON)) or await _visible(
                 page.get_by_text(sel.NO_SLOTS, exact=True)
             )
+            if shown and shown_at is None:
+                shown_at = time.monotonic()
             if shown and await self._calendar_idle(recorder):
+                recorder.shown_at = shown_at
                 return
             if time.monotonic() > deadline:
                 raise LayoutChanged("the appointment step showed neither time slots nor the no-slots callout")
@@ -372,7 +437,7 @@ class MunichBooker:
             raise LayoutChanged(f"the day tile of {day} is disabled while the calendar answer lists the day")
         if "selected" not in (await tile.get_attribute("class") or "").split():
             mark = recorder.mark()
-            await self._click(page, tile, f"the day tile of {day}")
+            await self._click(page, tile, f"the day tile of {day}", since=recorder.shown_at)
             await self._wait_answer(page, recorder, mark, lambda r: _covers(r, day), f"the answer for {day}")
             await self._wait_for_calendar(page, recorder, mark)
         else:
@@ -780,9 +845,11 @@ class MunichBooker:
                 raise CaptchaRequired(f"{what} stayed disabled")
             await asyncio.sleep(POLL_S)
 
-    async def _click(self, page: Page, locator: Locator, what: str) -> None:
+    async def _click(self, page: Page, locator: Locator, what: str, *, since: float | None = None) -> None:
+        """Think, move the mouse onto ``locator`` and click; ``since`` (monotonic s): when what the
+        click reacts to appeared, so time spent waiting for the page to settle counts as reading."""
         await self._wait_visible(page, locator, what)
-        await self.pacer.think()
+        await self.pacer.think(elapsed_s=time.monotonic() - since if since is not None else 0.0)
         await self.pacer.move_to(page, locator)
         await locator.click()
 
