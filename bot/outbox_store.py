@@ -35,6 +35,7 @@ from bot.alerts import (
 from bot.calendar import Appointment, appointment_ics, filename
 from bot.metrics import ALERTS, DETECTION_LATENCY
 from bot.quiet import HELD_KEY, QuietHours, hold_until
+from bot.swaps import is_swap, render_swap
 from shared.booking import MAIL_CAP, SubscriberNotice
 from shared.db.database import Database
 from shared.db.models import (
@@ -85,6 +86,9 @@ class SenderConfig:
     site_url: str = ""
     stop_timeout_s: float = 10.0
     """On a clean stop, how long requests in flight may take to finish."""
+    operator_console: bool = False
+    """Operator alerts without a chat go to the ``console`` channel (``mta up`` without a bot)
+    instead of the log only."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SenderConfig:
@@ -125,9 +129,8 @@ class Job:
         if self.channel == NotificationChannel.EMAIL:
             assert self.recipient is not None
             recipient = self.recipient
-        else:
-            assert self.chat_id is not None
-            recipient = str(self.chat_id)
+        else:  # a chat; none for the console
+            recipient = str(self.chat_id) if self.chat_id is not None else ""
         lines = [_TAGS.sub("", line).strip() for line in self.rendered.text.splitlines()]
         return Outgoing(
             notification_id=self.id,
@@ -346,7 +349,9 @@ class OutboxStore:
     ) -> None:
         if row.kind == NotificationKind.OPERATOR:
             job.rendered = render_operator(row.text, row.payload or {})
-            if row.chat_id is None:
+            if row.chat_id is None and self.config.operator_console:
+                job.channel = "console"
+            elif row.chat_id is None:
                 log.warning("operator_alert", text=row.text, payload=row.payload)
                 job.skip_reason = "operator alert without a chat: logged only"
             return
@@ -400,6 +405,9 @@ class OutboxStore:
         notice = _booking_notice(session, row, subs)
         if notice is not None:
             job.rendered = render_booking_notice(notice, language)
+            return
+        if row.kind == NotificationKind.BOOKING and is_swap(row.payload):  # an earlier date
+            job.rendered = render_swap(row.payload or {}, language)
             return
         if row.kind in (NotificationKind.BOOKING, NotificationKind.REMINDER):
             booking = bookings.get(row.booking_id) if row.booking_id is not None else None

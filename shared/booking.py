@@ -23,7 +23,10 @@ Rules, enforced here and in the database:
   profile from before family profiles became;
 - never more than one active (holding/reserved/preconfirmed) booking per person (profile) and
   service: the partial unique index ``uq_bookings_one_active_per_profile_service``; the claim is an
-  ``INSERT ... ON CONFLICT DO NOTHING``, so two racing workers cannot both get one;
+  ``INSERT ... ON CONFLICT DO NOTHING``, so two racing workers cannot both get one. The one
+  exception is an earlier date (``shared.swaps``): its new hold may sit beside the booking it
+  replaces (``replaces_booking_id``; a second partial unique index allows one such hold per person
+  and service, never two), until the swap ends;
 - the city's cap per e-mail address (``appointmentsPerMail``, 3 at the Bürgerbüros, spec §2.6):
   MTA holds at most ``MAIL_CAP`` appointments to come for one address, counted over every profile
   that uses it (family members often share one), so the city never answers
@@ -255,6 +258,51 @@ def active_booking(session: Session, profile_id: int, service_id: int) -> Bookin
     ).first()
 
 
+def blocking_booking(
+    session: Session, profile_id: int, service_id: int, *, replaces: int | None = None
+) -> Booking | None:
+    """The active booking that stops another one for this person and service: any, for an ordinary
+    request; for a swap (``replaces``: the held booking an earlier date is to replace), any but that
+    one, so a swap gets one extra hold and never two (the database's two partial unique indexes)."""
+    for booking in session.scalars(
+        select(Booking)
+        .where(
+            Booking.profile_id == profile_id,
+            Booking.service_id == service_id,
+            Booking.status.in_(ACTIVE_BOOKING_STATUSES),
+        )
+        .order_by(Booking.id)
+    ):
+        if replaces is None or booking.id != replaces:
+            return booking
+    return None
+
+
+SWAPPABLE = (BookingStatus.RESERVED, BookingStatus.PRECONFIRMED, BookingStatus.CONFIRMED)
+"""A booking an earlier date may replace: one the city holds."""
+
+
+def replaced_booking(
+    session: Session, subscription: Subscription | None, profile_id: int, slot: Slot
+) -> int | None:
+    """For a subscription that looks for an earlier date (``shared.swaps``): the held booking the
+    slot would replace, when it is still held for this person and service and the slot starts
+    strictly before it; else None."""
+    if subscription is None or subscription.replaces_booking_id is None:
+        return None
+    old = session.get(Booking, subscription.replaces_booking_id)
+    if (
+        old is None
+        or old.status not in SWAPPABLE
+        or old.profile_id != profile_id
+        or old.service_id != slot.service_id
+        or old.start_at is None
+        or ensure_utc(slot.start_at) >= ensure_utc(old.start_at)
+    ):
+        return None
+    return old.id
+
+
 def _mail_key(email: str | None) -> str:
     return (email or "").strip().casefold()
 
@@ -370,7 +418,11 @@ def start_booking(
         return Start(StartOutcome.NO_CONSENT, told=told)
     if profile_refused(session, user_id, profile) is not None:
         return Start(StartOutcome.PROFILE_REFUSED)
-    existing = active_booking(session, profile.id, slot.service_id)
+    replaces = replaced_booking(session, subscription if owned else None, profile.id, slot)
+    swap = owned and subscription is not None and subscription.replaces_booking_id is not None
+    if swap and replaces is None:
+        return Start(StartOutcome.NOT_WANTED)  # the swap is over, or the slot is not earlier
+    existing = blocking_booking(session, profile.id, slot.service_id, replaces=replaces)
     if existing is not None:
         return Start(StartOutcome.ALREADY_ACTIVE, existing)
     if bookings_for_mail(session, profile.email, slot.site, now) >= MAIL_CAP:
@@ -391,6 +443,7 @@ def start_booking(
             office_id=slot.office_id,
             start_at=slot.start_at,
             status=BookingStatus.HOLDING,
+            replaces_booking_id=replaces,
             created_at=requested_at,
             updated_at=now,
         )
@@ -533,19 +586,19 @@ def autobook_requests(
             )
             .order_by(Subscription.created_at, Subscription.id)
         ).all()
-        busy = {
-            profile_id
-            for (profile_id,) in session.execute(
-                select(Booking.profile_id).where(
-                    Booking.service_id == service_id, Booking.status.in_(ACTIVE_BOOKING_STATUSES)
-                )
+        busy: dict[int | None, set[int]] = {}
+        for profile_id, booking_id in session.execute(
+            select(Booking.profile_id, Booking.id).where(
+                Booking.service_id == service_id, Booking.status.in_(ACTIVE_BOOKING_STATUSES)
             )
-        }
+        ):
+            busy.setdefault(profile_id, set()).add(booking_id)
         turn = 0
         for sub in subscriptions:
             profile = profile_for(session, sub.user_id, sub)
             person = profile.id if profile is not None else -sub.user_id  # no profile: start says so
-            if person in busy or (person, service_id) in people_done:
+            # an earlier date's subscription may book beside the booking it replaces (start decides)
+            if busy.get(person, set()) - {sub.replaces_booking_id} or (person, service_id) in people_done:
                 continue
             wanted = [s for s in group if subscription_matches(sub, s.office_id, s.start_at)]
             if not wanted:
@@ -741,14 +794,18 @@ def record_confirmed(session: Session, booking_id: int, *, now: datetime | None 
     return booking
 
 
-def record_cancelled(session: Session, booking_id: int, *, now: datetime | None = None) -> Booking:
+def record_cancelled(
+    session: Session, booking_id: int, *, notify: bool = True, now: datetime | None = None
+) -> Booking:
+    """Cancelled at the city; ``notify`` False when the caller tells the user itself (a swap)."""
     now = ensure_utc(now) if now is not None else utcnow()
     booking = _get(session, booking_id)
     if booking.status in (BookingStatus.CANCELLED, BookingStatus.FAILED, BookingStatus.EXPIRED):
         return booking
     booking.status = BookingStatus.CANCELLED
     booking.updated_at = now
-    _notify(session, booking, BookingEvent.CANCELLED, now)
+    if notify:
+        _notify(session, booking, BookingEvent.CANCELLED, now)
     session.flush()
     return booking
 
@@ -856,6 +913,7 @@ __all__ = [
     "MAX_FALLBACK_ATTEMPTS",
     "REMINDERS_BEFORE",
     "STALE_HOLDING",
+    "SWAPPABLE",
     "BookRequest",
     "BookingError",
     "BookingEvent",
@@ -867,6 +925,7 @@ __all__ = [
     "apply_site_state",
     "autobook_requests",
     "begin_booking",
+    "blocking_booking",
     "bookings_for_mail",
     "cancellable",
     "close_stale",
@@ -883,6 +942,7 @@ __all__ = [
     "record_failed",
     "record_preconfirmed",
     "record_reserved",
+    "replaced_booking",
     "start_booking",
     "tell_subscriber",
 ]

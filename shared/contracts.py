@@ -25,6 +25,9 @@ CANCEL_BOOKING_ACTOR = "cancel_booking"
 """``(booking_id, user_id)`` on ``BOOKINGS_QUEUE``."""
 POLL_BOOKING_STATES_ACTOR = "poll_booking_states"
 """``()`` on ``BOOKINGS_QUEUE``."""
+ADOPT_APPOINTMENT_ACTOR = "adopt_appointment"
+"""``(user_id, profile_id, sealed credentials, any_office, autobook)`` on ``BOOKINGS_QUEUE``: an
+appointment booked elsewhere, for an earlier date (``shared.swaps``)."""
 
 # --- the bot's wake-up ------------------------------------------------------------------------------
 WAKE_CHANNEL = "mta:outbox:wake"
@@ -99,6 +102,7 @@ def booking_marker_pattern(user_id: int) -> str:
 
 
 __all__ = [
+    "ADOPT_APPOINTMENT_ACTOR",
     "BOOKINGS_QUEUE",
     "BOOKING_KEY_PREFIX",
     "BOOKING_MARKER_TTL_S",

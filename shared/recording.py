@@ -91,10 +91,12 @@ def subscription_matches(subscription: Subscription, office_id: int, start: date
 
     Site, service and count are matched by the caller's query; here: offices (empty = any), the
     date window, weekdays (0 = Monday; empty = any) and the time-of-day window, all inclusive and
-    in Europe/Berlin time.
+    in Europe/Berlin time; and for an earlier date, a start strictly before ``start_before``.
     """
     if subscription.office_ids and office_id not in {int(i) for i in subscription.office_ids}:
         return False
+    if subscription.start_before is not None and ensure_utc(start) >= ensure_utc(subscription.start_before):
+        return False  # an earlier date (shared.swaps): strictly before the held appointment
     local = ensure_utc(start).astimezone(SITE_TIMEZONE)
     day = local.date()
     if subscription.date_from is not None and day < subscription.date_from:
@@ -382,9 +384,10 @@ def _queue_slot_alerts(
         if late:
             payload["late"] = True
         # one alert per person and slot, even when several of their subscriptions fit it: the one
-        # that may book it if any may, else the oldest
+        # that may book it if any may (one for an earlier date first: it may book beside a held
+        # appointment), else the oldest
         chosen: dict[int, Subscription] = {}
-        for sub in sorted(matching, key=lambda s: (not s.autobook, s.id)):
+        for sub in sorted(matching, key=lambda s: (not s.autobook, s.replaces_booking_id is None, s.id)):
             chosen.setdefault(sub.user_id, sub)
         for sub in sorted(chosen.values(), key=lambda s: s.id):
             rows.append(

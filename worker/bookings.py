@@ -40,6 +40,7 @@ import redis
 from shared import booking as policy
 from shared import enqueue
 from shared.contracts import (
+    ADOPT_APPOINTMENT_ACTOR,
     BOOK_SLOT_ACTOR,
     BOOKING_KEY_PREFIX,
     CANCEL_BOOKING_ACTOR,
@@ -53,6 +54,7 @@ from shared.killswitch import site_stopped
 from shared.logging import get_logger, scrub_text
 from shared.recording import alert_booking_layout_changed
 from shared.settings import Settings
+from worker import swaps
 from worker.broker import BOOKINGS_QUEUE, WAKE_CHANNEL, current_broker, current_runtime
 from worker.budget import SiteBudget, site_budget
 from worker.sites.base import SiteBooker
@@ -581,6 +583,7 @@ async def poll_bookings(
             report.confirmed += 1
         elif new_status is BookingStatus.EXPIRED:
             report.expired += 1
+    await swaps.settle_swaps(deps)  # an earlier date confirmed: only now the old one is cancelled
     report.redispatched = await asyncio.to_thread(sweep_autobook, deps.db, deps.redis, now)
     report.standbys_prepared = await _keep_standbys(deps)
     if report.expired or report.confirmed or report.reminders or report.interrupted:
@@ -757,11 +760,34 @@ async def poll_booking_states() -> None:
             lock.release()
 
 
+@dramatiq.actor(
+    actor_name=ADOPT_APPOINTMENT_ACTOR,
+    queue_name=BOOKINGS_QUEUE,
+    broker=current_broker(),
+    max_retries=0,
+    time_limit=BOOKING_TIME_LIMIT_MS,
+)
+async def adopt_appointment(
+    user_id: int, profile_id: int | None, sealed: str, any_office: bool, autobook: bool
+) -> None:
+    """An appointment booked elsewhere, entered in the bot: read it at the city, keep it, and watch
+    for an earlier date (``worker.swaps.adopt``)."""
+    await swaps.adopt(
+        _actor_deps(),
+        user_id=user_id,
+        profile_id=profile_id,
+        sealed=sealed,
+        any_office=any_office,
+        autobook=autobook,
+    )
+
+
 __all__ = [
     "BookingDeps",
     "BookingReport",
     "BudgetExhausted",
     "PollReport",
+    "adopt_appointment",
     "book_slot",
     "cancel_at_city",
     "cancel_booking",

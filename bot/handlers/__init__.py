@@ -32,7 +32,7 @@ from bot.i18n import DEFAULT_LANGUAGE, SUPPORTED_LANGUAGES, translator
 from bot.keyboards import language_keyboard
 from bot.validation import MAX_MESSAGE_CHARS, N_, InputError
 
-from . import booking, control, mail, manage, privacy, profile, store, subscribe
+from . import booking, control, mail, manage, privacy, profile, store, subscribe, swap
 from .common import LANGUAGE_KEY, Flow, Turn, current_flow, end_flow, log
 
 CommandFn = Callable[[Turn], Awaitable[None]]
@@ -44,18 +44,21 @@ FLOW_CALLBACKS: dict[str, FlowCallback] = {
     profile.KIND: profile.on_callback,
     privacy.KIND: privacy.on_callback,
     mail.KIND: mail.on_callback,
+    swap.KIND: swap.on_callback,
 }
 FLOW_TEXT: dict[str, FlowText] = {
     subscribe.KIND: subscribe.on_text,
     profile.KIND: profile.on_text,
     privacy.KIND: privacy.on_text,
     mail.KIND: mail.on_text,
+    swap.KIND: swap.on_text,
 }
 FLOW_NAMES = {
     subscribe.KIND: N_("setting up a subscription"),
     profile.KIND: N_("entering your booking profile"),
     privacy.KIND: N_("deleting your data"),
     mail.KIND: N_("setting your alert e-mail"),
+    swap.KIND: N_("looking for an earlier date"),
 }
 SOMETHING = N_("setting something up")
 LIST_ACTIONS = frozenset({"lp", "lr", "le", "ld", "ldk", "lk"})
@@ -99,7 +102,7 @@ async def _start(turn: Turn) -> None:
 
 
 async def _help(turn: Turn) -> None:
-    lines = (HELP_TEXT, booking.HELP_LINE, mail.HELP_LINE, profile.HELP_LINE)
+    lines = (HELP_TEXT, booking.HELP_LINE, swap.HELP_LINE, mail.HELP_LINE, profile.HELP_LINE)
     await turn.say("\n".join(turn._(line) for line in lines))
 
 
@@ -125,6 +128,7 @@ COMMANDS: dict[str, CommandFn] = {
     "status": manage.show_status,
     "profile": profile.begin,
     "bookings": booking.show_bookings,
+    "earlier": swap.begin,
     "quiet": control.show_quiet,
     "email": mail.begin,
     "test": control.send_test,
@@ -194,6 +198,8 @@ async def on_button(update: Update, context: ContextTypes.DEFAULT_TYPE) -> None:
         await manage.on_list_button(turn, callback)
     elif callback.action in booking.ACTIONS:
         await booking.on_button(turn, callback)
+    elif callback.action in swap.ACTIONS:
+        await swap.on_list_button(turn, callback)
     elif callback.action in control.ACTIONS:
         await control.on_button(turn, callback)
     elif callback.action == "lg" and callback.arg in SUPPORTED_LANGUAGES:
@@ -304,6 +310,7 @@ COMMAND_DESCRIPTIONS = {
     "status": N_("is it working?"),
     "profile": N_("booking details: you and your family"),
     "bookings": N_("your bookings: state, cancel"),
+    "earlier": N_("find an earlier date"),
     "quiet": N_("quiet hours: no alerts at night"),
     "email": N_("slot alerts also by e-mail"),
     "test": N_("send me a sample alert"),

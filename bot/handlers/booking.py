@@ -179,7 +179,8 @@ def check_book_request(session: Session, user_id: int, slot_id: int, now: dateti
         return BookAnswer(BookOutcome.NO_CONSENT, facts, subscription.id)
     if policy.profile_refused(session, user_id, profile) is not None:
         return BookAnswer(BookOutcome.PROFILE_REFUSED, facts, subscription.id)
-    active = policy.active_booking(session, profile.id, slot.service_id)
+    replaces = policy.replaced_booking(session, subscription, profile.id, slot)  # an earlier date
+    active = policy.blocking_booking(session, profile.id, slot.service_id, replaces=replaces)
     if active is not None:
         return BookAnswer(BookOutcome.ALREADY_ACTIVE, facts, subscription.id, active=BookingView.of(active))
     if policy.bookings_for_mail(session, profile.email, slot.site, now) >= policy.MAIL_CAP:
@@ -436,6 +437,8 @@ def _list_message(
             row.append(("📅 " + _("Calendar #{id}").format(id=v.id), "bi", v.id))
         if v.cancellable:
             row.append(("✖ " + _("Cancel booking #{id}").format(id=v.id), "bc", v.id))
+        if v.cancellable and v.start_at is not None and v.start_at > utcnow():  # shared.swaps
+            row.append(("⏪ " + _("Earlier date #{id}").format(id=v.id), "ew", v.id))
         if row:
             rows.append(row)
     return "\n\n".join(blocks), kb.markup(rows) if rows else None

@@ -103,6 +103,8 @@ class BookingStatus(enum.StrEnum):
 
 ACTIVE_BOOKING_STATUSES = (BookingStatus.HOLDING, BookingStatus.RESERVED, BookingStatus.PRECONFIRMED)
 _ACTIVE_BOOKING_SQL = "status IN ('holding', 'reserved', 'preconfirmed')"
+_ORDINARY_ACTIVE_SQL = f"{_ACTIVE_BOOKING_SQL} AND replaces_booking_id IS NULL"
+_SWAP_HOLD_SQL = f"{_ACTIVE_BOOKING_SQL} AND replaces_booking_id IS NOT NULL"
 
 
 class User(Base):
@@ -206,6 +208,16 @@ class Subscription(Base):
         Integer, ForeignKey("booking_profiles.id", ondelete="SET NULL"), index=True, default=None
     )
     """For whom MTA books (``shared.booking.profile_for``); None: the user's default profile."""
+    replaces_booking_id: Mapped[int | None] = mapped_column(
+        Integer,
+        # bookings point at subscriptions too: created after both tables (a cycle otherwise)
+        ForeignKey("bookings.id", ondelete="CASCADE", use_alter=True),
+        index=True,
+        default=None,
+    )
+    """An earlier date for this held booking (``shared.swaps``); None: an ordinary subscription."""
+    start_before: Mapped[datetime | None] = mapped_column(default=None)
+    """Only slots starting strictly before this fit (the held appointment's start)."""
     state: Mapped[SubscriptionState] = mapped_column(
         str_enum(SubscriptionState, "subscription_state"), default=SubscriptionState.ACTIVE
     )
@@ -362,7 +374,8 @@ class Notification(Base):
 
 
 class Booking(Base):
-    """One attempt to book a slot for a person; at most one active per (profile, service)."""
+    """One attempt to book a slot for a person; at most one active per (profile, service), plus
+    during a swap (an earlier date, ``shared.swaps``) one hold that replaces it, never two."""
 
     __tablename__ = "bookings"
     __table_args__ = (
@@ -371,8 +384,16 @@ class Booking(Base):
             "profile_id",
             "service_id",
             unique=True,
-            sqlite_where=text(_ACTIVE_BOOKING_SQL),
-            postgresql_where=text(_ACTIVE_BOOKING_SQL),
+            sqlite_where=text(_ORDINARY_ACTIVE_SQL),
+            postgresql_where=text(_ORDINARY_ACTIVE_SQL),
+        ),
+        Index(
+            "uq_bookings_one_swap_hold_per_profile_service",
+            "profile_id",
+            "service_id",
+            unique=True,
+            sqlite_where=text(_SWAP_HOLD_SQL),
+            postgresql_where=text(_SWAP_HOLD_SQL),
         ),
     )
 
@@ -385,6 +406,10 @@ class Booking(Base):
         Integer, ForeignKey("booking_profiles.id", ondelete="SET NULL"), index=True, default=None
     )
     """The person booked for (whose details went into the city's form)."""
+    replaces_booking_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("bookings.id", ondelete="SET NULL"), default=None
+    )
+    """A swap's new hold: the booking it replaces once it is confirmed (``shared.swaps``)."""
     slot_id: Mapped[int | None] = mapped_column(BigIntId, ForeignKey("slots.id", ondelete="SET NULL"))
     site: Mapped[str] = mapped_column(String(64), default=DEFAULT_SITE)
     service_id: Mapped[int] = mapped_column(BigInteger)

@@ -307,7 +307,7 @@ def test_bookings_lists_states_and_cancel_asks_before_queueing(
     assert f"#{holding}" in text and "booking in progress" in text
     assert f"#{taken}" in text and "someone else was faster" in text
     labels = [b["text"] for b in chat.buttons(record["message_id"])]
-    assert labels == [f"✖ Cancel booking #{reserved}"]
+    assert labels == [f"✖ Cancel booking #{reserved}", f"⏪ Earlier date #{reserved}"]
 
     chat.press(f"Cancel booking #{reserved}", expect="Cancel this booking?")
     chat.press("Keep it", expect="Your bookings:")

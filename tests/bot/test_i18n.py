@@ -30,7 +30,7 @@ SOURCES = [
     *sorted((ROOT / "bot" / "handlers").glob("*.py")),
 ]
 """Every module of the bot that may say something to a person (alerts and the captcha relay too)."""
-CATALOGUE_FILES = ("alerts.po", "booking.po", "bot.po", "core.po", "email.po", "family.po")
+CATALOGUE_FILES = ("alerts.po", "booking.po", "bot.po", "core.po", "email.po", "family.po", "swap.po")
 TRANSLATED = [language for language in SUPPORTED_LANGUAGES if language != "en"]
 KEYWORDS = {"_": None, "N_": None, "ngettext": (1, 2)}
 """``_.ngettext(one, many, n)`` is found by its last name, like a plain call."""

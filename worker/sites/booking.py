@@ -169,6 +169,11 @@ class AppointmentState:
     found: bool
     status: str | None = None
     code: str | None = None
+    office_id: int | None = None
+    service_id: int | None = None
+    service_count: int = 1
+    start: datetime | None = None
+    """Where, what and when (read for an appointment booked elsewhere: an earlier date)."""
 
 
 @dataclass(frozen=True)

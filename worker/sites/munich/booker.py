@@ -28,7 +28,7 @@ import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -215,6 +215,30 @@ def _hold_from(body: dict[str, Any], fallback: CityHold | None = None) -> CityHo
         reservation_minutes=int(minutes)
         if isinstance(minutes, int) and minutes > 0
         else bsel.DEFAULT_RESERVATION_MIN,
+    )
+
+
+def _appointment_state(body: Any) -> AppointmentState:
+    """The ThinnedProcess of GET ``appointment``: status, office, main service and count, start
+    (``timestamp`` epoch seconds as a string); fields it lacks stay None."""
+    if not isinstance(body, dict):
+        return AppointmentState(found=True)
+
+    def number(key: str) -> int | None:
+        value = body.get(key)
+        try:
+            return int(value) if value is not None and not isinstance(value, bool) else None
+        except (TypeError, ValueError):
+            return None
+
+    stamp = number("timestamp")
+    return AppointmentState(
+        found=True,
+        status=str(body.get("status") or "") or None,
+        office_id=number("officeId"),
+        service_id=number("serviceId"),
+        service_count=number("serviceCount") or 1,
+        start=datetime.fromtimestamp(stamp, UTC) if stamp is not None else None,
     )
 
 
@@ -684,11 +708,12 @@ class MunichBooker:
         finally:
             recorder.detach()
         if response.ok:
-            return AppointmentState(found=True, status=str(response.body.get("status") or "") or None)
+            return _appointment_state(response.body)
         if bsel.NOT_FOUND_CODE in response.codes or response.status == 404:
             return AppointmentState(found=False, code=bsel.NOT_FOUND_CODE)
-        if "authKeyMismatch" in response.codes:
-            return AppointmentState(found=False, code="authKeyMismatch")
+        for code in (bsel.AUTH_KEY_MISMATCH_CODE, *bsel.INVALID_CREDENTIAL_CODES):
+            if code in response.codes:
+                return AppointmentState(found=False, code=code)
         raise_for_site(response)
         raise AssertionError("unreachable")
 

@@ -42,6 +42,10 @@ SLOT_TAKEN_CODES = frozenset(
 """The slot went to someone else: the normal race-lost answer (§2.5)."""
 NOT_FOUND_CODE = "appointmentNotFound"
 """Unknown, cancelled or expired process (§2.9)."""
+AUTH_KEY_MISMATCH_CODE = "authKeyMismatch"
+"""GET appointment with a known process id and another auth key (406)."""
+INVALID_CREDENTIAL_CODES = ("invalidProcessId", "invalidAuthKey")
+"""GET appointment with a process id that is no positive 32-bit number, or an empty auth key (400)."""
 RESERVATION_GONE_CODES = frozenset({"processNotReservedAnymore"})
 ACTIVATION_GONE_CODES = frozenset({"processNotPreconfirmedAnymore", "preconfirmationExpired"})
 CANNOT_CANCEL_CODE = "appointmentCanNotBeCanceled"
