@@ -26,6 +26,7 @@ from markupsafe import Markup
 from sqlalchemy import text
 from starlette.concurrency import run_in_threadpool
 
+from api.answer_folder import AnswerFolder
 from api.dashboard import DashboardFeed, DbView, make_environment, read_db_view, render_sections
 from api.etag import send, send_ready
 from api.farm import HEARTBEAT_MAX_AGE_S, FarmState
@@ -35,7 +36,7 @@ from api.outages import OutageWatch
 from api.queries import target_rows
 from api.routes import admin, router
 from api.schemas import PartStatus, ReadyOut, TargetOut
-from api.snapshot import JSON, ReadyAnswer, answer
+from api.snapshot import JSON, AnswerCache, ReadyAnswer, answer
 from api.state import AppState, get_state
 from api.writes import ForgetAnswersOnWrite
 from shared.db.database import open_database
@@ -185,8 +186,10 @@ async def farm_metrics(state: AppState) -> bytes:
     )
 
 
-def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
-    """The status service for ``settings``; ``refresh_s``: how often live dashboards are rebuilt."""
+def create_app(settings: Settings, *, refresh_s: float = 1.0, answers_dir: Path | None = None) -> FastAPI:
+    """The status service for ``settings``; ``refresh_s``: how often live dashboards are rebuilt;
+    ``answers_dir``: the folder whose prepared answers this process shares with the other server
+    processes of the same ``mta api`` (``api.answer_folder``; ``None``: it builds its own)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -204,6 +207,7 @@ def create_app(settings: Settings, *, refresh_s: float = 1.0) -> FastAPI:
                 redis=client,
                 templates=make_environment(),
                 feed=feed,
+                answers=AnswerCache(shared=AnswerFolder(answers_dir) if answers_dir is not None else None),
             )
             await stack.enter_async_context(feed)
 
@@ -320,4 +324,11 @@ def run(settings: Settings) -> None:
     ApiServer(config).run()
 
 
-__all__ = ["ApiServer", "build_sections", "create_app", "readiness", "render_metrics", "run"]
+__all__ = [
+    "ApiServer",
+    "build_sections",
+    "create_app",
+    "readiness",
+    "render_metrics",
+    "run",
+]

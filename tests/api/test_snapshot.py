@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi.testclient import TestClient
 
+from api.answer_folder import AnswerFolder
 from api.app import create_app
-from api.snapshot import AnswerCache, ReadyAnswer, answer
+from api.snapshot import JSON, AnswerCache, ReadyAnswer, answer
 from shared.db.database import Database
 from shared.db.models import Slot
 from shared.settings import Settings
@@ -234,3 +236,128 @@ def test_the_fast_path_starts_an_expired_answers_rebuild() -> None:
         assert cache.ready_for("/api/v1/slots?limit=05", 0.3) is None  # never validated
 
     asyncio.run(main())
+
+
+def test_a_rebuild_slower_than_two_intervals_keeps_serving_the_previous_answer() -> None:
+    """Tried: a key in demand whose rebuild (started when the answer had just expired) is held past
+    two intervals, asked for through ``get`` and the fast path meanwhile; then released. Asserted:
+    every ask meanwhile gets the previous answer at once (``get`` returns without waiting, the fast
+    path does not fall through to the endpoint) and no second build starts; after the rebuild the
+    new answer. A key asked for again only after two intervals still waits (see above). Seen failing
+    with the old rule (the previous answer only up to two intervals after its build)."""
+
+    async def main() -> None:
+        cache = AnswerCache()
+        release = asyncio.Event()
+        release.set()
+        version = 0
+
+        async def build(read_at_s: float) -> ReadyAnswer:
+            nonlocal version
+            await release.wait()
+            version += 1
+            return answer(str(version).encode(), "text/plain", read_at_s=read_at_s)
+
+        await cache.get("k", build, max_age_s=0.2)
+        cache.remember("/k?", "k")
+        await asyncio.sleep(0.25)  # expired, younger than two intervals: the rebuild starts now
+        release.clear()
+        assert (await cache.get("k", build, max_age_s=0.2)).body == b"1"
+        await asyncio.sleep(0.3)  # the rebuild still runs, the answer is older than two intervals
+        asking = asyncio.create_task(cache.get("k", build, max_age_s=0.2))
+        await asyncio.sleep(0)
+        assert asking.done() and asking.result().body == b"1"
+        handed = cache.ready_for("/k?", 0.2)
+        assert handed is not None and handed.body == b"1"
+        assert cache.builds == 2
+        release.set()
+        fresh = await cache.get("k", build, max_age_s=0.2)
+        while fresh.body == b"1":  # the rebuild finishes on the loop
+            await asyncio.sleep(0.01)
+            fresh = await cache.get("k", build, max_age_s=0.2)
+        assert fresh.body == b"2" and cache.builds == 2
+
+    asyncio.run(main())
+
+
+def test_server_processes_share_one_build_per_refresh(tmp_path: Path) -> None:
+    """Tried: two answer stores on one ``AnswerFolder`` (as two server processes of one ``mta
+    api``): one builds a key, the other asks for it; after the interval the data changes and both
+    ask at once while the build is held. Asserted: the second store takes the first one's bytes
+    (same ETag, no build of its own); after the change exactly one build runs for both, and both
+    then send the new answer under the same new ETag. Seen failing with the stores not given the
+    folder (each built its own) and with the lock not taken (two builds after the change)."""
+
+    async def main() -> None:
+        folder = AnswerFolder(tmp_path)
+        first, second = AnswerCache(shared=folder), AnswerCache(shared=folder)
+        release = asyncio.Event()
+        release.set()
+        data = "old"
+        calls = 0
+
+        async def build(read_at_s: float) -> ReadyAnswer:
+            nonlocal calls
+            calls += 1
+            await release.wait()
+            return answer(f'{{"data": "{data}", "read": {read_at_s}}}'.encode(), JSON, read_at_s=read_at_s)
+
+        one = await first.get("status", build, max_age_s=0.3)
+        two = await second.get("status", build, max_age_s=0.3)
+        assert calls == 1 and second.adopted == 1
+        assert two.body == one.body and two.etag == one.etag
+
+        await asyncio.sleep(0.35)
+        data = "new"
+        release.clear()
+        asking = [asyncio.create_task(c.get("status", build, max_age_s=0.3)) for c in (first, second)]
+        await asyncio.sleep(0.1)  # both rebuilds started; one holds the lock, the other waits for it
+        assert calls == 2
+        release.set()
+        await asyncio.gather(*asking)
+        newer = []
+        for cache in (first, second):
+            ready = await cache.get("status", build, max_age_s=0.3)
+            while b"new" not in ready.body:  # the rebuild (or the wait for it) finishes on the loop
+                await asyncio.sleep(0.01)
+                ready = await cache.get("status", build, max_age_s=0.3)
+            newer.append(ready)
+        assert calls == 2
+        assert newer[0].body == newer[1].body and newer[0].etag == newer[1].etag != one.etag
+
+    asyncio.run(main())
+
+
+def test_a_write_here_is_not_hidden_by_another_processes_older_answer(tmp_path: Path) -> None:
+    """Tried: a key built by one store on a shared folder, then a write through the other store's
+    process (``clear``), then that store asks for the key. Asserted: it builds anew rather than
+    taking the other process's answer read before the write. Seen failing with ``_adoptable``
+    ignoring when the answer was read."""
+
+    async def main() -> None:
+        folder = AnswerFolder(tmp_path)
+        first, second = AnswerCache(shared=folder), AnswerCache(shared=folder)
+        data = "before"
+
+        async def build(read_at_s: float) -> ReadyAnswer:
+            return answer(data.encode(), "text/plain", read_at_s=read_at_s)
+
+        assert (await first.get("k", build, max_age_s=60)).body == b"before"
+        data = "after"
+        second.clear()
+        assert (await second.get("k", build, max_age_s=60)).body == b"after"
+        assert second.adopted == 0
+
+    asyncio.run(main())
+
+
+def test_healthz_is_answered_before_routing(api_settings: Settings, db: Database) -> None:
+    """Tried: /healthz asked after the app's routes were all removed. Asserted: 200 with
+    ``{"status":"ok"}`` as JSON (the fast path answers it, no routing), while another path now
+    gets 404. Seen failing with the fast path's /healthz branch removed."""
+    with TestClient(create_app(api_settings, refresh_s=60)) as client:
+        client.app.router.routes.clear()  # type: ignore[attr-defined]
+        answered = client.get("/healthz")
+        assert answered.status_code == 200 and answered.json() == {"status": "ok"}
+        assert answered.headers["content-type"] == "application/json"
+        assert client.get("/api/v1/status").status_code == 404
