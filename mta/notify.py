@@ -1,24 +1,31 @@
 """Alerts on ``mta up``'s console while no Telegram bot sends them (no token: the demo).
 
-Not behind one ``Notifier`` protocol with the Telegram sender (``bot/sender.py``): the sender is a
-role of its own (an asyncio loop in the bot process that claims outbox rows, retries, edits and
-records delivery), while this printer is a read-only thread of ``mta up`` that claims nothing and
-marks nothing sent; a shared protocol would have one real implementation and one that ignores
-most of it. What they share is the outbox, which is the contract.
+The console is a channel like Telegram and e-mail: ``ConsoleNotifier`` sits behind the same
+``Notifier`` seam (``shared.notify``) and stands in for Telegram, and ``ConsoleAlerts`` runs the
+bot's own outbox drain (``bot.sender.Sender``) in a thread of ``mta up`` with it (and the e-mail
+channel, when SMTP is configured). So the console gets what a Telegram chat would get, once each,
+in the person's language and after their quiet hours, and the rows are settled as delivered:
+a bot started later with a token does not send them again. Operator alerts without a chat go to
+the console too. A "gone" notice is not printed: the console keeps no message to edit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import html
+import re
 import threading
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from shared.logging import get_logger
+from shared.notify import Delivered, Notifier, Outgoing, WireHook
 from shared.settings import Settings
 
 log = get_logger("mta.up")
+_TAGS = re.compile(r"<[^>]+>")
 
 
 def describe_notification(kind: str, payload: dict[str, Any], text: str | None) -> str:
@@ -40,80 +47,84 @@ def describe_notification(kind: str, payload: dict[str, Any], text: str | None) 
     return f"{label}: {what} — {where} — {when}"
 
 
-class ConsoleAlerts:
-    """Prints every new outbox row (no personal data) while no Telegram bot sends them."""
+class ConsoleNotifier:
+    """Prints each alert as one line: what, where, when (the rendered alert's first lines, no
+    markup); an alert names no person. Stands in for Telegram and takes operator alerts."""
 
-    def __init__(
-        self, settings: Settings, echo: Callable[[str], None], *, poll_s: float = 1.0, site_url: str = ""
-    ) -> None:
-        self.settings = settings
+    channel = "console"
+    LINES = 4
+
+    def __init__(self, echo: Callable[[str], None]) -> None:
         self.echo = echo
-        self.poll_s = poll_s
-        self.site_url = site_url
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self.printed = 0
-        self.after_id: int | None = None
-        """Print rows newer than this; None: newer than the newest when the thread starts."""
 
-    def mark_start(self) -> None:
-        """From now on: alerts queued while the roles start are printed too (the thread starts
-        only once every role is up)."""
-        from sqlalchemy import func, select
+    async def send(self, message: Outgoing, wire: WireHook) -> Delivered:
+        await wire.on_wire()
+        lines = [_TAGS.sub("", line).strip() for line in message.text.splitlines()]
+        text = html.unescape(" — ".join([line for line in lines if line][: self.LINES]))
+        self.echo(f"[{datetime.now().strftime('%H:%M:%S')}] {text}")
+        self.printed += 1
+        return Delivered(note="shown on the mta up console")  # no message id: nothing to edit
 
-        from shared.db.database import open_database
-        from shared.db.models import Notification
 
-        db = open_database(self.settings)
-        try:
-            with db.transaction() as session:
-                self.after_id = int(session.scalar(select(func.max(Notification.id))) or 0)
-        finally:
-            db.close()
+class ConsoleAlerts:
+    """The outbox drain with the console as its Telegram channel, in a thread of ``mta up``."""
+
+    def __init__(self, settings: Settings, echo: Callable[[str], None], *, poll_s: float = 1.0) -> None:
+        self.settings = settings
+        self.notifier = ConsoleNotifier(echo)
+        self.poll_s = poll_s
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+
+    @property
+    def printed(self) -> int:
+        return self.notifier.printed
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="console-alerts", daemon=True)
         self._thread.start()
+        self._ready.wait(10)
 
     def stop(self) -> None:
-        self._stop.set()
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop already ended
+                self._loop.call_soon_threadsafe(self._stop.set)
         if self._thread is not None:
-            self._thread.join(5)
+            self._thread.join(15)
 
     def _run(self) -> None:
-        from sqlalchemy import func, select
+        try:
+            asyncio.run(self._main())
+        except Exception as exc:  # a locked or missing DB must not kill the farm's console
+            log.warning("console_alerts_failed", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._ready.set()
 
+    async def _main(self) -> None:
+        from bot.email_notifier import email_notifiers
+        from bot.outbox_store import SenderConfig
+        from bot.sender import Sender
         from shared.db.database import open_database
-        from shared.db.models import Notification
+        from shared.db.models import NotificationChannel
 
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        notifiers: dict[str, Notifier] = {
+            NotificationChannel.TELEGRAM.value: self.notifier,
+            ConsoleNotifier.channel: self.notifier,
+            **email_notifiers(self.settings),
+        }
+        config = SenderConfig(sweep_s=self.poll_s, site_url=self.settings.site_url, operator_console=True)
         db = open_database(self.settings)
         try:
-            if self.after_id is not None:
-                last_id = self.after_id
-            else:
-                with db.transaction() as session:
-                    last_id = session.scalar(select(func.max(Notification.id))) or 0
-            while not self._stop.wait(self.poll_s):
-                try:
-                    with db.transaction() as session:
-                        rows = session.execute(
-                            select(
-                                Notification.id, Notification.kind, Notification.payload, Notification.text
-                            )
-                            .where(Notification.id > last_id)
-                            .order_by(Notification.id)
-                            .limit(50)
-                        ).all()
-                except Exception as exc:  # a locked or missing DB must not kill the farm's console
-                    log.warning("console_alerts_failed", error=str(exc))
-                    continue
-                for row_id, kind, payload, text in rows:
-                    last_id = max(last_id, row_id)
-                    stamp = datetime.now().strftime("%H:%M:%S")
-                    self.echo(f"[{stamp}] 🔔 {describe_notification(str(kind), payload or {}, text)}")
-                    self.printed += 1
+            async with Sender(None, db, config, notifiers=notifiers):
+                self._ready.set()
+                await self._stop.wait()
         finally:
             db.close()
 
 
-__all__ = ["ConsoleAlerts", "describe_notification"]
+__all__ = ["ConsoleAlerts", "ConsoleNotifier", "describe_notification"]

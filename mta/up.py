@@ -383,7 +383,6 @@ class Farm:
             self._end(RoleResult("bot", "skipped", "no MTA_TELEGRAM_TOKEN"))
             self._line("", "alerts are shown on the dashboard and on this console")
             self.console = ConsoleAlerts(cfg, self.echo)
-            self.console.mark_start()
 
         api_host = cfg.api_host
         local_host = "127.0.0.1" if api_host in ("0.0.0.0", "::") else api_host
