@@ -1,6 +1,7 @@
 """Issue #16's "done means", where no other test covers it: /help names every command of the menu in
-every language, README's BotFather list is the bot's own menu, and "Book this" says the city's cap
-per e-mail address in every language. Through the real Application and the fake Bot API."""
+every language, README's BotFather list is the bot's own menu, "Book this" says the city's cap per
+e-mail address, and /subscribe and /list say for whom, in every language. Through the real
+Application and the fake Bot API."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from bot.handlers import COMMAND_DESCRIPTIONS, COMMANDS, HELP_TEXT
+from bot.handlers import COMMAND_DESCRIPTIONS, COMMANDS, HELP_TEXT, store
 from bot.i18n import SUPPORTED_LANGUAGES, translator
 from bot.outbox_store import SenderConfig
 from bot.sender import Sender
@@ -20,6 +21,15 @@ from shared.db.models import Booking, BookingProfile, BookingStatus
 from shared.domain import DEFAULT_SITE, utcnow
 from shared.settings import Settings
 from tests.bot.conftest import RunningBot, UserChat
+from tests.bot.test_conversation_search import RESULTS
+from tests.bot.test_conversation_subscribe import (
+    AUTOBOOK_PROMPT,
+    OFFICES_PROMPT,
+    SERVICE_PROMPT,
+    TIME_PROMPT,
+    WEEKDAYS_PROMPT,
+    WINDOW_PROMPT,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 MAIL_CAP_ANSWER = (
@@ -103,3 +113,39 @@ def _press_over_the_cap(
     assert int(conversation_bot._call(sender.drain())) == 1
     chat = UserChat(fake_telegram, user_id, language_code=language)
     chat.press(_("Book this"), expect=_(MAIL_CAP_ANSWER).format(cap=3))
+
+
+def test_subscribe_asks_for_whom_and_list_says_it_in_every_language(
+    fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database
+) -> None:
+    """People (one per language) with their own profile and one for "Anna" subscribe with "book for
+    me": /subscribe asks whom to book for, the summary and /list say "Books for: Anna", in their
+    language. Tried: the summary without the person (fails)."""
+    for number, language in enumerate(SUPPORTED_LANGUAGES):
+        _ = translator(language)
+        user_id = 9820 + number
+        store.ensure_user(bot_db, user_id, language)
+        store.record_consent(bot_db, user_id)
+        store.save_profile(bot_db, user_id, store.ProfileData("Erika", "Muster", "e@example.org", None, {}))
+        anna = store.ProfileData("Anna", "Muster", "e@example.org", None, {}, label="Anna")
+        store.save_profile(bot_db, user_id, anna)
+        chat = UserChat(fake_telegram, user_id, language_code=language)
+        chat.send("/subscribe", expect=_(SERVICE_PROMPT)[:20])
+        results = chat.send("Fuhrerschein", expect=_(RESULTS).split("{query}")[0])
+        assert results is not None
+        how_many = _("{service}\n\nFor how many people?").split("{service}")[1].strip()
+        chat.press(results["params"]["reply_markup"]["inline_keyboard"][0][0]["text"], expect=how_many)
+        chat.press("1", expect=_(OFFICES_PROMPT).split("{service}")[0])
+        chat.press(_("Any office"), expect=_(WINDOW_PROMPT)[:16])
+        chat.press(_("Any date"), expect=_(WEEKDAYS_PROMPT)[:14])
+        chat.press(_("Any day"), expect=_(TIME_PROMPT)[:16])
+        chat.press(_("Any time"), expect=_(AUTOBOOK_PROMPT)[:30])
+        chat.press(
+            _("Yes, book for me"),
+            expect=_("Whom should MTA book for? Their booking profile goes into the city's form."),
+        )
+        books_for = _("Books for: {person}").format(person="Anna")
+        summary = chat.press("Anna", expect=_("Please check your subscription:"))
+        assert summary is not None and books_for in summary["params"]["text"]
+        chat.press(_("Save"), expect=_("Saved ✅ I will message you when a matching appointment appears."))
+        chat.send("/list", expect=books_for)
