@@ -12,8 +12,9 @@ Politeness: a standby waits without a single request. Preparing one costs what t
 a walk costs (the page's service list and the captcha: about four API requests); it takes a
 booking token (``MTA_BOOKING_BUDGET_PER_MINUTE``) and is charged to the site's request budget like
 any walk. The pool retires a standby whose captcha token nears its end (``BrowserPool``'s token
-margin), and ``keep_standbys`` prepares it again: one preparation per token lifetime (about five
-minutes) and target. Standbys for targets nobody autobooks any more are closed.
+margin), and ``keep_standbys`` prepares it again a little before that (``RENEW_BEFORE_S``): about
+one preparation every three minutes per target with the city's five-minute token. Standbys for
+targets nobody autobooks any more are closed.
 
 ``keep_standbys`` runs with the periodic booking-state job (``worker.bookings.poll_bookings``),
 in whichever worker process runs it: a standby helps the bookings of its own process only.
@@ -38,6 +39,10 @@ if TYPE_CHECKING:
 log = get_logger("mta.booking.standby")
 
 STANDBY_PREFIX = "standby:"
+RENEW_BEFORE_S = 120.0
+"""A standby whose captcha token has less than this left is prepared again: the pool stops handing
+it out 30-90 s before the token ends, and the keeper runs every ~30 s, so renewing this early keeps
+a fit standby at every moment (a 5-minute token: one preparation about every 3 minutes)."""
 CLAIMED = "standby_claimed"
 """``session.site_data`` flag: a booking took this standby (the keeper leaves it alone)."""
 
@@ -123,9 +128,13 @@ async def keep_standbys(deps: Any, wanted: list[Standby]) -> StandbyReport:
             await pool.retire(session, "standby no longer wanted")
             report.dropped += 1
     for standby in wanted:
-        if _fit(pool, standby) is not None:
+        fit = _fit(pool, standby)
+        remaining = fit.token_remaining_s() if fit is not None else None
+        if fit is not None and (remaining is None or remaining > RENEW_BEFORE_S):
             report.kept += 1
             continue
+        if fit is not None:
+            await pool.retire(fit, "standby renewed before its token ends")
         current = pool.warm_session(standby.key)
         if current is not None and (current.in_use or current.site_data.get(CLAIMED)):
             report.skipped.append(f"{standby.key}: in use")

@@ -77,7 +77,8 @@ async def test_a_booking_from_a_standby_reaches_the_hold_without_reloading_the_p
 async def test_a_stale_standby_is_not_claimed_and_is_prepared_again(deps: Any, db: Database) -> None:
     """A standby whose captcha token is about to run out is not handed to a booking; the next
     ``keep_standbys`` closes it and prepares a fresh one, while a fit one is only kept.
-    Tried: ``_fit`` without the pool's retire check: the stale standby was claimed."""
+    Tried: ``_fit`` without the pool's retire check: the stale standby was claimed; renewing only
+    unfit standbys: the one with 100 s left was kept."""
     add_person(db, 3002, service_id=WOHNSITZANMELDUNG, office_id=ORLEANSPLATZ)
     await keep_standbys(deps, [TARGET])
     fresh = deps.pool.warm_session(TARGET.key)
@@ -95,6 +96,10 @@ async def test_a_stale_standby_is_not_claimed_and_is_prepared_again(deps: Any, d
     assert renewed.prepared == 1
     replacement = deps.pool.warm_session(TARGET.key)
     assert replacement is not None and replacement is not fresh and fresh.retired
+    # still fit for the pool, but close enough to its end that the keeper renews it ahead
+    replacement.token_expires_at = deps.pool.clock() + 100
+    ahead = await keep_standbys(deps, [TARGET])
+    assert (ahead.prepared, ahead.kept) == (1, 0) and replacement.retired
     assert claim(deps.pool, "munich", slot) == TARGET.key
     assert claim(deps.pool, "munich", slot) is None  # claimed once only
 
