@@ -157,7 +157,8 @@ class Settings(BaseSettings):
     """Server processes of ``mta api`` on the one port; 0: one per core, at most 8."""
     api_refresh_s: float = Field(default=1.0, gt=0, le=60)
     """How often the dashboard and the public JSON answers are rebuilt; in between every client
-    gets the same prepared bytes (an answer is rebuilt at least every two intervals)."""
+    gets the same prepared bytes (after the interval the first request starts the rebuild, and the
+    previous answer serves until it is done; one asked for only after two intervals waits)."""
     admin_token: SecretStr | None = None
     """Bearer token for admin API calls; empty disables them."""
     retention_days: int = Field(default=30, ge=1, le=3_650)
