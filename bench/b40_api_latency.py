@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -243,6 +244,8 @@ class Load:
     p99_ms: float
     errors: int
     error_kinds: dict[str, int] = field(default_factory=dict)
+    generator_cpu_s: float = 0.0
+    """CPU seconds the load generator itself used (user + system): its share of the 2 cores."""
 
     @property
     def rate(self) -> float:
@@ -275,6 +278,7 @@ def load_wrk(base_url: str, paths: tuple[str, ...], clients: int, duration_s: fl
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         accept = 'wrk.headers["Accept-Encoding"] = "gzip"' if gzip else ""
         script.write(_WRK_SCRIPT % (", ".join(json.dumps(p) for p in paths), accept))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         out = subprocess.run(
             [
@@ -294,6 +298,7 @@ def load_wrk(base_url: str, paths: tuple[str, ...], clients: int, duration_s: fl
         ).stdout
     finally:
         os.unlink(script.name)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next(x for x in out.splitlines() if x.startswith("BENCHJSON "))
     data = json.loads(line.split(" ", 1)[1])
     kinds = {k: int(data[k]) for k in ("connect", "read", "write", "timeout", "status") if data[k]}
@@ -305,6 +310,7 @@ def load_wrk(base_url: str, paths: tuple[str, ...], clients: int, duration_s: fl
         p99_ms=data["p99"] / 1000,
         errors=sum(kinds.values()),
         error_kinds=kinds,
+        generator_cpu_s=(after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
     )
 
 
@@ -316,6 +322,7 @@ def load_python(base_url: str, paths: tuple[str, ...], clients: int, duration_s:
         kinds: dict[str, int] = {}
         limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
         headers = {"Accept-Encoding": "gzip" if gzip else "identity"}
+        cpu_before_s = time.process_time()
         async with httpx.AsyncClient(
             base_url=base_url, limits=limits, timeout=REQUEST_TIMEOUT_S, headers=headers
         ) as client:
@@ -351,6 +358,7 @@ def load_python(base_url: str, paths: tuple[str, ...], clients: int, duration_s:
             p99_ms=percentile(latencies, 99),
             errors=sum(kinds.values()),
             error_kinds=kinds,
+            generator_cpu_s=time.process_time() - cpu_before_s,
         )
 
     return asyncio.run(main())
@@ -430,6 +438,7 @@ def run(quick: bool) -> list[Table]:
             "p95 (ms)",
             "p99 (ms)",
             "errors",
+            "generator CPU (cores)",
         ],
     )
     load_before = os.getloadavg()[0]
@@ -456,6 +465,7 @@ def run(quick: bool) -> list[Table]:
                         result.p95_ms,
                         result.p99_ms,
                         errors,
+                        result.generator_cpu_s / result.duration_s if result.duration_s else 0.0,
                     )
                     if not api.alive():
                         raise RuntimeError("mta api died: " + api.stderr_path.read_text()[-2000:])
@@ -465,8 +475,9 @@ def run(quick: bool) -> list[Table]:
         f"episodes, {counts['notifications']:,} alerts, written by shared.recording.record_observation; "
         "Redis holds worker and scheduler heartbeats.",
         f"Server: `mta api` with MTA_API_WORKERS={workers} (one process per core, as deployed) and, as "
-        "the yardstick, with 1; each process prepares the dashboard and the JSON answers once per "
-        "refresh (MTA_API_REFRESH_S, 1 s) and sends them as ready bytes. Requests say "
+        "the yardstick, with 1; the dashboard and the JSON answers are prepared once per refresh "
+        "(MTA_API_REFRESH_S, 1 s) by one of the processes for all of them (api.answer_folder) and "
+        "sent as ready bytes, /healthz and repeated reads before any routing. Requests say "
         "`Accept-Encoding: gzip` as browsers and httpx do (the dashboard page is 20 times smaller "
         "gzipped; one row shows it without) and carry no If-None-Match, so every answer is a full "
         "body (a 304 would be cheaper still).",
@@ -481,6 +492,7 @@ def run(quick: bool) -> list[Table]:
         f"{max(drains_s):.0f} s (cap {DRAIN_MAX_S:.0f} s).",
         f"The load generator and the server share the machine's {os.cpu_count()} cores (load average "
         f"{load_before:.1f} before the run: other work shares them too), so these are lower bounds for "
-        "a dedicated host.",
+        "a dedicated host. Generator CPU: the CPU seconds the load generator used per second of the "
+        "row (1.0 = one core): what it took from the server.",
     ]
     return [table]
