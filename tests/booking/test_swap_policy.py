@@ -120,19 +120,22 @@ def test_a_failed_new_booking_keeps_the_old_and_ends_the_swap(policy_db: Databas
             session,
             raced.booking.id,
             policy.BookingError(kind="taken", code="appointmentNotAvailable"),
-            now=NOW,
+            now=NOW + timedelta(minutes=1),  # a change of updated_at: the lookback sees it
         )
-        assert swaps.pending(session, NOW) == []
+        assert swaps.pending(session, NOW + timedelta(minutes=1)) == []
         assert session.get(Subscription, swap_sub).state is SubscriptionState.ACTIVE  # type: ignore[union-attr]
 
     got = start(policy_db, 8201, second, swap_sub, NOW + timedelta(seconds=1))
     assert got.outcome is policy.StartOutcome.STARTED and got.booking is not None
     with policy_db.transaction() as session:
         policy.record_failed(
-            session, got.booking.id, policy.BookingError(kind="profile", code="invalidEmail"), now=NOW
+            session,
+            got.booking.id,
+            policy.BookingError(kind="profile", code="invalidEmail"),
+            now=NOW + timedelta(minutes=2),
         )
-        assert swaps.pending(session, NOW) == []
-        assert swaps.pending(session, NOW) == []  # told once
+        assert swaps.pending(session, NOW + timedelta(minutes=2)) == []
+        assert swaps.pending(session, NOW + timedelta(minutes=2)) == []  # told once
         kept = [
             n.payload
             for n in session.query(Notification).filter(Notification.user_id == 8201)

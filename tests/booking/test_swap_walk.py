@@ -89,13 +89,14 @@ async def test_an_earlier_date_replaces_the_old_only_once_it_is_confirmed(
     deps: Any, db: Database, replica: Replica
 ) -> None:
     """Held: a confirmed appointment booked elsewhere, 12 days ahead, entered by process id and auth
-    key (MTA reads service, office, date and time at the city). Then an earlier and a later slot
-    appear: only the earlier is alerted (to the swap), autobook picks it beside the held one, the
-    walk preconfirms it. A poll before the activation link is followed cancels nothing; after it,
-    the new booking is confirmed and only then the old one is cancelled at the city. Told, in
-    order: watching, holding, reserved, confirmed, done. Tried: settling on a preconfirmed new
-    booking (the old was cancelled before the link was followed: the first poll's assertion
-    failed), and ``start_before`` ignored by the matching (the later slot was alerted)."""
+    key (MTA reads service, office, date and time at the city). Then an earlier slot and a later
+    one on the held appointment's day appear: only the earlier is alerted (to the swap), autobook
+    picks it beside the held one, the walk preconfirms it. A poll before the activation link is
+    followed cancels nothing; after it, the new booking is confirmed and only then the old one is
+    cancelled at the city. Told, in order: watching, holding, reserved, confirmed, done. Tried:
+    settling on a preconfirmed new booking (the old was cancelled before the link was followed:
+    the first poll's assertion failed), and ``start_before`` ignored by the matching (the later
+    slot was alerted)."""
     from worker.bookings import poll_bookings, run_booking
     from worker.swaps import adopt
 
@@ -120,7 +121,7 @@ async def test_an_earlier_date_replaces_the_old_only_once_it_is_confirmed(
     assert (old.status, old.service_id, old.office_id) == (BookingStatus.CONFIRMED, FS_SERVICE, FS_OFFICE)
     assert old.start_at == datetime.fromtimestamp(old_start, UTC) and old.process_id == old_process
 
-    earlier, later = fs_slot(replica, days_ahead=3, hour=9), fs_slot(replica, days_ahead=14, hour=9)
+    earlier, later = fs_slot(replica, days_ahead=3, hour=9), fs_slot(replica, days_ahead=12, hour=12)
     slot_ids = observe(db, office_id=FS_OFFICE, service_id=FS_SERVICE, starts=[earlier, later])
     with db.transaction() as session:
         alerts = (
@@ -225,8 +226,8 @@ async def test_a_wrong_auth_key_or_process_id_is_said_clearly(
 ) -> None:
     """An appointment entered with the right number and a wrong code, then with a number the city
     does not know: nothing is kept, nothing watched, and the person is told which it was
-    (``swap_lookup_failed`` with ``key_mismatch`` / ``not_found``). Tried: the booker reading
-    ``authKeyMismatch`` as not found (the first code was wrong)."""
+    (``swap_lookup_failed`` with ``key_mismatch`` / ``not_found``). Tried: the booker not knowing
+    ``authKeyMismatch`` (it became site trouble: the first code was wrong)."""
     from worker.swaps import adopt
 
     start = fs_slot(replica, days_ahead=6, hour=12)
