@@ -23,7 +23,7 @@ from shared.db.models import User
 from shared.domain import utcnow
 from shared.notify import DeliveryFailed, Outgoing, WireHook
 
-from .common import Flow, Turn, end_flow, start_flow
+from .common import Flow, Turn, current_flow, end_flow, start_flow
 
 KIND = "email"
 MAX_TRIES = 5
@@ -105,6 +105,13 @@ def confirm(db: Database, user_id: int, code: str) -> tuple[str | None, bool]:
         return None, True
 
 
+def drop_pending(db: Database, user_id: int) -> None:
+    with db.transaction() as session:
+        user = session.get(User, user_id)
+        if user is not None:
+            user.alert_email_pending = None
+
+
 def remove(db: Database, user_id: int) -> None:
     with db.transaction() as session:
         user = session.get(User, user_id)
@@ -167,6 +174,19 @@ async def on_text(turn: Turn, flow: Flow, text: str) -> None:
         await turn.say(_(BAD_ADDRESS))
         return
     code = f"{secrets.randbelow(1_000_000):06d}"
+    ttl_s = turn.settings.email_code_ttl_s if turn.settings is not None else 1_800
+    await turn.run(set_pending, turn.user_id, address, code, ttl_s)
+    flow.go("code")
+    # mailed beside the handler: the bot answers updates one at a time, and a slow mail server
+    # (up to MTA_SMTP_TIMEOUT_S) must not hold up everyone else's messages
+    turn.context.application.create_task(_mail_code(turn, flow, config, address, code, ttl_s))
+
+
+async def _mail_code(
+    turn: Turn, flow: Flow, config: EmailConfig, address: str, code: str, ttl_s: int
+) -> None:
+    """The code mail; then "type the code", or, if the mail did not go out, the step is undone."""
+    _ = turn._
     message = Outgoing(
         notification_id=0,
         recipient=address,
@@ -177,11 +197,12 @@ async def on_text(turn: Turn, flow: Flow, text: str) -> None:
     try:
         await EmailNotifier(config).send(message, _NO_WIRE)
     except DeliveryFailed:
+        await turn.run(drop_pending, turn.user_id)
+        current = current_flow(turn.context)
+        if current is not None and current.nonce == flow.nonce:
+            end_flow(turn.context)
         await turn.say(_(MAIL_FAILED).format(address=address))
         return
-    ttl_s = turn.settings.email_code_ttl_s if turn.settings is not None else 1_800
-    await turn.run(set_pending, turn.user_id, address, code, ttl_s)
-    flow.go("code")
     await turn.say(_(CODE_SENT).format(address=address, minutes=ttl_s // 60))
 
 

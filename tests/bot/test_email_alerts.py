@@ -19,7 +19,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from bot.handlers import store
+from bot.handlers import mail, store
+from bot.i18n import SUPPORTED_LANGUAGES, translator
 from bot.testing import FakeBotApi
 from bot.testing.outbox import PASING_OFFICE_ID, PASSPORT_SERVICE_ID, add_users
 from bot.validation import site_today
@@ -267,3 +268,36 @@ def test_email_is_refused_plainly_without_a_mail_server(
         await asyncio.to_thread(chat.send, "me@example.org", "I did not understand that")
 
     run_bot(bot_settings, bot_db, body)
+
+
+def test_email_speaks_every_language_and_a_mail_server_that_is_away_changes_nothing(
+    mail_settings: Settings, bot_db: Database, fake_telegram: FakeBotApi, smtp: SmtpSink
+) -> None:
+    """In each of the five languages: /email asks, a bad address is refused, and a good one whose
+    code mail cannot go out (the SMTP server is down) is answered with the translated failure; no
+    address and no pending code are kept, and the step is over (a code typed now gets the usual
+    hint). Tried: keeping the pending code after the failed mail (the database check fails) and
+    the English text for every language (the German wait fails)."""
+    smtp.stop()
+    chats = [
+        UserChat(fake_telegram, 7200 + i, language_code=lang) for i, lang in enumerate(SUPPORTED_LANGUAGES)
+    ]
+
+    def converse(chat: UserChat) -> None:
+        _ = translator(chat.language_code)
+        address = f"p{chat.chat_id}@example.org"
+        chat.send("/email", expect=_(mail.ASK))
+        chat.send("p@", expect=_(mail.BAD_ADDRESS))
+        chat.send(address, expect=_(mail.MAIL_FAILED).format(address=address))
+
+    async def body(application: Any) -> None:
+        for chat in chats:
+            await asyncio.to_thread(converse, chat)
+        await asyncio.to_thread(chats[0].send, "123456", "I did not understand that")
+
+    run_bot(mail_settings, bot_db, body)
+    with bot_db.transaction() as session:
+        users = session.scalars(select(User).where(User.id.in_([c.chat_id for c in chats]))).all()
+        assert len(users) == len(SUPPORTED_LANGUAGES)
+        assert all(u.alert_email is None and u.alert_email_pending is None for u in users)
+    assert not smtp.received()
