@@ -25,7 +25,8 @@ import redis
 from shared import swaps
 from shared.db.database import Database
 from shared.db.models import Booking
-from shared.domain import DEFAULT_SITE, CheckFailure
+from shared.domain import DEFAULT_SITE, CheckFailure, SiteUnavailable
+from shared.killswitch import site_stopped
 from shared.logging import get_logger
 from worker.broker import WAKE_CHANNEL
 from worker.budget import SiteBudget
@@ -97,10 +98,12 @@ async def adopt(
     now = deps.clock()
     state = None
     try:
+        if await asyncio.to_thread(site_stopped, deps.redis, site):  # the operator's kill switch
+            raise SiteUnavailable(f"{site} is stopped by the operator")
         await asyncio.to_thread(deps.site_budget(site).charge, 1)
         async with deps.pool.session(f"swap-adopt:{user_id}") as session:
             state = await deps.booker.read_appointment(session.page, deps.site_url, process_id, auth_key)
-    except CheckFailure as failure:
+    except CheckFailure as failure:  # told "could not read it just now; try again"
         log.warning("swap_adopt_site_trouble", failure=type(failure).__name__)
 
     def record() -> swaps.LookupCode | int:
@@ -176,6 +179,8 @@ async def settle_swaps(deps: SwapDeps) -> SettleReport:
         if held is None:
             continue
         site, process_id, auth_key = held
+        if await asyncio.to_thread(site_stopped, deps.redis, site):
+            continue  # the operator's kill switch: the old one is cancelled after it is lifted
         try:
             await asyncio.to_thread(deps.site_budget(site).charge, 1)
             async with deps.pool.session(f"swap-cancel:{item.old_id}") as session:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -255,3 +255,58 @@ async def test_a_wrong_auth_key_or_process_id_is_said_clearly(
         ]
         swapping = session.query(Subscription).filter(Subscription.replaces_booking_id.is_not(None)).count()
     assert told == ["key_mismatch", "not_found"] and swapping == 0
+
+
+async def test_the_kill_switch_holds_the_swaps_requests(deps: Any, db: Database, replica: Replica) -> None:
+    """The operator stops the site: reading an appointment booked elsewhere makes no request (the
+    person hears "could not read it just now"), and a confirmed swap waits to cancel the old one
+    until the site is resumed, then cancels it. Tried: ``adopt`` and ``settle_swaps`` without the
+    kill-switch check (requests reached the replica while stopped)."""
+    from shared.killswitch import resume_site, stop_site
+    from tests.support.replica import api_requests
+    from worker.swaps import adopt, settle_swaps
+
+    old_start = fs_slot(replica, days_ahead=8, hour=9)
+    old_process, old_key = booked_elsewhere(replica, old_start)
+    person = add_person(db, 6401, service_id=FS_SERVICE, office_id=FS_OFFICE)
+    kwargs: dict[str, Any] = {
+        "user_id": person.user_id,
+        "profile_id": None,
+        "any_office": True,
+        "autobook": True,
+    }
+    stop_site(deps.redis, "munich", reason="test", by="operator")
+    since = datetime.now(UTC)
+    try:
+        assert (
+            await adopt(deps, sealed=swaps.seal_credentials(old_process, old_key), **kwargs)
+            is swaps.LookupCode.SITE
+        )
+        assert api_requests(replica, since) == []
+    finally:
+        resume_site(deps.redis, "munich")
+    assert isinstance(await adopt(deps, sealed=swaps.seal_credentials(old_process, old_key), **kwargs), int)
+
+    (old,) = bookings(db)
+    with db.transaction() as session:  # a new booking confirmed for the swap (its walk is tested above)
+        session.add(
+            Booking(
+                user_id=person.user_id,
+                profile_id=old.profile_id,
+                service_id=FS_SERVICE,
+                office_id=FS_OFFICE,
+                start_at=datetime.fromtimestamp(old_start, UTC) - timedelta(days=5),
+                status=BookingStatus.CONFIRMED,
+                replaces_booking_id=old.id,
+                updated_at=datetime.now(UTC),
+            )
+        )
+    stop_site(deps.redis, "munich", reason="test", by="operator")
+    since = datetime.now(UTC)
+    try:
+        assert (await settle_swaps(deps)).replaced == 0
+        assert api_requests(replica, since) == [] and city_status(replica, old_process) == "confirmed"
+    finally:
+        resume_site(deps.redis, "munich")
+    assert (await settle_swaps(deps)).replaced == 1
+    assert city_status(replica, old_process) == "cancelled"
