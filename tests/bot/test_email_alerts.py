@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import email
+import logging
 import re
 import socket
 import threading
@@ -151,13 +152,20 @@ def _rows(db: Database, channel: str) -> list[Notification]:
 
 
 def test_a_slot_alert_reaches_telegram_and_the_mailbox_in_the_persons_language(
-    mail_settings: Settings, bot_db: Database, fake_telegram: FakeBotApi, smtp: SmtpSink
+    mail_settings: Settings,
+    bot_db: Database,
+    fake_telegram: FakeBotApi,
+    smtp: SmtpSink,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """A German subscriber sets an address with /email (the code comes by mail and is typed back);
     a slot recorded as a worker records it arrives once on Telegram and once by SMTP, both in
-    German with the booking link; /export shows the address. Tried: the recording without the
-    e-mail rows (no mail arrives, the wait fails) and the e-mail row rendered in English (the
-    German words are missing)."""
+    German with the booking link; /export shows the address; no log line names it (every logger at
+    INFO, the default). Tried: the recording without the e-mail rows (no mail arrives, the wait
+    fails), the e-mail row rendered in English (the German words are missing) and Apprise's logger
+    left as it is (its "Sent Email to" line names the address)."""
+    caplog.set_level(logging.INFO)
     add_users(bot_db, [7101], language="de", office_ids=[PASING_OFFICE_ID])
     chat = UserChat(fake_telegram, 7101, language_code="de")
 
@@ -181,6 +189,9 @@ def test_a_slot_alert_reaches_telegram_and_the_mailbox_in_the_persons_language(
     assert len(_rows(bot_db, NotificationChannel.EMAIL)) == 1
     exported = store.export_user(bot_db, 7101)
     assert exported["user"]["alert_email"] == "anna@example.org"
+    output = capfd.readouterr()
+    ours = [r.getMessage() for r in caplog.records if not r.name.startswith("mail.log")]  # not aiosmtpd's
+    assert "anna@example.org" not in "\n".join(ours) + output.out + output.err
 
 
 def test_a_mail_server_that_is_down_gets_the_alert_once_when_it_is_back(
