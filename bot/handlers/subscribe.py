@@ -28,6 +28,7 @@ import math
 from datetime import date, time
 from typing import Any
 
+from bot.alerts import berlin_datetime
 from bot.callbacks import Callback
 from bot.keyboards import (
     ambiguous_names,
@@ -197,9 +198,14 @@ def describe_subscription(
     data = _data_from_subscription(sub)
     data["profile_name"] = _profile_name(turn, profiles or [], sub.profile_id)
     state = {"active": turn._("active"), "paused": turn._("paused")}.get(str(sub.state), str(sub.state))
-    return summary_text(
+    text = summary_text(
         turn, data, heading=turn._("Subscription #{id} ({state})").format(id=sub.id, state=state)
     )
+    if sub.replaces_booking_id is not None and sub.start_before is not None:  # shared.swaps
+        text += "\n⏪ " + turn._("An earlier date than booking #{id}: only before {when}.").format(
+            id=sub.replaces_booking_id, when=berlin_datetime(sub.start_before, turn.language)
+        )
+    return text
 
 
 def _data_from_subscription(sub: Subscription) -> dict[str, Any]:

@@ -95,8 +95,9 @@ def test_bookings_offers_an_earlier_date_and_the_watch_starts(
 ) -> None:
     """/bookings → "Earlier date #id" on a confirmed appointment → "same office" → "alert me":
     a subscription watches the same service at that office, strictly before the appointment,
-    without autobook, and the reply says the old one is cancelled only once the new one is
-    confirmed. Tried: the button on a booking in the past (it was offered)."""
+    without autobook, the reply says the old one is cancelled only once the new one is
+    confirmed, and /list says what the subscription is for. Tried: the button on a booking in the
+    past (it was offered), and /list without the line (its wait timed out)."""
     add_users(bot_db, [7302], with_profile=True)
     booking_id = _confirmed_booking(bot_db, 7302)
     chat = UserChat(fake_telegram, 7302)
@@ -105,6 +106,7 @@ def test_bookings_offers_an_earlier_date_and_the_watch_starts(
     chat.press("Only at the same office", expect="shall I book it at once?")
     record = chat.press("Alert me", expect="look for an earlier date than this one")
     assert record is not None and "cancelled only once the new one is confirmed" in record["params"]["text"]
+    chat.send("/list", expect=f"An earlier date than booking #{booking_id}: only before")
 
     with bot_db.transaction() as session:
         booking = session.get(Booking, booking_id)
