@@ -1,14 +1,18 @@
-"""Booking speed: slot released at the replica → reservation held, MTA versus a scripted fast human.
+"""Booking speed: one slot released at the replica, MTA and a scripted fast human race for it.
 
-All walks run in real Chromium against the replica (captcha at the city's cost) in the same run:
-- MTA: ``worker.bookings.run_booking`` (what the ``book_slot`` actor runs: database, budget, browser
-  pool, ``MunichBooker``) with the human pacer at its default settings;
-- a scripted "fast human": Playwright doing the same steps with a person's delays (about 1 s reading
-  each page, typing 8 characters/s, clicking);
-- the machine floor: ``run_booking`` with no pacer.
-The clock is the replica's own event log: "released" (the control API added the slot) to
-"reserved" (reserve-appointment answered) and to "preconfirmed" (the activation mail went out).
-The booking starts the moment the slot is released: detection delay is benchmark b10's figure.
+All walks run in real Chromium against the replica (captcha at the city's cost) in the same run,
+the same browser and the same two cores. Each race starts the moment the slot is released, with
+both sides where they would be:
+- MTA: its standby page (``worker.standby.keep_standbys``: the service step with the captcha
+  passed, prepared before the release as the booking-state job keeps it) and the slot's alert;
+  ``worker.bookings.run_booking`` (what the ``book_slot`` actor runs: database, budget, browser
+  pool, ``MunichBooker``) with the default pacing;
+- a scripted "fast human" with the booking page open on the calendar, who refreshes it (reload,
+  captcha, Weiter) and books with a person's delays (about 1 s reading each page, typing
+  8 characters/s, immediate clicks).
+Whoever's reserve request the replica answers first holds the slot. Times: each page's reserve
+answer, and for the winner the replica's event log ("released" to "reserved" and "preconfirmed").
+Detection delay is benchmark b10's figure.
 
 A second table runs the issue's contention case in a real Dramatiq worker: N autobook users
 wanting the same few slots, and checks no user and no slot is booked twice.
@@ -32,6 +36,7 @@ from typing import Any
 
 import httpx
 import redis
+from playwright.async_api import Error as PlaywrightError
 
 from bench._harness import Table, median, percentile, replica
 from replica.config import PAGE_PATH
@@ -176,14 +181,14 @@ def bookings_module(redis_url: str) -> Any:
 
 
 # --- the fast human ------------------------------------------------------------------------------
-async def human_walk(
-    page: Any, site: Site, office_id: int, service_id: int, timestamp: int, email: str
-) -> None:
-    """A person who knows the form: reads each page for a second, types 8 characters/s. Each walk
-    is another person, with their own e-mail address (the city caps appointments per address)."""
-    delay_ms = 1000 / TYPE_CHARS_PER_S
+async def human_to_calendar(page: Any, site: Site, office_id: int, service_id: int, *, reload: bool) -> None:
+    """A person who knows the page: (re)loads it, reads the service step for a second, passes the
+    captcha, presses Weiter and waits for the calendar (times, or the no-slots callout)."""
     page.set_default_timeout(60_000)
-    await page.goto(sel.deep_link(site.page_url, service_id, office_id), wait_until="domcontentloaded")
+    if reload:
+        await page.reload(wait_until="domcontentloaded")
+    else:
+        await page.goto(sel.deep_link(site.page_url, service_id, office_id), wait_until="domcontentloaded")
     next_button = page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True)
     await next_button.first.wait_for(state="visible")
     await asyncio.sleep(READ_S)
@@ -200,23 +205,40 @@ async def human_walk(
             state="visible", timeout=60_000
         )
     await next_button.first.click()
-    await page.locator(sel.TIMESLOT_BUTTON).first.wait_for(state="visible", timeout=30_000)
+    shown = page.locator(sel.TIMESLOT_BUTTON).or_(page.get_by_text(sel.NO_SLOTS, exact=True))
+    await shown.first.wait_for(state="visible", timeout=30_000)
+
+
+async def human_book(page: Any, office_id: int, timestamp: int, email: str) -> bool:
+    """From the calendar: read it for a second, turn to the slot's month by the caption, pick the
+    day and the time, press Weiter; False when the city answers that the slot is gone. Then type
+    the contact details at 8 characters/s and book."""
+    delay_ms = 1000 / TYPE_CHARS_PER_S
     await asyncio.sleep(READ_S)
+    if await page.get_by_text(sel.NO_SLOTS, exact=True).count():
+        return False  # the page says nothing is free: someone was faster
     button = page.locator(bsel.timeslot_button(office_id, timestamp))
     if not await button.count():
         day = datetime.fromtimestamp(timestamp, UTC).astimezone(SITE_TIMEZONE).date()
-        # a person turns months until the caption names the slot's month (tiles carry only the day
-        # number, so the same label stands in every month), then clicks the day
-        caption = page.locator(bsel.CALENDAR_CAPTION).first
-        for _ in range(7):
-            if bsel.parse_month_caption((await caption.inner_text()).strip()) == (day.year, day.month):
-                break
-            await page.locator(bsel.NEXT_MONTH_BUTTON).first.click()
-            await asyncio.sleep(0.3)
-        await page.locator(bsel.day_tile(day)).first.click()
-        await button.first.wait_for(state="visible", timeout=30_000)
+        try:
+            # a person turns months until the caption names the slot's month (tiles carry only the
+            # day number, so the same label stands in every month), then clicks the day
+            caption = page.locator(bsel.CALENDAR_CAPTION).first
+            for _ in range(7):
+                shown = bsel.parse_month_caption((await caption.inner_text(timeout=10_000)).strip())
+                if shown == (day.year, day.month):
+                    break
+                await page.locator(bsel.NEXT_MONTH_BUTTON).first.click(timeout=10_000)
+                await asyncio.sleep(0.3)
+            await page.locator(bsel.day_tile(day)).first.click(timeout=10_000)
+            await button.first.wait_for(state="visible", timeout=10_000)
+        except PlaywrightError:  # the day or the time is no longer offered: someone was faster
+            return False
     await button.first.click()
-    await page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True).last.click()
+    async with page.expect_response(lambda r: bsel.RESERVE_ENDPOINT in r.url) as reserved:
+        await page.get_by_role("button", name=sel.NEXT_BUTTON, exact=True).last.click()
+    if not (await reserved.value).ok:
+        return False
     first = page.locator(bsel.FIRST_NAME_INPUT).first
     await first.wait_for(state="visible", timeout=30_000)
     await asyncio.sleep(READ_S)
@@ -236,17 +258,37 @@ async def human_walk(
     await page.locator(bsel.TERMS_CHECKBOX).first.check()
     await page.get_by_role("button", name=bsel.BOOK_BUTTON, exact=True).first.click()
     await page.get_by_text(bsel.ACTIVATE_CALLOUT, exact=True).first.wait_for(state="visible", timeout=30_000)
+    return True
 
 
-# --- table 1: one booking, three ways ------------------------------------------------------------
+def reserve_clock(page: Any, answers: dict[str, tuple[float, bool]], who: str) -> None:
+    """Note when ``page`` gets its first reserve-appointment answer (monotonic s) and whether it held."""
+
+    def on_response(response: Any) -> None:
+        if bsel.RESERVE_ENDPOINT in response.url and who not in answers:
+            answers[who] = (time.monotonic(), response.ok)
+
+    page.on("response", on_response)
+
+
+# --- table 1: one slot, MTA and the fast human race for it ---------------------------------------
 @dataclass
-class Walks:
-    times: dict[str, list[dict[str, float]]]
+class Races:
+    n: int
+    won: Counter[str]
+    reserve_s: dict[str, list[float]]
+    """Seconds from the release to each side's reserve answer (held or refused)."""
+    held_s: dict[str, list[float]]
+    mail_s: dict[str, list[float]]
+    """For the winner: release to held / to the activation mail (the replica's event log)."""
     outcomes: dict[str, Counter[str]]
-    errors: dict[str, list[str]]
+    errors: list[str]
+    standby_requests: list[int]
+    standby_from_start: int
+    """Races in which MTA found no ready standby (it then walks from the deep link)."""
 
 
-def _walks(repetitions: int) -> Walks:
+def _races(n: int) -> Races:
     with (
         tempfile.TemporaryDirectory(prefix="mta-bench-book-") as folder,
         redis_server() as redis_url,
@@ -257,128 +299,167 @@ def _walks(repetitions: int) -> Walks:
         from worker.browser import BrowserPool
         from worker.captcha import InPageAltchaSolver
         from worker.pacer import pacer_from_settings
+        from worker.sites.booking import Standby
         from worker.sites.munich.booker import MunichBooker
+        from worker.standby import keep_standbys, wanted_standbys
 
-        human_settings = bench_settings(Path(folder), redis_url, site, pacer="human")
-        floor_settings = bench_settings(Path(folder), redis_url, site, pacer="none")
-        db = open_database(human_settings, migrate=True)
+        settings = bench_settings(Path(folder), redis_url, site, pacer="human")
+        db = open_database(settings, migrate=True)
         client = redis.Redis.from_url(redis_url)
-        times: dict[str, list[dict[str, float]]] = {"mta": [], "human": [], "floor": []}
-        outcomes: dict[str, Counter[str]] = {k: Counter() for k in times}
-        errors: dict[str, list[str]] = {k: [] for k in times}
+        races = Races(
+            n,
+            Counter(),
+            {"mta": [], "human": []},
+            {"mta": [], "human": []},
+            {"mta": [], "human": []},
+            {"mta": Counter(), "human": Counter()},
+            [],
+            [],
+            0,
+        )
+        target = Standby("munich", WOHNSITZANMELDUNG, ORLEANSPLATZ, 1)
 
         async def main() -> None:
-            async with BrowserPool(human_settings, trace=False) as pool:
-
-                def deps(settings: Settings) -> Any:
-                    booker = MunichBooker(solver=InPageAltchaSolver(), pacer=pacer_from_settings(settings))
-                    return bookings.BookingDeps(
-                        settings=settings, db=db, redis=client, pool=pool, booker=booker
+            async with BrowserPool(settings, trace=False) as pool, pool.session("the-human") as human:
+                booker = MunichBooker(solver=InPageAltchaSolver(), pacer=pacer_from_settings(settings))
+                deps = bookings.BookingDeps(settings=settings, db=db, redis=client, pool=pool, booker=booker)
+                for i in range(n):
+                    start = berlin_slot(days_ahead=2 + i // 8, hour=8 + i % 8, minute=15)
+                    user_id = 60_000 + i
+                    sub_id = await asyncio.to_thread(add_person, db, user_id, WOHNSITZANMELDUNG, ORLEANSPLATZ)
+                    # where each stands when the slot comes: MTA's standby (as the booking-state job
+                    # keeps it), the person's page on the calendar
+                    site.control("POST", "/ratelimit/reset")
+                    wanted = await asyncio.to_thread(wanted_standbys, db, settings.booking_standbys)
+                    kept = await keep_standbys(deps, wanted)
+                    if kept.prepared:
+                        races.standby_requests.append(kept.requests)
+                    await human_to_calendar(human.page, site, ORLEANSPLATZ, WOHNSITZANMELDUNG, reload=i > 0)
+                    standby = pool.warm_session(target.key)
+                    if standby is None:
+                        races.standby_from_start += 1
+                    answers: dict[str, tuple[float, bool]] = {}
+                    if standby is not None:
+                        reserve_clock(standby.page, answers, "mta")
+                    reserve_clock(human.page, answers, "human")
+                    # the alert's slot is recorded beforehand: detection is not part of the race
+                    (slot_id,) = await asyncio.to_thread(
+                        observe, db, office_id=ORLEANSPLATZ, service_id=WOHNSITZANMELDUNG, starts=[start]
                     )
+                    await asyncio.sleep(1.0)
+                    site.control("POST", "/ratelimit/reset")  # two people, two addresses
+                    site.release(ORLEANSPLATZ, [start])
+                    t0 = time.monotonic()
 
-                ways = {"mta": deps(human_settings), "floor": deps(floor_settings), "human": None}
-                n = 0
-                for rep in range(repetitions):
-                    for way, way_deps in ways.items():
-                        n += 1
-                        start = berlin_slot(days_ahead=2 + n // 8, hour=8 + n % 8, minute=15)
-                        # each walk is another person (another address): fresh rate-limit counters
-                        site.control("POST", "/ratelimit/reset")
-                        site.release(ORLEANSPLATZ, [start])
-                        try:
-                            if way_deps is None:
-                                async with pool.session(f"human-{rep}") as session:
-                                    await human_walk(
-                                        session.page,
-                                        site,
-                                        ORLEANSPLATZ,
-                                        WOHNSITZANMELDUNG,
-                                        start,
-                                        f"person{60_000 + n}@example.org",
-                                    )
-                                outcomes[way]["preconfirmed"] += 1
-                            else:
-                                user_id = 60_000 + n
-                                sub_id = await asyncio.to_thread(
-                                    add_person, db, user_id, WOHNSITZANMELDUNG, ORLEANSPLATZ
-                                )
-                                (slot_id,) = await asyncio.to_thread(
-                                    observe,
-                                    db,
-                                    office_id=ORLEANSPLATZ,
-                                    service_id=WOHNSITZANMELDUNG,
-                                    starts=[start],
-                                )
-                                report = await bookings.run_booking(
-                                    way_deps,
-                                    user_id=user_id,
-                                    slot_id=slot_id,
-                                    subscription_id=sub_id,
-                                    requested_at=datetime.now(UTC),
-                                )
-                                outcomes[way][report.outcome] += 1
-                                if report.outcome != "preconfirmed":
-                                    errors[way].append(await asyncio.to_thread(_booking_error, db, user_id))
-                        except Exception as exc:  # a failed walk is counted, not fatal
-                            outcomes[way][type(exc).__name__] += 1
-                            errors[way].append(f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}")
+                    async def mta(
+                        user_id: int = user_id, slot_id: int = slot_id, sub_id: int = sub_id
+                    ) -> str:
+                        report = await bookings.run_booking(
+                            deps,
+                            user_id=user_id,
+                            slot_id=slot_id,
+                            subscription_id=sub_id,
+                            requested_at=datetime.now(UTC),
+                        )
+                        return report.outcome
+
+                    async def person(i: int = i, start: int = start, seen: dict[str, Any] = answers) -> str:
+                        await human_to_calendar(
+                            human.page, site, ORLEANSPLATZ, WOHNSITZANMELDUNG, reload=True
+                        )
+                        won = await human_book(
+                            human.page, ORLEANSPLATZ, start, f"person{70_000 + i}@example.org"
+                        )
+                        if won:
+                            return "preconfirmed"
+                        # lost: told so by the reserve answer, or the page showed the slot gone first
+                        return "taken" if "human" in seen else "gone before the pick"
+
+                    results = await asyncio.gather(mta(), person(), return_exceptions=True)
+                    for who, result in zip(("mta", "human"), results, strict=True):
+                        if isinstance(result, BaseException):
+                            races.outcomes[who][type(result).__name__] += 1
+                            races.errors.append(
+                                f"{who}: {type(result).__name__}: {str(result).splitlines()[0][:120]}"
+                            )
+                        else:
+                            races.outcomes[who][result] += 1
+                        if who in answers:
+                            races.reserve_s[who].append(answers[who][0] - t0)
+                    holders = [who for who, (_, ok) in answers.items() if ok]
+                    if len(holders) == 1:
+                        winner = holders[0]
+                        races.won[winner] += 1
                         measured = await asyncio.to_thread(site.times, ORLEANSPLATZ, start)
+                        if "reserved" in measured:
+                            races.held_s[winner].append(measured["reserved"])
                         if "preconfirmed" in measured:
-                            times[way].append(measured)
+                            races.mail_s[winner].append(measured["preconfirmed"])
+                    else:
+                        races.errors.append(f"race {i}: reserve answers {answers}")
 
         try:
             asyncio.run(main())
         finally:
             client.close()
             db.close()
-        return Walks(times, outcomes, errors)
+        return races
 
 
 def _booking_table(quick: bool) -> Table:
-    repetitions = 1 if quick else 5
-    walks = _walks(repetitions)
+    n = 2 if quick else 10
+    races = _races(n)
+    settings = load_settings(env="test")
     table = Table(
-        "Booking: slot released → reservation held (and → activation mail), real Chromium vs the replica",
+        "Booking race: one slot released, MTA (standby page, default pacing) and a scripted fast "
+        "human go for it at once",
         [
             "who",
-            "walks ok",
-            "held p50 (s)",
-            "held p95 (s)",
-            "mail p50 (s)",
-            "mail p95 (s)",
+            "races won",
+            "reserve answered p50 (s)",
+            "reserve answered p95 (s)",
+            "held p50 (s, races won)",
+            "mail p50 (s, races won)",
             "outcomes",
         ],
     )
-    labels = {
-        "mta": "MTA, human pacer (defaults)",
-        "human": "scripted fast human",
-        "floor": "MTA, no pacer (machine floor)",
-    }
-    for way in ("mta", "human", "floor"):
-        held = [t["reserved"] for t in walks.times[way]]
-        mail = [t["preconfirmed"] for t in walks.times[way]]
+    labels = {"mta": "MTA, standby + default pacing", "human": "scripted fast human"}
+    for who in ("mta", "human"):
         table.add(
-            labels[way],
-            f"{len(held)}/{repetitions}",
-            median(held),
-            percentile(held, 95),
-            median(mail),
-            percentile(mail, 95),
-            ", ".join(f"{k} {v}" for k, v in sorted(walks.outcomes[way].items())),
+            labels[who],
+            f"{races.won[who]}/{n}",
+            median(races.reserve_s[who]),
+            percentile(races.reserve_s[who], 95),
+            median(races.held_s[who]),
+            median(races.mail_s[who]),
+            ", ".join(f"{k} {v}" for k, v in sorted(races.outcomes[who].items())),
         )
-    for way in ("mta", "human", "floor"):
-        for error in walks.errors[way]:
-            table.notes.append(f"{labels[way]}, failed walk: {error}")
+    for error in races.errors:
+        table.notes.append(f"failed or undecided: {error}")
+    per_prep = (
+        sum(races.standby_requests) / len(races.standby_requests) if races.standby_requests else float("nan")
+    )
     table.notes += [
-        "Bürgerbüro Orleansplatz, Wohnsitzanmeldung (captcha at the replica's default cost, contact form "
-        "with telephone). Times from the replica's event log: slot released → reserve-appointment "
-        "answered (held) → preconfirm-appointment answered (activation mail). The walk starts the moment "
-        "the slot is released: detection delay is not included (see the detection benchmark).",
-        f"MTA: worker.bookings.run_booking with MunichBooker and the settings' HumanPacer (think "
-        f"400-1,500 ms before each action, 40-140 ms per key). Fast human: Playwright, {READ_S:.0f} s "
-        f"reading each page, {TYPE_CHARS_PER_S:.0f} chars/s typing, immediate clicks. Walks alternate, "
-        f"{repetitions} each, one browser (with so few walks, p95 is the slowest); the replica's per-address "
-        "rate-limit counters are reset before each walk, since each walker stands for another person.",
+        "Bürgerbüro Orleansplatz, Wohnsitzanmeldung (captcha at the replica's default cost). Each race: one "
+        "slot released at the replica; both start the moment it is released, from where each would be. "
+        "The person has the booking page open on the calendar and refreshes it (reload: the service step, "
+        "the captcha again, Weiter, as the city's page asks after a reload); MTA has its standby page (the "
+        "service step with the captcha passed, prepared by worker.standby.keep_standbys before the release) "
+        "and the slot's alert (detection delay, benchmark b10, is left out). Same replica, same browser, "
+        "the same machine's two cores for both; the replica's per-address rate limit is reset before each "
+        "race (two people, two addresses). Whoever's reserve-appointment the city answers first holds the "
+        "slot; the other is told it is gone.",
+        f"MTA: worker.bookings.run_booking (the book_slot actor's body) with MunichBooker and the default "
+        f"pacing: {settings.think_time_min_ms}-{settings.think_time_max_ms} ms before each click, "
+        f"{settings.typing_delay_min_ms}-{settings.typing_delay_max_ms} ms per key, mouse moved onto each "
+        f"element. Fast human: Playwright, {READ_S:.0f} s reading each page, "
+        f"{TYPE_CHARS_PER_S:.0f} chars/s typing, immediate clicks.",
+        f"Politeness: preparing a standby cost {per_prep:.1f} API requests on average (charged to the site "
+        f"budget, with a booking token); a standby waits without requests and is prepared again two "
+        f"minutes before its 5-minute captcha token ends (about every 3 min per target); "
+        f"{races.standby_from_start} of {n} races found no ready standby.",
+        "Reserve answered: release to the reserve-appointment answer each side's page received (the loser's "
+        "answer is the refusal). Held and mail: release to the replica's reserved and preconfirmed events.",
     ]
     return table
 
