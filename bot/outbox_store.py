@@ -509,10 +509,12 @@ class OutboxStore:
     def mark_sent(self, notification_id: int, message_id: int | None, note: str | None = None) -> None:
         with self.db.transaction() as session:
             row = session.get(Notification, notification_id)
-            # a "late" alert went to someone who subscribed after the slot appeared: no detection
+            # a "late" alert went to someone who subscribed after the slot appeared: no detection;
+            # the metric is "accepted by Telegram", so an alert's e-mail copy is not counted again
             if (
                 row is not None
                 and row.kind == NotificationKind.SLOT
+                and row.channel == NotificationChannel.TELEGRAM
                 and row.slot_id is not None
                 and not (row.payload or {}).get("late")
                 and not (row.payload or {}).get(HELD_KEY)

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from bot.handlers import mail, store
@@ -139,6 +140,11 @@ def _record_slot(db: Database) -> int:
         )
 
 
+def _detections() -> float:
+    """Alerts counted by ``mta_detection_latency_seconds`` in this process so far."""
+    return REGISTRY.get_sample_value("mta_detection_latency_seconds_count") or 0.0
+
+
 def _database_bytes(folder: Path) -> bytes:
     """The SQLite file with its WAL: what a thief of the disk would read."""
     return b"".join(path.read_bytes() for path in sorted(folder.glob("mta.db*")))
@@ -163,9 +169,10 @@ def test_a_slot_alert_reaches_telegram_and_the_mailbox_in_the_persons_language(
     a slot recorded as a worker records it arrives once on Telegram and once by SMTP, both in
     German with the booking link; /export shows the address; no log line names it (every logger at
     INFO, the default). Tried: the recording without the e-mail rows (no mail arrives, the wait
-    fails), the e-mail row rendered in English (the German words are missing) and Apprise's logger
-    left as it is (its "Sent Email to" line names the address)."""
+    fails), the e-mail row rendered in English (the German words are missing), Apprise's logger
+    left as it is (its "Sent Email to" line names the address) and the mail counted as a detection."""
     caplog.set_level(logging.INFO)
+    measured_before = _detections()
     add_users(bot_db, [7101], language="de", office_ids=[PASING_OFFICE_ID])
     chat = UserChat(fake_telegram, 7101, language_code="de")
 
@@ -187,6 +194,7 @@ def test_a_slot_alert_reaches_telegram_and_the_mailbox_in_the_persons_language(
     ]
     assert len(alerts) == 1
     assert len(_rows(bot_db, NotificationChannel.EMAIL)) == 1
+    assert _detections() == measured_before + 1  # the mail is no second detection
     exported = store.export_user(bot_db, 7101)
     assert exported["user"]["alert_email"] == "anna@example.org"
     output = capfd.readouterr()
