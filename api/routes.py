@@ -91,6 +91,7 @@ IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 Site = Annotated[str | None, Query(pattern=r"^[a-z0-9_-]{1,64}$", description="site name, e.g. munich")]
 
 ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "a request body that cannot be read (JSON that is not UTF-8)"},
     401: {"model": Problem, "description": "no or wrong admin token"},
     403: {"model": Problem, "description": "admin API disabled (MTA_ADMIN_TOKEN unset)"},
 }
