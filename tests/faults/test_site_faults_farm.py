@@ -11,7 +11,9 @@ slot is recorded and its subscriber alerted exactly once, unchanged by the check
 What the timings rest on (none of it is an ``MTA_*`` setting): a failed check backs its target off
 for 30 s (``shared.recording.ERROR_BASE_BACKOFF``), and the Munich adapter gives a warm check's
 calendar request 30 s (``MunichAdapter.request_timeout_s``, built with its default by
-``worker.runtime``) and each walk step 45 s.
+``worker.runtime``) and each walk step 45 s. Once a back-off is shown to hold (the farm sends the
+site nothing for a few seconds), the test lets it run out at once (``Farm.end_backoff``) rather than
+wait out its 30 s; its length is ``tests/shared/test_recording.py``'s business.
 """
 
 from __future__ import annotations
@@ -139,8 +141,9 @@ def test_500_storm_backs_off_then_the_slot_is_alerted_once(
     assert outcomes(farm.checks()) == ["site_error"]
     assert farm.slots() == [] and farm.count(Notification) == 0
 
-    # the site recovers
+    # the site recovers, and the back-off runs out
     replica.faults(clear=["error_500"])
+    farm.end_backoff(failed.target_id)
     wait_until(farm.alerts, 90, "the alert once the storm is over")
     assert_alerted_once(farm, sub, start)
     later = more_checks(farm, 3, "three checks after the alert")
@@ -185,8 +188,9 @@ def test_garbage_calendar_is_no_false_slot_and_no_crash(
     assert beat["id"] == process_id and beat["browser"] == "ready", beat
     assert beat["browser_crashes"] == 0, beat
 
-    # the site recovers
+    # the site recovers, and the back-off runs out
     replica.faults(clear=["garbage"])
+    farm.end_backoff(failed.target_id)
     wait_until(farm.alerts, 90, "the alert once the calendar answers JSON again")
     assert_alerted_once(farm, sub, start)
     later = more_checks(farm, 3, "three checks after the alert")
@@ -241,8 +245,9 @@ def test_slow_site_alerts_once_and_a_timeout_loses_nothing(
     assert_backs_off_quietly(farm, replica, slow_check.target_id)
     assert_alerted_once(farm, sub, start)
 
-    # 3. the site is fast again
+    # 3. the site is fast again, and the back-off runs out
     replica.faults(clear=["slow"])
+    farm.end_backoff(slow_check.target_id)
     after = more_checks(farm, 2, "two checks after the slow fault cleared")
     assert set(outcomes(after)) == {"ok"}, [(c.outcome, c.error) for c in after]
     assert_alerted_once(farm, sub, start)
