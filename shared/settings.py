@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     """Day requests one check round may make beyond its horizon request: the free times of days
     that became bookable (first) and of the least recently read half of the other open days that
     someone wants. The round's cost is charged to the budget, and the scheduler spaces rounds by it."""
+    check_request_timeout_s: float = Field(default=30.0, gt=0, le=300)
+    """How long a warm check waits for the site's calendar answer; longer is a ``timeout`` failure
+    (the target backs off)."""
     check_horizon_days: int = Field(default=183, ge=1, le=365)
     """How far ahead the scheduler looks for days that subscribers want (the page asks 6 months)."""
     scheduler_lease_ms: int = Field(default=10_000, ge=500, le=600_000)

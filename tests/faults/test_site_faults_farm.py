@@ -8,10 +8,10 @@ slowly loses nothing and doubles nothing -- no slot row and no alert while the f
 target backs off (the scheduler sends the site nothing meanwhile), and once the fault clears the
 slot is recorded and its subscriber alerted exactly once, unchanged by the checks that follow.
 
-What the timings rest on (none of it is an ``MTA_*`` setting): a failed check backs its target off
-for 30 s (``shared.recording.ERROR_BASE_BACKOFF``), and the Munich adapter gives a warm check's
-calendar request 30 s (``MunichAdapter.request_timeout_s``, built with its default by
-``worker.runtime``) and each walk step 45 s. Once a back-off is shown to hold (the farm sends the
+What the timings rest on: a failed check backs its target off for 30 s
+(``shared.recording.ERROR_BASE_BACKOFF``), and the Munich adapter gives a warm check's calendar
+request ``MTA_CHECK_REQUEST_TIMEOUT_S`` (30 s; the slow-site test sets it to 8 s) and each walk step
+45 s. Once a back-off is shown to hold (the farm sends the
 site nothing for a few seconds), the test lets it run out at once (``Farm.end_backoff``) rather than
 wait out its 30 s; its length is ``tests/shared/test_recording.py``'s business.
 """
@@ -42,8 +42,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 FS_OFFICE = FUEHRERSCHEIN_UMSCHREIBUNG_OFFICE
 CALENDAR = "available-calendar"
-REQUEST_TIMEOUT_S = 30
-"""``MunichAdapter.request_timeout_s`` as the worker builds it (not configurable)."""
+REQUEST_TIMEOUT_S = 8
+"""``MTA_CHECK_REQUEST_TIMEOUT_S`` of the slow-site farm: well above the 1.5 s of a merely slow site."""
 
 
 def outcomes(checks: list[Check]) -> list[str]:
@@ -99,9 +99,14 @@ class Started:
 
 
 def start_with_fault(
-    make_farm: Callable[..., Farm], replica: Replica, hour: int, days_ahead: int = 2, **fault: Any
+    make_farm: Callable[..., Farm],
+    replica: Replica,
+    hour: int,
+    days_ahead: int = 2,
+    farm_env: dict[str, str] | None = None,
+    **fault: Any,
 ) -> Started:
-    farm = make_farm()
+    farm = make_farm(**(farm_env or {}))
     sub = farm.subscribe(1, FUEHRERSCHEIN_UMSCHREIBUNG, [FS_OFFICE])
     start = berlin_slot(days_ahead=days_ahead, hour=hour)
     replica.add_slots(FS_OFFICE, units(start))
@@ -210,15 +215,15 @@ def test_slow_site_alerts_once_and_a_timeout_loses_nothing(
        adapter's limits). Asserted: the checks succeed (``ok``), each slowed (duration >= 1.5 s,
        the replica logged the delayed answers); the slot is recorded once and alerted once,
        unchanged by two more slowed checks.
-    2. Injected: the calendar endpoint delayed 40 s, past the warm check's 30 s request timeout
-       (``MunichAdapter.request_timeout_s``; no ``MTA_*`` setting sets it, so the delay is that
-       long). Asserted: the check is recorded as ``timeout`` after about 30 s, the target backs off
-       and the farm sends the site nothing meanwhile; the slot stays open (a timeout is no "gone"),
-       no new outbox row.
+    2. Injected: the calendar endpoint delayed 20 s, past the warm check's request timeout
+       (``MTA_CHECK_REQUEST_TIMEOUT_S``, 8 s here). Asserted: the check is recorded as ``timeout``
+       after about that long, the target backs off and the farm sends the site nothing meanwhile;
+       the slot stays open (a timeout is no "gone"), no new outbox row.
     3. The fault cleared. Asserted: the checks are ``ok`` again and leave the target ``ok``; still one
        slot row (the same episode 1) and one alert in all; the same worker process ran everything.
     """
-    run = start_with_fault(make_farm, replica, hour=14, days_ahead=2, slow_ms=1500)
+    farm_env = {"MTA_CHECK_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S)}
+    run = start_with_fault(make_farm, replica, hour=14, days_ahead=2, farm_env=farm_env, slow_ms=1500)
     farm, sub, start, began, worker = run.farm, run.sub, run.start, run.began, run.worker
     process_id = run.process_id
 
@@ -234,7 +239,7 @@ def test_slow_site_alerts_once_and_a_timeout_loses_nothing(
     assert_alerted_once(farm, sub, start)
 
     # 2. slower than the request timeout
-    replica.faults(slow_ms=40_000, endpoints=[CALENDAR])
+    replica.faults(slow_ms=20_000, endpoints=[CALENDAR])
     timed_out = wait_until(
         lambda: [c for c in farm.checks() if c.outcome.value != "ok"], 120, "a check to time out"
     )

@@ -427,7 +427,7 @@ class MunichAdapter:
         step_timeout_s: float = 45.0,
         dom_grace_s: float = 5.0,
         quiet_s: float = 0.25,
-        request_timeout_s: float = 30.0,
+        request_timeout_s: float | None = None,
         today: Callable[[], date] = berlin_today,
         max_day_requests: int | None = None,
     ) -> None:
@@ -445,7 +445,10 @@ class MunichAdapter:
         self.dom_grace_s = dom_grace_s
         """How long the page may take to show the expected elements once the API has answered."""
         self.quiet_s = quiet_s
-        self.request_timeout_s = request_timeout_s
+        self.request_timeout_s = (
+            settings.check_request_timeout_s if request_timeout_s is None else request_timeout_s
+        )
+        """How long a warm check waits for the calendar answer (``MTA_CHECK_REQUEST_TIMEOUT_S``)."""
         self._last_reset: datetime | None = None
         self.quota: SiteQuota | None = None
 
