@@ -30,6 +30,7 @@ from uvicorn._subprocess import get_subprocess
 from uvicorn.config import STARTUP_FAILURE
 
 from api.app import ApiServer, create_app
+from api.wire import OneWriteHttpProtocol
 from shared.logging import configure_logging, get_logger
 from shared.settings import Settings, get_settings
 
@@ -77,6 +78,7 @@ def _config(settings: Settings, app: FastAPI | Callable[[], FastAPI], workers: i
         # asyncio's loop, not uvloop: under 1,000 connections uvloop left hundreds of them waiting
         # in the accept queue for seconds (p99 3 s, timeouts) where asyncio's loop accepted at once
         loop="asyncio",
+        http=OneWriteHttpProtocol,  # head and body of an answer in one socket write (api.wire)
         log_level="warning",
         timeout_graceful_shutdown=GRACEFUL_S,
     )
