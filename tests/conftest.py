@@ -24,6 +24,7 @@ from shared.chromium import LAUNCH_ARGS, find_chromium
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from tests.support.databases import MigratedTemplates
     from tests.support.farm import Farm
     from tests.support.replica import Replica
 
@@ -171,6 +172,17 @@ def replica(replica_server: str) -> Iterator[Replica]:
         handle = Replica(base_url=replica_server, client=client)
         handle.reset()
         yield handle
+
+
+@pytest.fixture(scope="session")
+def migrated_templates(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MigratedTemplates]:
+    """Migrated template databases, made once per session; tests get copies
+    (``tests.support.databases.open_migrated``)."""
+    from tests.support.databases import MigratedTemplates
+
+    templates = MigratedTemplates(tmp_path_factory.mktemp("templates"))
+    yield templates
+    templates.close()
 
 
 @pytest.fixture

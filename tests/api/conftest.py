@@ -23,7 +23,7 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import ApiServer, create_app
-from shared.db.database import Database, open_database
+from shared.db.database import Database
 from shared.db.models import (
     Booking,
     BookingProfile,
@@ -41,6 +41,7 @@ from shared.db.models import (
 from shared.domain import CheckOutcome, office_key
 from shared.settings import Settings, load_settings
 from tests.conftest import free_port, wait_for_port
+from tests.support.databases import MigratedTemplates, open_migrated
 from worker import heartbeat
 
 ADMIN_TOKEN = "test-admin-token-0123456789"
@@ -73,8 +74,8 @@ def api_settings(tmp_path: Path, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def db(api_settings: Settings) -> Iterator[Database]:
-    database = open_database(api_settings, migrate=True)
+def db(api_settings: Settings, migrated_templates: MigratedTemplates) -> Iterator[Database]:
+    database = open_migrated(api_settings, migrated_templates)
     yield database
     database.close()
 

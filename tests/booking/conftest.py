@@ -27,6 +27,7 @@ from shared.db.models import Booking, BookingProfile, Notification, Slot, Subscr
 from shared.domain import Observation, SlotSeen, office_key
 from shared.recording import record_observation, sync_targets
 from shared.settings import Settings, load_settings, reset_settings_cache
+from tests.support.databases import MigratedTemplates, open_migrated
 from tests.support.replica import Replica
 
 pytestmark = [pytest.mark.browser]
@@ -74,8 +75,8 @@ def booking_settings(tmp_path: Path, redis_url: str, replica: Replica) -> Settin
 
 
 @pytest.fixture
-def db(booking_settings: Settings) -> Iterator[Database]:
-    database = open_database(booking_settings, migrate=True)
+def db(booking_settings: Settings, migrated_templates: MigratedTemplates) -> Iterator[Database]:
+    database = open_migrated(booking_settings, migrated_templates)
     yield database
     database.close()
 
@@ -287,14 +288,21 @@ def dramatiq_worker(
 
 
 # --- the database on both backends (policy tests) -------------------------------------------------
-from tests.shared.conftest import postgres_server_url, postgres_url  # noqa: E402,F401  (fixtures)
+from tests.shared.conftest import (  # noqa: E402,F401  (fixtures)
+    migrated_postgres_url,
+    postgres_server_url,
+    postgres_url,
+)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def policy_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    """A migrated database on SQLite and on PostgreSQL (skipped with a reason when none answers)."""
-    url = "" if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+def policy_db(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_templates: MigratedTemplates
+) -> Iterator[Database]:
+    """A migrated database on SQLite and on PostgreSQL (skipped with a reason when none answers);
+    copies of the session's migrated templates."""
+    url = "" if request.param == "sqlite" else str(request.getfixturevalue("migrated_postgres_url"))
     settings = load_settings(data_dir=tmp_path, database_url=url, env="test")
-    database = open_database(settings, migrate=True)
+    database = open_migrated(settings, migrated_templates) if not url else open_database(settings)
     yield database
     database.close()

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from bot.testing import FakeBotApi
-from shared.db.database import Database, open_database
+from shared.db.database import Database
 from shared.settings import Settings, load_settings
+from tests.support.databases import MigratedTemplates, open_migrated
 
 
 @pytest.fixture
@@ -39,9 +40,9 @@ def bot_settings(tmp_path: Path, redis_url: str, fake_telegram: FakeBotApi) -> S
 
 
 @pytest.fixture
-def bot_db(bot_settings: Settings) -> Iterator[Database]:
+def bot_db(bot_settings: Settings, migrated_templates: MigratedTemplates) -> Iterator[Database]:
     """The migrated database of ``bot_settings``."""
-    database = open_database(bot_settings, migrate=True)
+    database = open_migrated(bot_settings, migrated_templates)
     yield database
     database.close()
 

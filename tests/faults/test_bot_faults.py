@@ -24,10 +24,11 @@ from bot.app import build_application, running
 from bot.outbox_store import UNCONFIRMED
 from bot.testing import FakeBotApi
 from bot.testing.outbox import seed_slot_alerts, statuses
-from shared.db.database import Database, open_database
+from shared.db.database import Database
 from shared.db.models import Notification
 from shared.settings import Settings, load_settings
 from tests.conftest import free_port
+from tests.support.databases import MigratedTemplates, open_migrated
 
 
 @pytest.fixture
@@ -51,8 +52,8 @@ def settings(tmp_path: Path, redis_url: str, fake_telegram: FakeBotApi) -> Setti
 
 
 @pytest.fixture
-def db(settings: Settings) -> Iterator[Database]:
-    database = open_database(settings, migrate=True)
+def db(settings: Settings, migrated_templates: MigratedTemplates) -> Iterator[Database]:
+    database = open_migrated(settings, migrated_templates)
     yield database
     database.close()
 

@@ -1,4 +1,6 @@
-"""Database fixtures: a migrated SQLite file per test, and a fresh PostgreSQL database per test.
+"""Database fixtures: a migrated SQLite file per test, and a fresh PostgreSQL database per test
+(migrated ones are copies of the session's migrated template, ``tests.support.databases``; the
+migration tests start from empty ones).
 
 PostgreSQL: the server named by ``MTA_TEST_POSTGRES_URL`` (default: local trust auth). Each test
 gets its own uniquely named database, dropped afterwards. Without a server the PostgreSQL variants
@@ -23,7 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from shared.crypto import Cipher, configure_cipher, generate_key
 from shared.db.engine import make_engine, make_session_factory
-from shared.db.migrate import upgrade
+from tests.support.databases import MigratedTemplates
 
 DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -84,6 +86,24 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def migrated_postgres_url(postgres_server_url: str, migrated_templates: MigratedTemplates) -> Iterator[str]:
+    """A database of its own on the test server, made from the session's migrated template
+    (``tests.support.databases``); dropped after the test."""
+    import psycopg
+
+    name = migrated_templates.postgres_database(postgres_server_url)
+    try:
+        yield (
+            make_url(postgres_server_url)
+            .set(drivername="postgresql+psycopg", database=name)
+            .render_as_string(hide_password=False)
+        )
+    finally:
+        with psycopg.connect(_libpq(postgres_server_url), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'db' / 'mta.db'}"
 
@@ -93,6 +113,16 @@ def empty_db_url(request: pytest.FixtureRequest) -> str:
     """An empty database of each backend (not migrated)."""
     name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def migrated_db_url(request: pytest.FixtureRequest, migrated_templates: MigratedTemplates) -> str:
+    """A migrated database of each backend: a copy of the session's template."""
+    if request.param == "postgresql":
+        return str(request.getfixturevalue("migrated_postgres_url"))
+    url = str(request.getfixturevalue("sqlite_url"))
+    assert migrated_templates.copy_sqlite(url), url
+    return url
 
 
 @pytest.fixture
@@ -116,20 +146,19 @@ class Database:
 
 
 @pytest.fixture
-def db(empty_db_url: str, cipher: Cipher) -> Iterator[Database]:
+def db(migrated_db_url: str, cipher: Cipher) -> Iterator[Database]:
     """A migrated database of each backend, with a cipher configured."""
-    upgrade(empty_db_url)
-    engine = make_engine(empty_db_url)
+    engine = make_engine(migrated_db_url)
     try:
-        yield Database(url=empty_db_url, engine=engine, sessions=make_session_factory(engine))
+        yield Database(url=migrated_db_url, engine=engine, sessions=make_session_factory(engine))
     finally:
         engine.dispose()
 
 
 @pytest.fixture
-def sqlite_db(sqlite_url: str, cipher: Cipher) -> Iterator[Database]:
+def sqlite_db(sqlite_url: str, cipher: Cipher, migrated_templates: MigratedTemplates) -> Iterator[Database]:
     """A migrated SQLite file (for tests about SQLite itself)."""
-    upgrade(sqlite_url)
+    assert migrated_templates.copy_sqlite(sqlite_url), sqlite_url
     engine = make_engine(sqlite_url)
     try:
         yield Database(url=sqlite_url, engine=engine, sessions=make_session_factory(engine))

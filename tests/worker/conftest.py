@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.db.database import Database, open_database
+from shared.db.database import Database
 from shared.settings import Settings, load_settings
+from tests.support.databases import MigratedTemplates, open_migrated
 
 
 @pytest.fixture
@@ -17,7 +18,7 @@ def worker_settings(tmp_path: Path, redis_url: str) -> Settings:
 
 
 @pytest.fixture
-def db(worker_settings: Settings) -> Iterator[Database]:
-    database = open_database(worker_settings, migrate=True)
+def db(worker_settings: Settings, migrated_templates: MigratedTemplates) -> Iterator[Database]:
+    database = open_migrated(worker_settings, migrated_templates)
     yield database
     database.close()
