@@ -18,7 +18,6 @@ import re
 import threading
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
 
 from shared.logging import get_logger
 from shared.notify import Delivered, Notifier, Outgoing, WireHook
@@ -26,25 +25,6 @@ from shared.settings import Settings
 
 log = get_logger("mta.up")
 _TAGS = re.compile(r"<[^>]+>")
-
-
-def describe_notification(kind: str, payload: dict[str, Any], text: str | None) -> str:
-    """One console line for an outbox row: what, where, when; never who."""
-    from shared.catalog import get_catalog
-    from shared.domain import SITE_TIMEZONE
-
-    if kind == "operator":
-        return f"operator: {text or payload.get('reason', 'see the dashboard')}"
-    catalog = get_catalog()
-    service = catalog.service(int(payload.get("service_id", 0)))
-    office = catalog.office(int(payload.get("office_id", 0)))
-    when = str(payload.get("start", "?"))
-    with contextlib.suppress(ValueError):
-        when = datetime.fromisoformat(when).astimezone(SITE_TIMEZONE).strftime("%a %d.%m. %H:%M")
-    what = service.name if service else f"service {payload.get('service_id')}"
-    where = office.name if office else f"office {payload.get('office_id')}"
-    label = {"slot": "free slot", "gone": "gone again"}.get(kind, kind)
-    return f"{label}: {what} — {where} — {when}"
 
 
 class ConsoleNotifier:
@@ -127,4 +107,4 @@ class ConsoleAlerts:
             db.close()
 
 
-__all__ = ["ConsoleAlerts", "ConsoleNotifier", "describe_notification"]
+__all__ = ["ConsoleAlerts", "ConsoleNotifier"]

@@ -35,7 +35,7 @@ from typing import Any
 
 from mta.demo import DEMO_USER_ID, demo_wishes, end_demo, seed_demo_subscriptions
 from mta.logs import LogRotation
-from mta.notify import ConsoleAlerts, describe_notification
+from mta.notify import ConsoleAlerts
 from mta.probes import WorkerStall, role_heartbeat
 from mta.procs import descendants
 from mta.supervisor import DEFAULT_GRACE_S, WORKER_GRACE_S, Child, Supervisor
@@ -484,7 +484,6 @@ __all__ = [
     "Supervisor",
     "demo_wishes",
     "descendants",
-    "describe_notification",
     "end_demo",
     "farm_lock",
     "run_farm",

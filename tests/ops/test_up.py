@@ -29,7 +29,6 @@ from mta.up import (
     Supervisor,
     demo_wishes,
     descendants,
-    describe_notification,
     farm_lock,
 )
 from shared.settings import load_settings
@@ -287,20 +286,6 @@ def test_demo_subscriptions_watch_what_the_site_offers(scenario: str) -> None:
         for office in offices:
             assert site.offers(office, service_id)
             assert site.relation_slots(office, service_id) == 1
-
-
-def test_console_alert_line_says_what_where_when_and_nothing_personal() -> None:
-    payload = {
-        "site": "munich",
-        "office_id": 102522,
-        "service_id": 1063475,
-        "start": "2026-12-03T08:00:00+00:00",
-        "episode": 1,
-    }
-    line = describe_notification("slot", payload, None)
-    assert line == "free slot: Wohnsitzanmeldung — Bürgerbüro Orleansplatz (KVR-II/231) — Thu 03.12. 09:00"
-    operator = describe_notification("operator", {}, "the site looks changed")
-    assert operator == "operator: the site looks changed"
 
 
 def test_unknown_scenario_stops_before_anything_starts(tmp_path: Path, farm_env: dict[str, str]) -> None:
