@@ -269,7 +269,12 @@ def dramatiq_worker(
 
     from worker.broker import BOOKINGS_QUEUE, current_runtime, make_broker
 
-    actors = [bookings_module.book_slot, bookings_module.cancel_booking, bookings_module.poll_booking_states]
+    actors = [
+        bookings_module.book_slot,
+        bookings_module.cancel_booking,
+        bookings_module.poll_booking_states,
+        bookings_module.adopt_appointment,
+    ]
     previous = [actor.broker for actor in actors]
     broker = make_broker(booking_settings, with_browser=True)
     for actor in actors:
