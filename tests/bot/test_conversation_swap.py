@@ -90,6 +90,46 @@ def test_an_appointment_booked_elsewhere_is_asked_for_checked_and_sent_sealed(
     assert "123456" not in sealed and swaps.unseal_credentials(sealed) == ("123456", "ab12")
 
 
+def test_with_several_profiles_earlier_asks_for_whom_and_sends_that_profile(
+    fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database, redis_client: redis.Redis
+) -> None:
+    """A user with a profile of their own and one for "Anna" enters an appointment booked
+    elsewhere: after the number and code the bot asks for whom (both named on buttons), a profile
+    removed meanwhile is refused with the step kept, and choosing Anna queues the
+    ``adopt_appointment`` with Anna's profile id. Tried: the answer ignored (the first profile
+    sent: the last assertion failed), and the step skipped for several profiles (the "For whom"
+    wait timed out)."""
+    add_users(bot_db, [7304], with_profile=True)
+    with bot_db.transaction() as session:
+        anna = BookingProfile(user_id=7304, label="Anna", first_name="Anna", last_name="Muster")
+        gone = BookingProfile(user_id=7304, label="Old", first_name="Old", last_name="Muster")
+        session.add_all([anna, gone])
+        session.flush()
+        anna_id, gone_id = anna.id, gone.id
+    chat = UserChat(fake_telegram, 7304)
+    chat.send("/earlier", expect="For which appointment")
+    chat.press("An appointment booked elsewhere", expect="process number and the code")
+    asked = chat.send("123456 ab12", expect="For whom is this appointment?")
+    assert asked is not None
+    labels = [b["text"] for b in chat.buttons(asked["message_id"])]
+    assert {"Myself", "Anna", "Old"} <= set(labels), labels
+    with bot_db.transaction() as session:
+        removed = session.get(BookingProfile, gone_id)
+        assert removed is not None
+        session.delete(removed)
+    mark = fake_telegram.mark()
+    chat.press("Old")
+    chat.popup("That profile no longer exists.", since=mark)
+    chat.press("Anna", expect="Where may the earlier appointment be?")
+    chat.press("Only at the same office", expect="shall I book it at once?")
+    chat.press("Alert me", expect="I am reading your appointment at the city")
+
+    (args,) = _queued(redis_client, "adopt_appointment")
+    user_id, profile_id, sealed, any_office, autobook = args
+    assert (user_id, profile_id, any_office, autobook) == (7304, anna_id, False, False)
+    assert swaps.unseal_credentials(sealed) == ("123456", "ab12")
+
+
 def test_bookings_offers_an_earlier_date_and_the_watch_starts(
     fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database
 ) -> None:
