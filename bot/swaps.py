@@ -4,7 +4,8 @@ The worker queues these as outbox rows of kind ``booking`` with ``text`` NULL an
 payload (``payload["event"]`` one of ``shared.swaps.SWAP_EVENTS``; no personal data, no
 credentials); the outbox store hands them here, so they are said in the reader's language. The
 bookings' own steps (holding, reserved, confirmed, failed, expired) are the ordinary booking
-messages; these add what is particular to a swap: watching, done (old cancelled), old kept.
+messages; these add what is particular to a swap: watching, done (old cancelled), old kept, old
+not cancelled (two appointments: the person cancels the old one).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from bot.services import service_label
 from bot.validation import N_
 from shared.catalog import get_catalog
 from shared.domain import DEFAULT_SITE, ensure_utc
-from shared.swaps import SWAP_EVENTS, LookupCode, SwapEvent
+from shared.swaps import SWAP_EVENTS, CancelGiveUp, LookupCode, SwapEvent
 
 LOOKUP_TEXTS: dict[str, str] = {
     LookupCode.NOT_FOUND: N_(
@@ -130,13 +131,27 @@ def render_swap(payload: Mapping[str, Any], language: str | None) -> Rendered:
             )
         )
         return Rendered(f"{head}\n{what}")
-    # SwapEvent.CANCEL_FAILED
+    # SwapEvent.CANCEL_FAILED: the old one stays booked at the city (shared.swaps.CancelGiveUp)
+    new = _when(payload.get("new_start"), lang)
+    reason = str(payload.get("reason") or CancelGiveUp.REFUSED)
+    if reason == CancelGiveUp.PAST:
+        head = "⚠️ " + _esc(
+            _(
+                "Your earlier appointment ({new}) is confirmed, but I could not cancel the old one "
+                "below at the city before its time came."
+            ).format(new=new)
+        )
+        return Rendered(f"{head}\n{what}")
+    if reason == CancelGiveUp.FAILING:
+        why = _("the city's site kept failing when I tried")
+    else:
+        why = _("the city refuses to cancel it")
     head = "⚠️ " + _esc(
         _(
-            "Your earlier appointment ({new}) is confirmed, but the city would not cancel the old one "
-            "below. Please cancel it yourself with the link in the city's e-mail, so that it goes "
-            "back to others."
-        ).format(new=_when(payload.get("new_start"), lang))
+            "Your earlier appointment ({new}) is confirmed, but I could not cancel the old one below "
+            "at the city ({why}). You hold two appointments now: please cancel the old one yourself, "
+            "with the link in the city's e-mail or in /bookings, so that it goes back to others."
+        ).format(new=new, why=why)
     )
     return Rendered(f"{head}\n{what}")
 

@@ -18,6 +18,11 @@ the bot in their language from ``payload["event"]``):
 3. Only when the new booking is *confirmed* (the activation link was followed, read at the city by
    the booking poll) the worker cancels the old one at the city (``worker.swaps``), then
    ``swap_done``: the person has exactly one appointment, the earlier one, at every moment.
+   A cancellation that fails (site trouble) is tried again with back-off (``cancel_retry_delay``)
+   while the old appointment is more than ``CANCEL_GIVE_UP_BEFORE`` away; when the city refuses,
+   when it still fails within that last day, or when the old one is past, MTA gives up and says so
+   (``swap_cancel_failed`` with a ``CancelGiveUp`` reason): the person holds two appointments and
+   cancels the old one themselves (the city's link, or /bookings). Never silently dropped.
 4. If the new booking fails (refused, site trouble) or expires, the old one stays and the person
    hears ``swap_kept``; the swap ends. A slot lost to someone faster ends nothing (no hold was
    made): the watch goes on.
@@ -37,7 +42,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from shared import booking as policy
 from shared.crypto import get_cipher
@@ -56,8 +61,14 @@ from shared.logging import get_logger
 log = get_logger(__name__)
 
 SETTLE_LOOKBACK = timedelta(days=2)
-"""New bookings changed this recently are looked at by ``pending``: a swap settles within a poll or
-two of its new booking's last change."""
+"""Failed or expired new bookings changed this recently are looked at by ``pending`` (the old one is
+kept and the person told within a poll or two). A confirmed new booking whose old one is still held
+is looked at however old: its cancellation is retried until it is done or given up."""
+CANCEL_RETRY_FIRST = timedelta(minutes=1)
+CANCEL_RETRY_MAX = timedelta(hours=1)
+CANCEL_GIVE_UP_BEFORE = timedelta(hours=24)
+"""A failing cancellation of the old appointment is retried only while it is more than this away:
+the person, told then, still has a day to cancel it themselves."""
 
 
 class SwapEvent(enum.StrEnum):
@@ -71,6 +82,27 @@ class SwapEvent(enum.StrEnum):
 
 
 SWAP_EVENTS = frozenset(e.value for e in SwapEvent)
+
+
+class CancelGiveUp(enum.StrEnum):
+    """Why the old appointment of a confirmed swap was not cancelled (``payload["reason"]``)."""
+
+    REFUSED = "refused"
+    """The city answered that it cannot be cancelled."""
+    FAILING = "failing"
+    """The site kept failing (or the operator stopped it) until the old one was a day away."""
+    PAST = "past"
+    """The old appointment's time came before it could be cancelled."""
+
+
+def cancel_retry_delay(failures: int) -> timedelta:
+    """Back-off after the ``failures``-th failed cancellation: 1 min, doubling, at most 1 h."""
+    return min(CANCEL_RETRY_MAX, CANCEL_RETRY_FIRST * 2 ** max(0, min(failures - 1, 20)))
+
+
+def give_up_cancelling(old_start: datetime | None, now: datetime) -> bool:
+    """True when a failing cancellation is not tried again (see ``CANCEL_GIVE_UP_BEFORE``)."""
+    return old_start is None or ensure_utc(old_start) - now <= CANCEL_GIVE_UP_BEFORE
 
 
 class LookupCode(enum.StrEnum):
@@ -283,22 +315,27 @@ class Pending:
 def pending(session: Session, now: datetime) -> list[Pending]:
     """Settle what needs no city request (a failed or expired new booking → the old is kept; an old
     booking no longer held → the watch ends), and return the replacements that need one."""
-    todo: list[Pending] = []
+    old_row = aliased(Booking)
+    todo = [
+        Pending(Step.REPLACE, new_id, old_id)
+        for new_id, old_id in session.execute(
+            select(Booking.id, old_row.id)
+            .join(old_row, Booking.replaces_booking_id == old_row.id)
+            .where(Booking.status == BookingStatus.CONFIRMED, old_row.status.in_(policy.SWAPPABLE))
+            .order_by(Booking.id)
+        )
+    ]
     for new in session.scalars(
         select(Booking)
         .where(
             Booking.replaces_booking_id.is_not(None),
-            Booking.status.in_((BookingStatus.CONFIRMED, BookingStatus.FAILED, BookingStatus.EXPIRED)),
+            Booking.status.in_((BookingStatus.FAILED, BookingStatus.EXPIRED)),
             Booking.updated_at >= now - SETTLE_LOOKBACK,
         )
         .order_by(Booking.id)
     ):
         old = session.get(Booking, new.replaces_booking_id)
         if old is None:
-            continue
-        if new.status is BookingStatus.CONFIRMED:
-            if old.status in policy.SWAPPABLE:
-                todo.append(Pending(Step.REPLACE, new.id, old.id))
             continue
         error = policy.BookingError.from_text(new.error)
         if error is not None and error.kind == policy.FailureKind.TAKEN:
@@ -351,9 +388,15 @@ def replaced(session: Session, item: Pending, now: datetime) -> None:
     log.info("swap_done", new_id=new.id, old_id=old.id)
 
 
-def cancel_refused(session: Session, item: Pending, code: str | None, now: datetime) -> None:
-    """The city would not cancel the old booking (e.g. too close to it): the person has two
-    appointments now and must cancel the old one themselves; the swap ends."""
+def cancel_refused(
+    session: Session,
+    item: Pending,
+    code: str | None,
+    now: datetime,
+    reason: CancelGiveUp = CancelGiveUp.REFUSED,
+) -> None:
+    """The old booking is not cancelled (``reason``): the person has two appointments now and must
+    cancel the old one themselves; the swap ends."""
     old = session.get(Booking, item.old_id)
     new = session.get(Booking, item.new_id)
     assert old is not None and new is not None
@@ -367,6 +410,7 @@ def cancel_refused(session: Session, item: Pending, code: str | None, now: datet
         now,
         key=f"swap:{new.id}:cancel_failed",
         code=code,
+        reason=reason.value,
         new_start=ensure_utc(new.start_at).isoformat() if new.start_at else None,
     )
     session.flush()
@@ -408,7 +452,9 @@ def _tell(
 
 
 __all__ = [
+    "CANCEL_GIVE_UP_BEFORE",
     "SWAP_EVENTS",
+    "CancelGiveUp",
     "CityAppointment",
     "LookupCode",
     "Pending",
@@ -418,6 +464,8 @@ __all__ = [
     "SwapStart",
     "adopt",
     "cancel_refused",
+    "cancel_retry_delay",
+    "give_up_cancelling",
     "pending",
     "replaced",
     "seal_credentials",

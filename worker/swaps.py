@@ -10,6 +10,10 @@
   bookings: a swap whose new booking is now confirmed gets its old booking cancelled at the city
   (then "done"); one whose new booking failed or expired keeps the old one and says so. Only a
   confirmed new booking ever leads to a cancellation, so the person is never left without one.
+  A cancellation that fails is tried again with back-off (its count and next time in a Redis
+  hash per old booking, ``cancel_backoff_key``: lost with Redis, it only means an earlier try)
+  until ``shared.swaps.give_up_cancelling``; then, or when the city refuses, or once the old
+  appointment is past, the person is told to cancel it themselves.
 """
 
 from __future__ import annotations
@@ -17,15 +21,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import redis
 
 from shared import swaps
+from shared.contracts import BOOKING_KEY_PREFIX
 from shared.db.database import Database
 from shared.db.models import Booking
-from shared.domain import DEFAULT_SITE, CheckFailure, SiteUnavailable
+from shared.domain import DEFAULT_SITE, CheckFailure, SiteUnavailable, ensure_utc
 from shared.killswitch import site_stopped
 from shared.logging import get_logger
 from worker.broker import WAKE_CHANNEL
@@ -63,7 +68,36 @@ class SwapDeps(Protocol):
 class SettleReport:
     replaced: int = 0
     refused: int = 0
+    """The city answered that the old one cannot be cancelled."""
     errors: int = 0
+    """Cancellations that failed (site trouble): tried again after a back-off."""
+    waiting: int = 0
+    """Cancellations not tried at this poll: backing off, or the operator stopped the site."""
+    given_up: int = 0
+    """Failing too close to the old appointment, or the old one past: the person is told."""
+
+
+CANCEL_BACKOFF_TTL_S = 40 * 24 * 3600
+"""A back-off record outlives its last failure by this much (renewed at each failure)."""
+
+
+def cancel_backoff_key(old_id: int) -> str:
+    """Redis hash of a failing swap cancellation: ``failures`` and ``next_at`` (epoch seconds)."""
+    return f"{BOOKING_KEY_PREFIX}swap-cancel:{old_id}"
+
+
+def _backing_off(client: redis.Redis, old_id: int, now: datetime) -> bool:
+    next_at = client.hget(cancel_backoff_key(old_id), "next_at")
+    return next_at is not None and float(next_at) > now.timestamp()
+
+
+def _note_failure(client: redis.Redis, old_id: int, now: datetime) -> timedelta:
+    key = cancel_backoff_key(old_id)
+    failures = int(client.hincrby(key, "failures", 1))
+    delay = swaps.cancel_retry_delay(failures)
+    client.hset(key, "next_at", str((now + delay).timestamp()))
+    client.expire(key, CANCEL_BACKOFF_TTL_S)
+    return delay
 
 
 def _wake(deps: SwapDeps) -> None:
@@ -168,26 +202,58 @@ async def settle_swaps(deps: SwapDeps) -> SettleReport:
     todo = await asyncio.to_thread(plan)
     for item in todo:
 
-        def credentials(old_id: int = item.old_id) -> tuple[str, str, str] | None:
+        def credentials(old_id: int = item.old_id) -> tuple[str, str | None, str | None, datetime | None]:
             with deps.db.transaction() as session:
                 old = session.get(Booking, old_id)
-                if old is None or not (old.process_id and old.auth_key):
-                    return None
-                return old.site, old.process_id, old.auth_key
+                assert old is not None  # pending() found it held
+                start = ensure_utc(old.start_at) if old.start_at is not None else None
+                return old.site, old.process_id, old.auth_key, start
 
-        held = await asyncio.to_thread(credentials)
-        if held is None:
+        def give_up(reason: swaps.CancelGiveUp, code: str | None = None, item: swaps.Pending = item) -> None:
+            with deps.db.transaction() as session:
+                swaps.cancel_refused(session, item, code, deps.clock(), reason)
+            deps.redis.delete(cancel_backoff_key(item.old_id))
+            log.warning("swap_cancel_given_up", old_id=item.old_id, reason=reason.value, code=code)
+
+        site, process_id, auth_key, old_start = await asyncio.to_thread(credentials)
+        now = deps.clock()
+        if old_start is None or old_start <= now:
+            await asyncio.to_thread(give_up, swaps.CancelGiveUp.PAST)
+            report.given_up += 1
             continue
-        site, process_id, auth_key = held
+        if not (process_id and auth_key):  # nothing to cancel with: the person's own link can
+            await asyncio.to_thread(give_up, swaps.CancelGiveUp.FAILING)
+            report.given_up += 1
+            continue
+        if await asyncio.to_thread(_backing_off, deps.redis, item.old_id, now):
+            report.waiting += 1
+            continue
         if await asyncio.to_thread(site_stopped, deps.redis, site):
-            continue  # the operator's kill switch: the old one is cancelled after it is lifted
+            # the operator's kill switch: the old one is cancelled after it is lifted, unless its
+            # day has come by then
+            if swaps.give_up_cancelling(old_start, now):
+                await asyncio.to_thread(give_up, swaps.CancelGiveUp.FAILING)
+                report.given_up += 1
+            else:
+                report.waiting += 1
+            continue
         try:
             await asyncio.to_thread(deps.site_budget(site).charge, 1)
             async with deps.pool.session(f"swap-cancel:{item.old_id}") as session:
                 result = await deps.booker.cancel(session.page, deps.site_url, process_id, auth_key)
-        except CheckFailure as failure:  # tried again at the next poll
+        except CheckFailure as failure:
             report.errors += 1
-            log.warning("swap_cancel_failed", old_id=item.old_id, failure=type(failure).__name__)
+            if swaps.give_up_cancelling(old_start, now):
+                await asyncio.to_thread(give_up, swaps.CancelGiveUp.FAILING, type(failure).__name__)
+                report.given_up += 1
+                continue
+            delay = await asyncio.to_thread(_note_failure, deps.redis, item.old_id, now)
+            log.warning(
+                "swap_cancel_failed",
+                old_id=item.old_id,
+                failure=type(failure).__name__,
+                retry_in_s=int(delay.total_seconds()),
+            )
             continue
 
         def record(
@@ -199,16 +265,17 @@ async def settle_swaps(deps: SwapDeps) -> SettleReport:
                 if ok:
                     swaps.replaced(session, item, deps.clock())
                 else:
-                    swaps.cancel_refused(session, item, code, deps.clock())
+                    swaps.cancel_refused(session, item, code, deps.clock(), swaps.CancelGiveUp.REFUSED)
+            deps.redis.delete(cancel_backoff_key(item.old_id))
 
         await asyncio.to_thread(record)
         if result.cancelled or result.already_gone:
             report.replaced += 1
         else:
             report.refused += 1
-    if todo or report.replaced or report.refused:
+    if todo or report.replaced or report.refused or report.given_up:
         _wake(deps)
     return report
 
 
-__all__ = ["SettleReport", "SwapDeps", "adopt", "settle_swaps"]
+__all__ = ["CANCEL_BACKOFF_TTL_S", "SettleReport", "SwapDeps", "adopt", "cancel_backoff_key", "settle_swaps"]

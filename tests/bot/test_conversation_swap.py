@@ -176,8 +176,10 @@ def test_the_manage_link_from_the_citys_e_mail_is_read_too() -> None:
 
 @pytest.mark.parametrize("language", SUPPORTED_LANGUAGES)
 def test_every_swap_message_renders_in_every_language(language: str) -> None:
-    """Each swap event and each lookup failure has its own text in each language (nothing falls
-    back to English outside English). Tried: an untranslated lookup text in Turkish."""
+    """Each swap event, each lookup failure and each reason an old appointment was not cancelled
+    has its own text in each language (nothing falls back to English outside English); when the
+    person holds two, the text names /bookings. Tried: an untranslated lookup text in Turkish, and
+    the "failing" reason rendered like "refused" (two equal texts)."""
     base = {"site": DEFAULT_SITE, "service_id": PASSPORT_SERVICE_ID, "office_id": PASING}
     base["start"] = (utcnow() + timedelta(days=3)).isoformat()
     texts = [
@@ -188,6 +190,12 @@ def test_every_swap_message_renders_in_every_language(language: str) -> None:
     texts += [
         render_swap({**base, "event": "swap_lookup_failed", "code": c}, language).text for c in LOOKUP_TEXTS
     ]
+    two = {
+        r: render_swap({**base, "event": "swap_cancel_failed", "reason": r}, language).text
+        for r in swaps.CancelGiveUp
+    }
+    texts += [two[swaps.CancelGiveUp.FAILING], two[swaps.CancelGiveUp.PAST]]  # "refused": the default above
+    assert "/bookings" in two[swaps.CancelGiveUp.FAILING] and "/bookings" in two[swaps.CancelGiveUp.REFUSED]
     assert len(set(texts)) == len(texts)
     if language != "en":
         english = {translator("en")(t) for t in LOOKUP_TEXTS.values()}
