@@ -102,14 +102,15 @@ def save_subscription(
                 session.flush()
             sub = Subscription(user_id=user_id, site=DEFAULT_SITE)
             session.add(sub)
-        sub.service_id = draft.service_id
-        sub.service_count = draft.service_count
+        if sub.replaces_booking_id is None:  # a swap's watch keeps what it replaces (shared.swaps)
+            sub.service_id = draft.service_id
+            sub.service_count = draft.service_count
+            sub.profile_id = _own_profile_id(session, user_id, draft.profile_id)
         sub.office_ids = sorted(draft.office_ids)
         sub.date_from, sub.date_to = draft.date_from, draft.date_to
         sub.weekdays = sorted(draft.weekdays)
         sub.time_from, sub.time_to = draft.time_from, draft.time_to
         sub.autobook = draft.autobook
-        sub.profile_id = _own_profile_id(session, user_id, draft.profile_id)
         sub.state = SubscriptionState.ACTIVE
         session.flush()
         sync_targets(session)

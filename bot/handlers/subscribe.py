@@ -25,7 +25,7 @@ answered with a hint to use the buttons; the step stays where it was.
 from __future__ import annotations
 
 import math
-from datetime import date, time
+from datetime import date, datetime, time
 from typing import Any
 
 from bot.alerts import berlin_datetime
@@ -60,6 +60,7 @@ from bot.validation import (
 )
 from shared.catalog import Office, Service, get_catalog
 from shared.db.models import Subscription
+from shared.domain import ensure_utc
 from shared.profile_rules import custom_field_for_service
 
 from . import store
@@ -234,11 +235,43 @@ async def begin(turn: Turn) -> None:
     await render(turn, flow)
 
 
+SWAP_FIXED = N_(
+    "This subscription looks for an earlier date than booking #{id}, so its service, number of people "
+    "and the person booked for stay those of that appointment. To watch another service, start a new "
+    "subscription with /subscribe."
+)
+"""A swap's watch (``shared.swaps``) edited in /list: another service would make it look for
+something that cannot replace the held appointment (and another person would cancel theirs), so
+only where, when and how may change."""
+
+
 async def begin_edit(turn: Turn, sub: Subscription) -> None:
-    """Edit from /list: the same steps, starting at the number of people, with the old values."""
-    flow = start_flow(turn.context, KIND, "service", editing_id=sub.id, **_data_from_subscription(sub))
+    """Edit from /list: the same steps, starting at the number of people, with the old values (a
+    swap's watch starts at the offices: ``SWAP_FIXED``)."""
+    data = _data_from_subscription(sub)
+    if sub.replaces_booking_id is not None:
+        before = sub.start_before.isoformat() if sub.start_before is not None else None
+        flow = start_flow(
+            turn.context,
+            KIND,
+            "offices",
+            editing_id=sub.id,
+            swap_of=sub.replaces_booking_id,
+            swap_before=before,
+            **data,
+        )
+        await render(turn, flow)
+        return
+    flow = start_flow(turn.context, KIND, "service", editing_id=sub.id, **data)
     flow.go("people")
     await render(turn, flow)
+
+
+def _swap_note(turn: Turn, flow: Flow) -> str:
+    """The line that says a swap's service stays, or nothing for an ordinary subscription."""
+    if flow.data.get("swap_of") is None:
+        return ""
+    return "⏪ " + turn._(SWAP_FIXED).format(id=flow.data["swap_of"]) + "\n\n"
 
 
 # --- rendering ------------------------------------------------------------------------------------
@@ -281,7 +314,7 @@ def _view(turn: Turn, flow: Flow) -> tuple[str, Any]:
     if step == "offices":
         offices = _offices(flow)
         distances = {int(k): v for k, v in (flow.data.get("distances_km") or {}).items()}
-        text = _(
+        text = _swap_note(turn, flow) + _(
             "Which offices? Tick one or more and tap Done, or take any office offering {service}."
         ).format(service=service_label(service, turn.language))
         return text, offices_keyboard(_, kb, offices, flow.data.get("office_ids") or [], distances)
@@ -316,6 +349,13 @@ def _view(turn: Turn, flow: Flow) -> tuple[str, Any]:
     if step == "confirm":
         heading = _("Please check your subscription:")
         text = summary_text(turn, flow.data, heading=heading)
+        if flow.data.get("swap_of") is not None and flow.data.get("swap_before"):
+            text += "\n⏪ " + _("An earlier date than booking #{id}: only before {when}.").format(
+                id=flow.data["swap_of"],
+                when=berlin_datetime(
+                    ensure_utc(datetime.fromisoformat(flow.data["swap_before"])), turn.language
+                ),
+            )
         if flow.data.get("autobook") and not flow.data.get("has_profile"):
             text += "\n\n" + _(
                 "You have no booking profile yet: set it with /profile, until then I only alert you."
@@ -349,6 +389,9 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
         await turn.answer(
             _("That button belongs to an earlier step; please use the latest message."), alert=True
         )
+        return
+    if flow.data.get("swap_of") is not None and action in ("sv", "np", "fp"):
+        await turn.answer(_(SWAP_FIXED).format(id=flow.data["swap_of"]), alert=True)
         return
     try:
         if action == "sv":
@@ -421,7 +464,7 @@ async def on_callback(turn: Turn, flow: Flow, cb: Callback) -> None:
             profiles = await turn.run(store.list_profiles, turn.user_id)
             flow.data["has_profile"] = bool(profiles)
             flow.data["profiles"] = [{"id": p.id, "name": profile_label(_, p)} for p in profiles]
-            if flow.data["autobook"] and len(profiles) > 1:
+            if flow.data["autobook"] and len(profiles) > 1 and flow.data.get("swap_of") is None:
                 flow.go("whom")
             else:
                 if profiles and flow.data.get("profile_id") not in {p.id for p in profiles}:

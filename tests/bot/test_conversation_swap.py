@@ -162,6 +162,67 @@ def test_bookings_offers_an_earlier_date_and_the_watch_starts(
     )
 
 
+def test_editing_an_earlier_date_watch_in_list_keeps_its_service(
+    fake_telegram: FakeBotApi, conversation_bot: RunningBot, bot_db: Database
+) -> None:
+    """/list → Edit on an earlier-date watch starts at the offices and says why the service, count
+    and person stay (Back: "This is the first step"); where, when and how change, and the summary
+    still says which booking it replaces. A draft with another service saved for it (a stale or
+    forged step) leaves service, count and person as they were. Tried: the edit starting at the
+    number of people as for any subscription (the first wait timed out), and the store taking the
+    draft's service (the last assertion failed)."""
+    from bot.handlers import store
+
+    add_users(bot_db, [7305], with_profile=True)
+    booking_id = _confirmed_booking(bot_db, 7305)
+    with bot_db.transaction() as session:
+        started = swaps.start_swap(
+            session, user_id=7305, booking_id=booking_id, any_office=False, autobook=False, now=utcnow()
+        )
+        sub_id = started.subscription_id
+        before = session.get(Subscription, sub_id)
+        assert sub_id is not None and before is not None
+        kept = (before.service_id, before.service_count, before.profile_id, before.start_before)
+    chat = UserChat(fake_telegram, 7305)
+    chat.send("/list", expect=f"An earlier date than booking #{booking_id}")
+    chat.press("Edit", expect="stay those of that appointment")  # the swap's message is the latest
+    mark = fake_telegram.mark()
+    chat.press("Back")
+    chat.popup("This is the first step.", since=mark)
+    chat.press("Any office", expect="Which dates?")
+    chat.press("Keep:", expect="Which weekdays?")
+    chat.press("Any day", expect="Which time of day?")
+    chat.press("Keep:", expect="may MTA book it")
+    chat.press("Yes, book for me", expect=f"An earlier date than booking #{booking_id}: only before")
+    chat.press("Save", expect="Saved ✅")
+
+    def row() -> tuple[Any, ...]:
+        with bot_db.transaction() as session:
+            sub = session.get(Subscription, sub_id)
+            assert sub is not None
+            return (
+                (sub.service_id, sub.service_count, sub.profile_id, sub.start_before),
+                sub.office_ids,
+                sub.autobook,
+            )
+
+    assert row() == (kept, [], True)
+    other = store.SubscriptionDraft(
+        service_id=PASSPORT_SERVICE_ID + 1,
+        service_count=2,
+        office_ids=[],
+        date_from=None,
+        date_to=None,
+        weekdays=[],
+        time_from=None,
+        time_to=None,
+        autobook=True,
+        profile_id=None,
+    )
+    assert store.save_subscription(bot_db, 7305, other, sub_id) == sub_id
+    assert row()[0] == kept
+
+
 def test_the_manage_link_from_the_citys_e_mail_is_read_too() -> None:
     import base64
 
