@@ -3,8 +3,8 @@ actor, without a Redis broker.
 
 ``check_target`` runs in the runtime ``BrowserMiddleware`` builds at worker boot (real Chromium,
 the test's SQLite database, the project's Redis), with the site adapter replaced by a
-``FakeAdapter``; ``book_slot`` is checked to reach the booking function with the message's
-arguments. The actor modules declare their actors against the broker the entry point set
+``FakeAdapter``; ``book_slot`` and ``adopt_appointment`` are checked to reach their functions with
+the message's arguments. The actor modules declare their actors against the broker the entry point set
 (``worker.broker.current_broker``), so this broker is set before they are imported; when another
 test of the session imported them first, the two actors are declared on this broker for the test.
 Real Redis brokers stay in the farm and fault tests.
@@ -54,7 +54,11 @@ def stub_worker(worker_settings: Settings, db: Database) -> Iterator[StubWorker]
     dramatiq.set_broker(broker)
     from worker import actors, bookings
 
-    declared: list[dramatiq.Actor[Any, Any]] = [actors.check_target, bookings.book_slot]
+    declared: list[dramatiq.Actor[Any, Any]] = [
+        actors.check_target,
+        bookings.book_slot,
+        bookings.adopt_appointment,
+    ]
     previous = [actor.broker for actor in declared]
     for actor in declared:
         if actor.broker is not broker:  # imported earlier in this session, against another broker
@@ -142,5 +146,44 @@ def test_book_slot_message_reaches_the_booking_function(
             "subscription_id": 3,
             "requested_at": requested,
             "manual": True,
+        }
+    ]
+
+
+def test_adopt_appointment_message_reaches_the_swap_function(
+    stub_worker: StubWorker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ``adopt_appointment`` message, built by name as the bot sends it
+    (``shared.enqueue.send_by_name``), reaches ``worker.swaps.adopt`` with the runtime's
+    database and each argument in its place; the sealed credentials are handed on as sealed (the
+    real read is in tests/booking/test_swap_worker.py). Tried: the actor passing ``any_office``
+    and ``autobook`` the other way round (fails)."""
+    from shared import enqueue, swaps
+    from shared.contracts import ADOPT_APPOINTMENT_ACTOR, BOOKINGS_QUEUE
+    from worker.broker import current_runtime
+
+    calls: list[dict[str, Any]] = []
+
+    async def record(deps: Any, **kwargs: Any) -> Any:
+        calls.append({"db": deps.db, **kwargs})
+        return 1
+
+    monkeypatch.setattr(stub_worker.bookings.swaps, "adopt", record)
+    sealed = swaps.seal_credentials("123456", "ab12")
+
+    enqueue.send_by_name(
+        stub_worker.broker, BOOKINGS_QUEUE, ADOPT_APPOINTMENT_ACTOR, (7, 3, sealed, True, False)
+    )
+    stub_worker.broker.join(BOOKINGS_QUEUE, fail_fast=True)
+    stub_worker.worker.join()
+
+    assert calls == [
+        {
+            "db": current_runtime().db,
+            "user_id": 7,
+            "profile_id": 3,
+            "sealed": sealed,
+            "any_office": True,
+            "autobook": False,
         }
     ]
