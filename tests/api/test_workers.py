@@ -226,3 +226,33 @@ def test_server_processes_send_one_shared_answer_that_follows_the_data(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_a_second_mta_api_on_the_same_port_is_refused(
+    api_with_two_workers: tuple[subprocess.Popen[bytes], int], api_settings: Settings
+) -> None:
+    """Tried: `mta api` with two processes serving (each on its own SO_REUSEPORT socket of the
+    port), then a second `mta api` with two processes on the same port. Asserted: the second exits
+    with an error instead of joining the port (the kernel would split connections between the
+    two), and the first still answers. Seen failing with the port not bound once without
+    SO_REUSEPORT first (the second ran)."""
+    proc, port = api_with_two_workers
+    workers = wait_until(lambda: c if len(c := _children(proc.pid)) == 2 else set(), 60, "two workers")
+    env = {
+        **os.environ,
+        "MTA_DATA_DIR": str(api_settings.data_dir),
+        "MTA_REDIS_URL": api_settings.redis_url,
+        "MTA_API_PORT": str(port),
+        "MTA_API_WORKERS": "2",
+        "MTA_ENV": "test",
+    }
+    second = subprocess.Popen([sys.executable, "-m", "mta", "api"], env=env, cwd=Path.cwd())
+    try:
+        assert second.wait(60) != 0
+    finally:
+        if second.poll() is None:
+            second.kill()
+            second.wait(10)
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        assert b" 200 OK" in _get_healthz(sock).split(b"\r\n", 1)[0]
+        assert _server_pid(sock.getsockname()[1], workers) is not None
