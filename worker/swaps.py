@@ -202,10 +202,13 @@ async def settle_swaps(deps: SwapDeps) -> SettleReport:
     todo = await asyncio.to_thread(plan)
     for item in todo:
 
-        def credentials(old_id: int = item.old_id) -> tuple[str, str | None, str | None, datetime | None]:
+        def credentials(
+            old_id: int = item.old_id,
+        ) -> tuple[str, str | None, str | None, datetime | None] | None:
             with deps.db.transaction() as session:
                 old = session.get(Booking, old_id)
-                assert old is not None  # pending() found it held
+                if old is None:  # erased (/delete) since pending() found it
+                    return None
                 start = ensure_utc(old.start_at) if old.start_at is not None else None
                 return old.site, old.process_id, old.auth_key, start
 
@@ -215,7 +218,10 @@ async def settle_swaps(deps: SwapDeps) -> SettleReport:
             deps.redis.delete(cancel_backoff_key(item.old_id))
             log.warning("swap_cancel_given_up", old_id=item.old_id, reason=reason.value, code=code)
 
-        site, process_id, auth_key, old_start = await asyncio.to_thread(credentials)
+        held = await asyncio.to_thread(credentials)
+        if held is None:
+            continue
+        site, process_id, auth_key, old_start = held
         now = deps.clock()
         if old_start is None or old_start <= now:
             await asyncio.to_thread(give_up, swaps.CancelGiveUp.PAST)
