@@ -27,6 +27,9 @@ from pathlib import Path
 import orjson
 
 from api.snapshot import ReadyAnswer
+from shared.logging import get_logger
+
+log = get_logger("mta.api.answer_folder")
 
 FILE_MODE = 0o600
 FORMAT = 1
@@ -65,7 +68,14 @@ class AnswerFolder:
             return None
 
     def store(self, key: str, ready: ReadyAnswer) -> None:
-        """Write ``ready`` for ``key`` (a temporary file renamed over the old one: readers see either)."""
+        """Write ``ready`` for ``key`` (a temporary file renamed over the old one: readers see either).
+        A folder that cannot be written (gone, full) costs the sharing, never the answer."""
+        try:
+            self._write(key, ready)
+        except OSError as exc:
+            log.warning("answer_not_shared", error=f"{type(exc).__name__}: {exc}"[:200])
+
+    def _write(self, key: str, ready: ReadyAnswer) -> None:
         head = orjson.dumps(
             {
                 "format": FORMAT,
@@ -89,8 +99,13 @@ class AnswerFolder:
     @contextlib.contextmanager
     def lock(self, key: str) -> Iterator[bool]:
         """Try to become ``key``'s builder: yields True while this process holds its lock, False
-        when another does. The kernel drops the lock when its holder dies, so no build is orphaned."""
-        fd = os.open(self.path / f"{self._name(key)}.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        when another does. The kernel drops the lock when its holder dies, so no build is orphaned.
+        Without a usable folder this process builds for itself (True)."""
+        try:
+            fd = os.open(self.path / f"{self._name(key)}.lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+        except OSError:
+            yield True
+            return
         try:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -361,3 +361,20 @@ def test_healthz_is_answered_before_routing(api_settings: Settings, db: Database
         assert answered.status_code == 200 and answered.json() == {"status": "ok"}
         assert answered.headers["content-type"] == "application/json"
         assert client.get("/api/v1/status").status_code == 404
+
+
+def test_a_folder_that_cannot_be_used_costs_the_sharing_not_the_answer(tmp_path: Path) -> None:
+    """Tried: an answer store on a shared folder that does not exist (removed under it). Asserted:
+    it builds and answers by itself, twice after expiry. Seen failing with ``lock`` and ``store``
+    letting the folder's OSError through (the build task failed, the request with it)."""
+
+    async def main() -> None:
+        cache = AnswerCache(shared=AnswerFolder(tmp_path / "gone"))
+
+        async def build(read_at_s: float) -> ReadyAnswer:
+            return answer(b"ok", "text/plain", read_at_s=read_at_s)
+
+        assert (await cache.get("k", build, max_age_s=60)).body == b"ok"
+        assert (await cache.get("other", build, max_age_s=60)).body == b"ok"
+
+    asyncio.run(main())
