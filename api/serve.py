@@ -172,13 +172,15 @@ def run(settings: Settings) -> None:
         serve(ApiServer(_config(settings, create_app(settings, refresh_s=settings.api_refresh_s), 1)))
         return
     answers_dir = Path(tempfile.mkdtemp(prefix="mta-api-answers-"))  # 0700: this user's processes only
-    config = _config(settings, partial(app_from_environment, answers_dir), workers)
-    sockets = listeners(config, workers)
-    try:
-        code = Supervisor(config, sockets, workers).run()
+    try:  # removed however this ends, a busy port (SystemExit) included
+        config = _config(settings, partial(app_from_environment, answers_dir), workers)
+        sockets = listeners(config, workers)
+        try:
+            code = Supervisor(config, sockets, workers).run()
+        finally:
+            for sock in set(sockets):
+                sock.close()
     finally:
-        for sock in set(sockets):
-            sock.close()
         shutil.rmtree(answers_dir, ignore_errors=True)
     if code:
         raise SystemExit(code)
