@@ -28,7 +28,7 @@ from shared.domain import Observation, SlotSeen, office_key
 from shared.recording import record_observation, sync_targets
 from shared.settings import Settings, load_settings, reset_settings_cache
 from tests.support.databases import MigratedTemplates, open_migrated
-from tests.support.replica import Replica
+from tests.support.replica import Replica, berlin_slot
 
 pytestmark = [pytest.mark.browser]
 
@@ -243,6 +243,13 @@ def wait_until(condition: Callable[[], bool], timeout_s: float = 90.0, what: str
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         time.sleep(0.2)
+
+
+def fs_slot(replica: Replica, days_ahead: int, hour: int) -> int:
+    """One Führerscheinstelle appointment (two consecutive units) released at the replica."""
+    start = berlin_slot(days_ahead=days_ahead, hour=hour)
+    replica.add_slots(FS_OFFICE, [start, start + UNIT_S])
+    return start
 
 
 def replica_now(replica: Replica) -> datetime:

@@ -23,6 +23,7 @@ from tests.booking.conftest import (
     add_person,
     booking_events,
     bookings,
+    fs_slot,
     notification_payloads,
     observe,
     replica_now,
@@ -30,13 +31,6 @@ from tests.booking.conftest import (
 from tests.support.replica import Replica, berlin_slot
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
-
-
-def fs_slot(replica: Replica, days_ahead: int, hour: int) -> int:
-    """One Führerscheinstelle appointment (two consecutive units) released at the replica."""
-    start = berlin_slot(days_ahead=days_ahead, hour=hour)
-    replica.add_slots(FS_OFFICE, [start, start + UNIT_S])
-    return start
 
 
 async def book(deps: Any, person: Any, slot_id: int, **kwargs: Any) -> Any:

@@ -31,22 +31,16 @@ from shared.db.models import (
 from tests.booking.conftest import (
     FS_OFFICE,
     FS_SERVICE,
-    UNIT_S,
     add_person,
     booking_events,
     bookings,
+    fs_slot,
     observe,
     replica_now,
 )
-from tests.support.replica import Replica, berlin_slot
+from tests.support.replica import Replica
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
-
-
-def fs_slot(replica: Replica, days_ahead: int, hour: int) -> int:
-    start = berlin_slot(days_ahead=days_ahead, hour=hour)
-    replica.add_slots(FS_OFFICE, [start, start + UNIT_S])
-    return start
 
 
 def booked_elsewhere(replica: Replica, start: int) -> tuple[str, str]:
