@@ -15,7 +15,10 @@ the hot and normal groups, a hot one weighing ``1 / hot_factor`` (two) times a n
 under the minimum interval. When a stated window is about to start and the site's current request
 streak would reach the pause before the window ends, the scheduler lets the streak lapse first
 (``Scheduler.holding_for_window``), so that the city's mandatory 60 s pause falls right before the
-window and the window starts with a fresh streak.
+window and the window starts with a fresh streak. Inside a window whose end the streak would not
+reach at the planned pace (rounds cost more once days open, a session may be walked afresh), the
+rounds are spaced further apart so that it does (``Scheduler.window_stretch``), as long as they stay
+closer together than the pause would last.
 """
 
 from __future__ import annotations
@@ -61,6 +64,17 @@ class ReleasePlan:
         """Whether ``now`` lies inside a stated window of ``offices`` (its lead not counted)."""
         local = now.astimezone(SITE_TIMEZONE)
         return any(w.contains(local) for w in self.windows.for_offices(set(offices)))
+
+    def window_end(self, offices: Iterable[int], now: datetime) -> datetime | None:
+        """The end of the stated window of ``offices`` that ``now`` lies in (of overlapping ones,
+        the latest), or None outside them."""
+        local = now.astimezone(SITE_TIMEZONE)
+        ends = [
+            datetime.combine(local.date(), window.end, tzinfo=local.tzinfo)
+            for window in self.windows.for_offices(set(offices))
+            if window.contains(local)
+        ]
+        return max(ends) if ends else None
 
     def next_window(self, offices: Iterable[int], now: datetime) -> tuple[datetime, datetime] | None:
         """The next stated window of ``offices`` to start after ``now``: (start, end), its lead not

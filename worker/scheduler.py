@@ -60,7 +60,7 @@ from shared.recording import sync_targets
 from shared.release_windows import load_release_windows
 from shared.settings import Settings
 from worker import heartbeat
-from worker.budget import SiteBudget, site_budget
+from worker.budget import PAUSE_MS, SiteBudget, site_budget
 from worker.leader import LeaderLock
 from worker.release_plan import ReleasePlan, State
 
@@ -72,6 +72,8 @@ RETENTION_EVERY_S = 3600.0
 PRE_WINDOW_HOLD_S = 65.0
 """A site whose stated release window starts within this long lets its request streak lapse first
 (MTA's pause is 61 s from the last request), so the window starts with a fresh streak."""
+STREAK_PAUSE_S = PAUSE_MS / 1000
+"""How long a pause at the end of a streak keeps the site silent."""
 
 
 @dataclass
@@ -265,6 +267,43 @@ class Scheduler:
                 return True
         return False
 
+    def window_stretch(self, site: str, now_s: float) -> float:
+        """How many times its planned interval each round of ``site`` waits now, so that the
+        request streak lasts to the end of the stated window the site is in (1: no stretch).
+
+        Inside a window the plan checks at full pace, and rounds cost more once days open (1 +
+        day requests), so 50 requests can run out before a window of two minutes ends: then the
+        city's 60 s pause falls inside it, where a slot found a minute late hurts most. The
+        stretch is the requests planned until the window ends over the streak's room, both read
+        now, so a round that cost more than planned or a walk (a fresh session: page load,
+        captcha, calendar) slows the rest of the window. It is taken only while the stretched
+        rounds stay closer together than the pause lasts (a longer gap would cost more than the
+        pause it avoids), so a long window (the city's are one or two hours, which no streak can
+        last) keeps its pace and pauses when it must.
+        """
+        if self.plan is None:
+            return 1.0
+        now = datetime.fromtimestamp(now_s, UTC)
+        groups = {t.group for t in self._targets if t.site == site}
+        ends = [end for g in groups if (end := self.plan.window_end(self.group_offices(g), now)) is not None]
+        if not ends:
+            return 1.0
+        budget = self.budget(site)
+        pause_after = budget.pause_after()
+        # rounds come whole and the pause comes at ``pause_after``: keep one round in hand, so
+        # the last round the window has room for ends below the pause, not just starts below it
+        left = pause_after - budget.streak()
+        room = left - 1 - max(self._cost(g) for g in groups)
+        rate = self.requests_per_s(site, now_s)
+        to_end_s = (max(ends) - now).total_seconds()
+        if pause_after <= 0 or room <= 0 or rate <= 0 or rate * to_end_s <= room:
+            return 1.0  # no streak rule, the pause is due anyway, or the streak lasts
+        stretch = rate * to_end_s / room
+        longest_s = max(self.interval_s(site, g, now_s) for g in groups)
+        if longest_s * stretch > STREAK_PAUSE_S:
+            return 1.0  # rounds further apart than the pause lasts: the pause costs less
+        return stretch
+
     def learn(self, now_s: float) -> None:
         """Take in when each service's slots appeared over the last four weeks (the release plan's
         learned hours); every ``learn_every_s``."""
@@ -298,10 +337,7 @@ class Scheduler:
         if time.monotonic() - self._learned_at >= self.learn_every_s:
             self._learned_at = time.monotonic()
             self.learn(now_s)
-        self._round_cost = {
-            (k.decode() if isinstance(k, bytes) else str(k)): max(1.0, float(v))
-            for k, v in cast(dict[Any, Any], self.client.hgetall(ROUND_COST_KEY)).items()
-        }
+        self.read_round_costs()
         raw = self.client.hmget(LAST_DISPATCH_KEY, [str(t.id) for t in self._targets])
         last = {t.id: (float(v) if v else None) for t, v in zip(self._targets, raw, strict=True)}
         sites = {t.site for t in self._targets}
@@ -312,13 +348,15 @@ class Scheduler:
             or self.holding_for_window(site, now_s)
             or site_stopped(self.client, site)  # the operator's kill switch
         }
+        stretch = {site: self.window_stretch(site, now_s) for site in sites - paused}
         candidates: list[tuple[float, TargetView]] = []
         for target in self._targets:
             if target.site in paused:
                 continue
             if target.backoff_until is not None and target.backoff_until > now_dt:
                 continue
-            due_in = self.due_in_s(last[target.id], self.interval_s(target.site, target.group, now_s), now_s)
+            interval = self.interval_s(target.site, target.group, now_s) * stretch[target.site]
+            due_in = self.due_in_s(last[target.id], interval, now_s)
             if due_in <= 0:
                 candidates.append((due_in, target))
         candidates.sort(key=lambda item: item[0])
@@ -364,6 +402,13 @@ class Scheduler:
             log.debug("dispatched", targets=dispatched)
         return dispatched
 
+    def read_round_costs(self) -> None:
+        """What each group's last warm round cost, as the workers reported it (every tick)."""
+        self._round_cost = {
+            (k.decode() if isinstance(k, bytes) else str(k)): max(1.0, float(v))
+            for k, v in cast(dict[Any, Any], self.client.hgetall(ROUND_COST_KEY)).items()
+        }
+
     def _read_backoffs(self) -> None:
         """Workers record back-offs (429 reset times, maintenance); pick them up within a second."""
         with self.db.read() as session:
@@ -399,7 +444,9 @@ class Scheduler:
                 "service_id": group[1],
                 "service_count": group[2],
                 "state": self.state(group, now_s),
-                "interval_s": round(self.interval_s(group[0], group, now_s), 1),
+                "interval_s": round(
+                    self.interval_s(group[0], group, now_s) * self.window_stretch(group[0], now_s), 1
+                ),
                 "holding_for_window": self.holding_for_window(group[0], now_s),
             }
             for group in sorted({t.group for t in self._targets})
