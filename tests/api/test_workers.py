@@ -31,12 +31,9 @@ def test_worker_count_follows_the_setting_and_the_cores(api_settings: Settings) 
     assert worker_count(api_settings.model_copy(update={"api_workers": 3}), cpus=1) == 3
 
 
-@pytest.fixture
-def api_with_two_workers(
-    api_settings: Settings, db: Database
-) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
-    port = free_port()
-    env = {
+def _two_process_env(api_settings: Settings, port: int) -> dict[str, str]:
+    """The environment of an `mta api` with two server processes on ``port``."""
+    return {
         **os.environ,
         "MTA_DATA_DIR": str(api_settings.data_dir),
         "MTA_REDIS_URL": api_settings.redis_url,
@@ -44,6 +41,14 @@ def api_with_two_workers(
         "MTA_API_WORKERS": "2",
         "MTA_ENV": "test",
     }
+
+
+@pytest.fixture
+def api_with_two_workers(
+    api_settings: Settings, db: Database
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    env = _two_process_env(api_settings, port)
     proc = subprocess.Popen([sys.executable, "-m", "mta", "api"], env=env, cwd=Path.cwd())
     try:
         wait_for_port(port, timeout_s=60)
@@ -164,15 +169,7 @@ def test_server_processes_send_one_shared_answer_that_follows_the_data(
 
     seeded = seed(db)
     port = free_port()
-    env = {
-        **os.environ,
-        "MTA_DATA_DIR": str(api_settings.data_dir),
-        "MTA_REDIS_URL": api_settings.redis_url,
-        "MTA_API_PORT": str(port),
-        "MTA_API_WORKERS": "2",
-        "MTA_API_REFRESH_S": "2",
-        "MTA_ENV": "test",
-    }
+    env = {**_two_process_env(api_settings, port), "MTA_API_REFRESH_S": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "mta", "api"], env=env, cwd=Path.cwd())
     try:
         wait_for_port(port, timeout_s=60)
@@ -238,14 +235,7 @@ def test_a_second_mta_api_on_the_same_port_is_refused(
     SO_REUSEPORT first (the second ran)."""
     proc, port = api_with_two_workers
     workers = wait_until(lambda: c if len(c := _children(proc.pid)) == 2 else set(), 60, "two workers")
-    env = {
-        **os.environ,
-        "MTA_DATA_DIR": str(api_settings.data_dir),
-        "MTA_REDIS_URL": api_settings.redis_url,
-        "MTA_API_PORT": str(port),
-        "MTA_API_WORKERS": "2",
-        "MTA_ENV": "test",
-    }
+    env = _two_process_env(api_settings, port)
     second = subprocess.Popen([sys.executable, "-m", "mta", "api"], env=env, cwd=Path.cwd())
     try:
         assert second.wait(60) != 0
